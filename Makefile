@@ -1,0 +1,26 @@
+# Two entry points (README): `make demo` and `make test`. Both create .venv on first use,
+# installing torch==2.13.0 first (a CPU wheel; a looser spec would pull a CUDA build).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.headgraph-installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/headgraph demo --db headgraph.duckdb
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check headgraph tests benchmarks
+
+test: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) headgraph.duckdb headgraph.duckdb.wal

@@ -1,0 +1,146 @@
+"""The ``headgraph`` command line: ingest models, list them, run the demo.
+
+Every refusal is one line ``error [CODE]: message`` on stderr with exit status 2 (no
+traceback unless ``--debug``); see :mod:`headgraph.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headgraph.errors import HeadgraphError
+
+app = typer.Typer(
+    help="headgraph: a graph database of transformer circuit structure.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
+                 "headgraph.duckdb)."),
+]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _fail(exc: BaseException) -> None:
+    if _state["debug"]:
+        raise exc
+    code = getattr(exc, "code", "ERROR")
+    err_console.print(f"[bold red]error[/] [{code}]: {exc}", markup=True, highlight=False,
+                      soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except HeadgraphError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing was written.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Model directory, hub name, 'toy[@STEP]' or "
+                                          "'random:SHAPE'.")],
+    db: DbOption = None,
+    name: Annotated[str | None, typer.Option(help="Name to store it under (unique).")] = None,
+    family: Annotated[str | None, typer.Option(help="Training-run family of checkpoints.")] = None,
+    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint.")] = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite a stored model of that name.")] = False,
+    device: Annotated[str, typer.Option(help="Where the matrix work runs: cpu, cuda.")] = "cpu",
+    allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
+                                               "(weights_only=True).")] = False,
+) -> None:
+    """Compute a model's circuit graph and store it in one transaction."""
+    from headgraph.ingest.pipeline import ingest as run_ingest
+    from headgraph.progress import StageProgress
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(HeadgraphError(f"--device {device}: no CUDA device is available here; "
+                                 "use --device cpu."))
+    with StageProgress(console) as progress:
+        report = _run(run_ingest, source, db, name=name, family=family, step=step,
+                      replace=replace, device=device, allow_pickle=allow_pickle,
+                      progress=progress.update)
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    table = Table(title=f"ingested {report.name!r} into {report.database}", show_header=False)
+    table.add_row("nodes", f"{report.n_nodes:,}")
+    table.add_row("edges", f"{report.n_edges:,}")
+    for stage, seconds in report.timings.items():
+        table.add_row(f"{stage} (s)", f"{seconds:.2f}")
+    table.add_row("total (s)", f"{sum(report.timings.values()):.2f}")
+    if report.replaced:
+        table.add_row("replaced", "the earlier model of this name")
+    console.print(table)
+
+
+@app.command()
+def models(db: DbOption = None) -> None:
+    """List the models stored in a database."""
+    from headgraph.queries.models import list_models
+    from headgraph.queries.session import open_reader
+
+    rows = _run(lambda: list_models(open_reader(db)))
+    table = Table(title="models")
+    for col in ("name", "family", "step", "architecture", "layers x heads", "d_model",
+                "nodes", "edges", "ingested"):
+        table.add_column(col)
+    for m in rows:
+        table.add_row(m.name, m.family or "", "" if m.step is None else str(m.step),
+                      m.architecture, f"{m.n_layers} x {m.n_heads}", str(m.d_model),
+                      f"{m.n_nodes:,}", f"{m.n_edges:,}", m.ingested_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    db: DbOption = None,
+    serve: Annotated[bool, typer.Option(help="Serve the API after ingesting.")] = False,
+) -> None:
+    """Ingest the shipped toy model and show what its graph says about induction."""
+    from headgraph.demo import run_demo
+
+    _run(run_demo, db, console=console, serve=serve)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    try:
+        app()
+    except HeadgraphError as exc:
+        err_console.print(f"error [{exc.code}]: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
+
+__all__ = ["app", "Path"]

@@ -1,0 +1,146 @@
+"""Exact composition scores, reduced to small cores (Elhage et al. 2021; DESIGN.md).
+
+Composition of a writer ``W`` (a head's ``W_OV``, an MLP's ``W_out``...) into a reader
+``M`` (a head's ``W_QK``, ``W_QK^T`` or ``W_OV``, an MLP's ``W_in``...) is
+
+    score = ‖W M‖_F / (‖W‖_F ‖M‖_F).
+
+Two exact reductions keep this cheap:
+
+*QR.* For a thin factor ``F = Q R`` (``Q`` with orthonormal columns),
+``‖Q R X‖_F = ‖R X‖_F`` and ``‖X R^T Q^T‖_F = ‖X R^T‖_F``. A head's
+``W_OV = W_V W_O = Q_V (R_V W_O)`` so its *write factor* is ``A = R_V W_O``
+(``d_head x d_model``), and its *read factors* are ``W_Q R_K^T`` (for Q-composition,
+``W_QK = W_Q R_K^T Q_K^T``), ``W_K R_Q^T`` (K, ``W_QK^T``) and ``W_V R_O^T`` (V, with
+``W_O^T = Q_O R_O``), each ``d_model x d_head``. Then every head-to-head numerator is a
+block of one product ``A_sources @ B_targets``.
+
+*Gram.* For dense components (MLPs, embeddings, unembedding) the factors are as wide as
+the model, so ``‖W M‖_F^2 = <W^T W, M M^T>_F`` is used instead: one ``d_model x d_model``
+Gram matrix per component, and a single matrix product of flattened Grams scores all
+pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def qr_r(x: Tensor) -> Tensor:
+    """A ``k x k`` factor ``R`` with ``R^T R = x^T x``, batched: ``[..., n, k] -> [..., k, k]``.
+
+    Any such ``R`` serves the reduction (``‖x X‖_F^2 = tr(X^T x^T x X) = ‖R X‖_F^2``); the
+    QR's triangular ``R`` is one, the symmetric square root of the Gram ``x^T x`` another.
+    The latter is used: a ``k x k`` eigendecomposition in float64 is far cheaper than a
+    batched Householder QR on the CPU, and it stays exact for rank-deficient ``x``.
+    """
+    gram = x.transpose(-1, -2).double() @ x.double()  # (..., k, k)
+    vals, vecs = torch.linalg.eigh(gram)
+    root = vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)  # V diag(sqrt λ)
+    return (root @ vecs.transpose(-1, -2)).to(x.dtype)
+
+
+def frob(x: Tensor) -> Tensor:
+    """Frobenius norm over the last two dims."""
+    return torch.linalg.matrix_norm(x)
+
+
+def head_write_factor(W_V: Tensor, W_O: Tensor, kv_of_head: Tensor) -> Tensor:
+    """``A = R_V W_O``: ``[H, d_head, d_model]`` with ``‖A X‖ = ‖W_OV X‖`` for any X."""
+    R_V = qr_r(W_V)  # (Hkv, dh, dh)
+    return R_V[kv_of_head] @ W_O  # (H, dh, d)
+
+
+def head_read_factors(
+    W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor, kv_of_head: Tensor
+) -> dict[str, Tensor]:
+    """Read factors ``[H, d_model, d_head]`` with ``‖X B_kind‖ = ‖X M_kind‖``.
+
+    ``M_Q = W_QK = W_Q W_K^T``, ``M_K = W_QK^T = W_K W_Q^T``, ``M_V = W_OV = W_V W_O``.
+    """
+    R_Q = qr_r(W_Q)  # (H, dh, dh)
+    R_K = qr_r(W_K)  # (Hkv, dh, dh)
+    R_O = qr_r(W_O.transpose(-1, -2))  # (H, dh, dh), W_O^T = Q_O R_O
+    return {
+        "Q": W_Q @ R_K[kv_of_head].transpose(-1, -2),
+        "K": W_K[kv_of_head] @ R_Q.transpose(-1, -2),
+        "V": W_V[kv_of_head] @ R_O.transpose(-1, -2),
+    }
+
+
+def block_sq_norms(write: Tensor, read: Tensor, max_elems: int = 1 << 25) -> Tensor:
+    """``‖write_i @ read_j‖_F^2`` for all pairs: ``[n, r, d] x [m, d, c] -> [n, m]``.
+
+    One large matrix product ``[n r, d] @ [d, m c]``, chunked over the source rows so
+    that no intermediate holds more than ``max_elems`` floats.
+    """
+    n, r, d = write.shape
+    m, _, c = read.shape
+    rhs = read.permute(1, 0, 2).reshape(d, m * c)  # (d, m c)
+    out = torch.empty(n, m, dtype=write.dtype, device=write.device)
+    rows = max(1, max_elems // max(1, r * m * c))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        prod = write[start:stop].reshape(-1, d) @ rhs  # ((stop-start) r, m c)
+        prod.square_()
+        out[start:stop] = prod.view(stop - start, r, m, c).sum(dim=(1, 3))
+    return out
+
+
+def write_gram(factor: Tensor) -> Tensor:
+    """``F^T F`` (``[..., a, d] -> [..., d, d]``): the Gram of a component's write rows."""
+    return factor.transpose(-1, -2) @ factor
+
+
+def read_gram(factor: Tensor) -> Tensor:
+    """``M M^T`` (``[..., d, k] -> [..., d, d]``): the Gram of a component's read columns."""
+    return factor @ factor.transpose(-1, -2)
+
+
+def gram_inner(left: Tensor, right: Tensor) -> Tensor:
+    """``<L_i, R_j>_F`` for stacks of Grams ``[n, d, d] x [m, d, d] -> [n, m]``."""
+    return left.flatten(1) @ right.flatten(1).T
+
+
+def gram_pairs(
+    thin: Tensor, grams: Tensor, side: str, max_elems: int = 1 << 26
+) -> Tensor:
+    """``‖W M‖_F^2`` between thin factors and dense Grams, by the Gram trick.
+
+    ``side="write"``: ``thin`` are write factors ``[n, r, d]`` (``‖A M‖^2 = <A^T A, M M^T>``);
+    ``side="read"``: ``thin`` are read factors ``[n, d, c]`` (``‖W B‖^2 = <W^T W, B B^T>``).
+    ``grams`` is ``[m, d, d]``. Returns ``[n, m]``, built in chunks of thin factors.
+    """
+    n = thin.shape[0]
+    d = grams.shape[-1]
+    out = torch.empty(n, grams.shape[0], dtype=thin.dtype, device=thin.device)
+    if grams.shape[0] == 0 or n == 0:
+        return out
+    flat = grams.flatten(1)
+    step = max(1, max_elems // (d * d))
+    for start in range(0, n, step):
+        chunk = thin[start : start + step]
+        grams_of_chunk = write_gram(chunk) if side == "write" else read_gram(chunk)
+        out[start : start + step] = grams_of_chunk.flatten(1) @ flat.T
+    return out
+
+
+def copying_scores(
+    W_V: Tensor, W_O: Tensor, readout: Tensor, kv_of_head: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Copying scores from the eigenvalues of the full OV circuit ``W_E W_OV W_U``.
+
+    Its non-zero eigenvalues are those of the ``d_head x d_head`` core
+    ``W_O (W_U W_E) W_V``; ``readout = W_U W_E`` (``[d_model, d_model]``).
+    Returns ``positive_fraction`` (share of eigenvalues with real part > 0) and
+    ``ratio = Σλ / Σ|λ|`` in [-1, 1], each ``[H]``.
+    """
+    core = W_O @ readout @ W_V[kv_of_head]  # (H, dh, dh)
+    eig = torch.linalg.eigvals(core.double())
+    positive = (eig.real > 0).double().mean(dim=-1)
+    total = eig.sum(dim=-1).real
+    magnitude = eig.abs().sum(dim=-1)
+    ratio = torch.where(magnitude > 0, total / magnitude.clamp_min(1e-300), torch.zeros_like(total))
+    return positive.float(), ratio.float()

@@ -1,0 +1,146 @@
+"""One ingest, start to end: check the database, load, compose, write in one transaction.
+
+The database is checked *before* the expensive part (schema version, name clash, a lock
+held by another writer), so a doomed ingest fails in a second rather than after minutes
+of matrix work; the write re-checks inside its transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from headgraph.errors import ModelExistsError
+from headgraph.ingest.compose import ComposedGraph, compose
+from headgraph.ingest.null import NullStat, Shape, null_key, sample_null
+from headgraph.ingest.sources import describe, open_source
+from headgraph.ingest.writer import ModelLabel, WriteResult, write_model
+from headgraph.schema import tables as t
+from headgraph.schema.database import (
+    DatabaseTarget,
+    check_version,
+    create_db_engine,
+    raise_db_error,
+    resolve_target,
+    schema_state,
+)
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an ingest stored and how long each stage took (seconds)."""
+
+    name: str
+    database: str
+    n_nodes: int
+    n_edges: int
+    replaced: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    graph: ComposedGraph | None = None
+
+
+def preflight(target: DatabaseTarget, name: str, replace: bool) -> dict[str, NullStat]:
+    """Fail fast on a bad database; return its cached null baselines."""
+    if target.path is not None and not target.path.exists():
+        return {}
+    engine = create_db_engine(target, read_only=False)
+    try:
+        with engine.connect() as conn:
+            version = schema_state(conn)
+            check_version(version, target)
+            if version is None:
+                return {}
+            clash = conn.execute(select(t.models.c.model_id).where(t.models.c.name == name)).first()
+            if clash is not None and not replace:
+                raise ModelExistsError(
+                    f"{target}: a model named {name!r} is already stored. Pass --replace to "
+                    "overwrite it, or --name to store this one under another name."
+                )
+            rows = conn.execute(select(t.baselines)).mappings()
+            return {
+                r["key"]: NullStat(r["key"], r["mean"], r["std"], r["samples"], r["seed"])
+                for r in rows
+            }
+    except DBAPIError as exc:
+        raise_db_error(target, exc, read_only=False)
+    finally:
+        engine.dispose()
+    return {}
+
+
+def cached_null(cache: dict[str, NullStat]) -> Callable[[Shape, Shape, str], NullStat]:
+    def provider(writer: Shape, reader: Shape, kind: str) -> NullStat:
+        key = null_key(writer, reader, kind)
+        if key not in cache:
+            cache[key] = sample_null(writer, reader, kind)
+        return cache[key]
+
+    return provider
+
+
+def ingest(
+    source: str,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    family: str | None = None,
+    step: int | None = None,
+    replace: bool = False,
+    device: str = "cpu",
+    allow_pickle: bool = False,
+    progress: Progress | None = None,
+    keep_graph: bool = False,
+) -> IngestReport:
+    """Ingest ``source`` into database ``db`` (path or URL) as one model.
+
+    Examples
+    --------
+    >>> report = ingest("toy", "/tmp/doctest-headgraph.duckdb", replace=True)
+    >>> report.name
+    'toy'
+    """
+    target = resolve_target(db)
+    defaults = describe(source)
+    label = ModelLabel(
+        name=name or defaults.name,
+        family=family if family is not None else defaults.family,
+        step=step if step is not None else defaults.step,
+    )
+    timings: dict[str, float] = {}
+    tick = progress or (lambda stage, done, total: None)
+
+    start = time.perf_counter()
+    nulls = preflight(target, label.name, replace)
+    tick("load", 0, 1)
+    reader = open_source(source, allow_pickle=allow_pickle)
+    timings["load"] = time.perf_counter() - start
+    tick("load", 1, 1)
+
+    start = time.perf_counter()
+    try:
+        graph = compose(reader, device=device, null=cached_null(nulls), progress=tick)
+    finally:
+        reader.close()
+    timings["compose"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    tick("write", 0, 1)
+    result: WriteResult = write_model(target, graph, reader.info, label, replace=replace)
+    timings["write"] = time.perf_counter() - start
+    tick("write", 1, 1)
+    return IngestReport(
+        name=label.name,
+        database=str(target),
+        n_nodes=result.n_nodes,
+        n_edges=result.n_edges,
+        replaced=result.replaced,
+        timings=timings,
+        graph=graph if keep_graph else None,
+    )

@@ -1,0 +1,176 @@
+"""Write one composed model into the database in a single transaction.
+
+Readers never see half a model and a failed or killed ingest leaves the database exactly
+as it was: the model row, its nodes and edges (and, with ``replace``, the removal of the
+old version) commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import DBAPIError
+
+import headgraph
+from headgraph.errors import ModelExistsError
+from headgraph.ingest.compose import EDGE_KINDS, ComposedGraph
+from headgraph.ingest.null import NullStat
+from headgraph.ingest.spec import SourceInfo
+from headgraph.schema import tables as t
+from headgraph.schema.bulk import bulk_insert
+from headgraph.schema.database import (
+    DatabaseTarget,
+    create_db_engine,
+    ensure_schema,
+    raise_db_error,
+)
+
+
+@dataclass(frozen=True)
+class ModelLabel:
+    """How the user names a model: a unique ``name``, and optionally a training-run
+    ``family`` and ``step`` for checkpoints."""
+
+    name: str
+    family: str | None = None
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    model_id: int
+    n_nodes: int
+    n_edges: int
+    replaced: bool
+
+
+def _opt_int(values: np.ndarray) -> pa.Array:
+    return pa.array(values, type=pa.int16(), mask=values < 0)
+
+
+def _opt_float(values: np.ndarray) -> pa.Array:
+    return pa.array(values, type=pa.float32(), mask=~np.isfinite(values))
+
+
+def nodes_table(model_id: int, graph: ComposedGraph) -> pa.Table:
+    n = graph.nodes
+    kv = np.where(n.heads >= 0, n.heads // graph.spec.group, -1)
+    cols = {
+        "model_id": pa.array(np.full(len(n.names), model_id, np.int32)),
+        "node": pa.array(n.names, pa.string()),
+        "kind": pa.array(n.kinds, pa.string()),
+        "layer": _opt_int(n.layers),
+        "head": _opt_int(n.heads),
+        "kv_head": _opt_int(kv),
+    }
+    for metric, values in graph.metrics.items():
+        cols[metric] = _opt_float(values)
+    return pa.table(cols)
+
+
+def edges_table(model_id: int, graph: ComposedGraph) -> pa.Table:
+    e = graph.edges
+    names = pa.array(graph.nodes.names, pa.string())
+    kinds = pa.array(EDGE_KINDS, pa.string())
+    return pa.table(
+        {
+            "model_id": pa.array(np.full(len(e), model_id, np.int32)),
+            "source": names.take(pa.array(e.source)),
+            "target": names.take(pa.array(e.target)),
+            "kind": kinds.take(pa.array(e.kind.astype(np.int32))),
+            "score": pa.array(e.score),
+            "baseline": pa.array(e.baseline),
+            "null_std": pa.array(e.null_std),
+            "rank": pa.array(e.rank),
+        }
+    )
+
+
+def _delete_model(conn, model_id: int) -> None:
+    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores):
+        conn.execute(delete(table).where(table.c.model_id == model_id))
+    conn.execute(delete(t.models).where(t.models.c.model_id == model_id))
+
+
+def write_model(
+    target: DatabaseTarget,
+    graph: ComposedGraph,
+    info: SourceInfo,
+    label: ModelLabel,
+    *,
+    replace: bool = False,
+) -> WriteResult:
+    """Store ``graph`` as model ``label.name`` in one transaction."""
+    engine = create_db_engine(target, read_only=False)
+    spec = graph.spec
+    try:
+        with engine.begin() as conn:
+            ensure_schema(conn, target)
+            old = conn.execute(
+                select(t.models.c.model_id).where(t.models.c.name == label.name)
+            ).first()
+            if old is not None and not replace:
+                raise ModelExistsError(
+                    f"{target}: a model named {label.name!r} is already stored. Pass --replace "
+                    "to overwrite it, or --name to store this one under another name."
+                )
+            if old is not None:
+                _delete_model(conn, old[0])
+            _store_nulls(conn, graph.nulls)
+            model_id = conn.execute(
+                insert(t.models)
+                .values(
+                    name=label.name,
+                    family=label.family,
+                    step=label.step,
+                    source=info.source,
+                    architecture=spec.architecture,
+                    n_layers=spec.n_layers,
+                    n_heads=spec.n_heads,
+                    n_kv_heads=spec.n_kv_heads,
+                    d_model=spec.d_model,
+                    d_head=spec.d_head,
+                    d_mlp=spec.d_mlp,
+                    d_vocab=spec.d_vocab,
+                    n_ctx=spec.n_ctx,
+                    position_scheme=spec.positional,
+                    parallel_blocks=spec.parallel_blocks,
+                    readout=spec.readout,
+                    processing=spec.processing,
+                    weights_digest=info.weights_digest,
+                    ingested_at=dt.datetime.now(dt.UTC),
+                    headgraph_version=headgraph.__version__,
+                    n_nodes=len(graph.nodes.names),
+                    n_edges=len(graph.edges),
+                )
+                .returning(t.models.c.model_id)
+            ).scalar_one()
+            bulk_insert(conn, "nodes", nodes_table(model_id, graph))
+            bulk_insert(conn, "edges", edges_table(model_id, graph))
+    except DBAPIError as exc:
+        raise_db_error(target, exc, read_only=False)
+    finally:
+        engine.dispose()
+    return WriteResult(
+        model_id=model_id,
+        n_nodes=len(graph.nodes.names),
+        n_edges=len(graph.edges),
+        replaced=old is not None,
+    )
+
+
+def _store_nulls(conn, nulls: tuple[NullStat, ...]) -> None:
+    if not nulls:
+        return
+    have = {r[0] for r in conn.execute(select(t.baselines.c.key))}
+    rows = [
+        {"key": s.key, "mean": s.mean, "std": s.std, "samples": s.samples, "seed": s.seed}
+        for s in nulls
+        if s.key not in have
+    ]
+    if rows:
+        conn.execute(insert(t.baselines), rows)

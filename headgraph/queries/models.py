@@ -1,0 +1,30 @@
+"""Named queries about models."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from headgraph.errors import ModelNotFoundError
+from headgraph.queries.records import ModelRow
+from headgraph.queries.session import GraphDB
+from headgraph.schema.tables import models
+
+
+def list_models(db: GraphDB, family: str | None = None) -> list[ModelRow]:
+    """All stored models (of one family if given), by family, step and name."""
+    stmt = select(models)
+    if family is not None:
+        stmt = stmt.where(models.c.family == family)
+    stmt = stmt.order_by(models.c.family, models.c.step, models.c.name)
+    return [ModelRow.from_row(r) for r in db.rows(stmt)]
+
+
+def get_model(db: GraphDB, name: str) -> ModelRow:
+    """The model called ``name``; :class:`ModelNotFoundError` if there is none."""
+    rows = db.rows(select(models).where(models.c.name == name))
+    if not rows:
+        known = [m.name for m in list_models(db)][:20]
+        raise ModelNotFoundError(
+            f"no model named {name!r} in {db.target}. Stored: {', '.join(known) or 'none'}."
+        )
+    return ModelRow.from_row(rows[0])

@@ -1,0 +1,90 @@
+"""Frozen records returned by the read side (no torch, no ORM objects)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+
+def _opt(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    model_id: int
+    name: str
+    family: str | None
+    step: int | None
+    source: str
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int | None
+    n_ctx: int | None
+    position_scheme: str | None
+    parallel_blocks: bool | None
+    readout: str | None
+    processing: str
+    weights_digest: str
+    ingested_at: dt.datetime
+    headgraph_version: str
+    n_nodes: int
+    n_edges: int
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> ModelRow:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    model_id: int
+    node: str
+    kind: str
+    layer: int | None
+    head: int | None
+    kv_head: int | None
+    qk_norm: float | None
+    ov_norm: float | None
+    copying_positive_fraction: float | None
+    copying_ratio: float | None
+    in_norm: float | None
+    out_norm: float | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> NodeRow:
+        return cls(**{f: _opt(row[f]) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    model_id: int
+    source: str
+    target: str
+    kind: str
+    score: float
+    baseline: float
+    null_std: float | None
+    rank: int
+
+    @property
+    def z(self) -> float | None:
+        """``(score - baseline) / null_std``: how far above the random null."""
+        if not self.null_std:
+            return None
+        return (self.score - self.baseline) / self.null_std
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> EdgeRow:
+        return cls(**{f: _opt(row[f]) for f in cls.__dataclass_fields__})

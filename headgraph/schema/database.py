@@ -1,0 +1,136 @@
+"""Opening a headgraph database: DuckDB file or SQLAlchemy URL, schema creation and the
+version check, and the raw driver connection for bulk writes.
+
+DuckDB locking (STACK-NOTES.md): while one process holds the file read-write no other
+process can open it at all; several read-only processes can share it. headgraph opens
+the file read-write only for the length of one write transaction (an ingest), and the
+server opens it read-only; see README "Ingest while serving".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, inspect, select
+from sqlalchemy.exc import DBAPIError
+
+from headgraph.errors import DatabaseError, DatabaseLockedError, SchemaVersionError
+from headgraph.schema.tables import SCHEMA_VERSION, meta, metadata
+
+DEFAULT_DB = "headgraph.duckdb"
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where a database lives: a SQLAlchemy URL plus, for DuckDB, the file path."""
+
+    url: str
+    path: Path | None  # DuckDB file, None for server databases
+
+    @property
+    def dialect(self) -> str:
+        return self.url.split(":", 1)[0].split("+", 1)[0]
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else _redact(self.url)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+def resolve_target(db: str | os.PathLike[str] | None) -> DatabaseTarget:
+    """A DuckDB path or a SQLAlchemy URL (``postgresql+psycopg://...``); ``None`` reads
+    ``HEADGRAPH_DB`` and falls back to ``headgraph.duckdb`` in the working directory."""
+    raw = os.fspath(db) if db is not None else os.environ.get("HEADGRAPH_DB", DEFAULT_DB)
+    if "://" in raw:
+        if raw.startswith("duckdb:///"):
+            path = Path(raw[len("duckdb:///") :])
+            return DatabaseTarget(url=raw, path=path)
+        return DatabaseTarget(url=raw, path=None)
+    path = Path(raw).expanduser().resolve()
+    return DatabaseTarget(url=f"duckdb:///{path}", path=path)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
+    """An engine for ``target``; DuckDB read-only opens share the file with other readers."""
+    if target.dialect == "duckdb":
+        if target.path is not None and read_only and not target.path.exists():
+            raise DatabaseError(
+                f"{target}: no database file there. Create one with "
+                f"`headgraph ingest SOURCE --db {target}`."
+            )
+        if target.path is not None and not target.path.parent.exists():
+            raise DatabaseError(f"{target}: the folder {target.path.parent} does not exist.")
+        return create_engine(target.url, connect_args={"read_only": read_only})
+    return create_engine(target.url, pool_pre_ping=True)
+
+
+def connect_error(target: DatabaseTarget, exc: BaseException, *, read_only: bool) -> DatabaseError:
+    """Turn a driver error on connect into one clear message."""
+    if _is_lock_error(exc):
+        mode = "read" if read_only else "write to"
+        return DatabaseLockedError(
+            f"{target}: cannot {mode} the database: another process has it open for writing "
+            "(an ingest, or a Python session). Wait for it to finish, or stop it, and retry."
+        )
+    return DatabaseError(f"{target}: the database refused the operation ({exc}).")
+
+
+def schema_state(conn: Connection) -> int | None:
+    """The stored schema version, ``None`` for an empty database; refuses foreign files."""
+    names = set(inspect(conn).get_table_names())
+    if not names:
+        return None
+    if "meta" not in names:
+        raise SchemaVersionError(
+            "this database has tables but no headgraph 'meta' table: it is not a headgraph "
+            "database. Use a new file."
+        )
+    row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+    if row is None:
+        raise SchemaVersionError("this headgraph database has no schema_version; it is damaged.")
+    return int(row[0])
+
+
+def check_version(version: int | None, target: DatabaseTarget) -> None:
+    if version is not None and version != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{target}: database schema version {version}, but this headgraph reads version "
+            f"{SCHEMA_VERSION}. Use the headgraph release that wrote it, or re-ingest into a "
+            "new file."
+        )
+
+
+def ensure_schema(conn: Connection, target: DatabaseTarget) -> None:
+    """Create the schema in an empty database (inside the caller's transaction) or check
+    that an existing one has this version."""
+    version = schema_state(conn)
+    if version is None:
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    check_version(version, target)
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The raw DBAPI connection under a SQLAlchemy connection, in its transaction."""
+    return conn.connection.dbapi_connection
+
+
+def raise_db_error(target: DatabaseTarget, exc: DBAPIError, *, read_only: bool) -> None:
+    raise connect_error(target, exc.orig or exc, read_only=read_only) from None
