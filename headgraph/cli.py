@@ -131,6 +131,16 @@ def demo(
     _run(run_demo, db, console=console, serve=serve)
 
 
+def _register_extensions() -> None:
+    """Commands defined next to the code they drive (the API's serve/query...)."""
+    from headgraph.api.commands import register
+
+    register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()
