@@ -19,7 +19,28 @@ import torch
 from headgraph.errors import SourceError, UnsupportedArchitectureError
 from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
 
-PROCESSING = "bridge:fold_ln,center_writing_weights,center_unembed"
+
+def bridge_processing(bridge: Any) -> str:
+    """The weight processing compatibility mode really applied to this bridge.
+
+    Mirrors ``ProcessWeights.process_weights``: post-LN adapters (BERT) cannot fold
+    LayerNorm, RMSNorm models fold the scale but centre nothing, and writing weights are
+    centred only under LayerNorm.
+    """
+    adapter = getattr(bridge, "adapter", None)
+    norm = getattr(bridge.cfg, "normalization_type", "LN")
+    parts = []
+    if getattr(adapter, "supports_fold_ln", True):
+        if norm in ("LN", "LNPre"):
+            parts.append("fold_ln")
+        elif norm in ("RMS", "RMSPre"):
+            parts.append("fold_rms")
+    centre = getattr(adapter, "supports_center_writing_weights", True)
+    if centre and norm in ("LN", "LNPre") and not getattr(bridge.cfg, "final_rms", False):
+        parts.append("center_writing_weights")
+    parts.append("center_unembed")
+    return "bridge:" + ",".join(parts)
+
 
 # Bare encoders (no LM head) load through the adapter of their masked-LM class; their
 # (absent) head is then ignored and the model reads out through W_E^T.
@@ -158,7 +179,7 @@ class BridgeReader:
             parallel_blocks=bool(getattr(cfg, "parallel_attn_mlp", False)),
             readout=readout,
             has_pos_embed=self._W_pos is not None,
-            processing=PROCESSING,
+            processing=bridge_processing(bridge),
         )
 
     def globals(self) -> GlobalWeights:

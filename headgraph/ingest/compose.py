@@ -50,7 +50,7 @@ NullProvider = Callable[[Shape, Shape, str], NullStat]
 
 @dataclass(frozen=True)
 class EdgeArrays:
-    """All edges of a model as parallel arrays, sorted by (target, kind, rank)."""
+    """All edges of a model as parallel arrays, sorted by (target name, kind, rank)."""
 
     source: np.ndarray  # int32 node ids
     target: np.ndarray  # int32 node ids
@@ -127,7 +127,9 @@ class _EdgeBuffer:
             )
         )
 
-    def finish(self) -> tuple[EdgeArrays, tuple[NullStat, ...]]:
+    def finish(self, names: tuple[str, ...]) -> tuple[EdgeArrays, tuple[NullStat, ...]]:
+        """Resolve baselines and ranks; order rows by (target, kind, rank) as *strings*
+        sort, so DuckDB's per-block min/max (zone maps) skip all but a target's block."""
         cols = [np.concatenate([p[i] for p in self._parts]) for i in range(5)] if self._parts else [
             np.empty(0, t) for t in (np.int32, np.int32, np.int8, np.float32, np.int16)
         ]
@@ -135,7 +137,9 @@ class _EdgeBuffer:
         stats = [s for _, s in sorted(self._nulls.values(), key=lambda v: v[0])]
         means = np.asarray([s.mean for s in stats] or [0.0], np.float32)
         stds = np.asarray([s.std for s in stats] or [0.0], np.float32)
-        order = np.lexsort((src, -score, kind, tgt))
+        name_key = np.argsort(np.argsort(np.asarray(names)))  # node id -> string order
+        kind_key = np.argsort(np.argsort(np.asarray(EDGE_KINDS)))
+        order = np.lexsort((src, -score, kind_key[kind], name_key[tgt]))
         src, tgt, kind, score, null_idx = (c[order] for c in (src, tgt, kind, score, null_idx))
         group = np.ones(len(score), bool)
         if len(score):
@@ -208,7 +212,10 @@ def compose(
     tick = progress or (lambda stage, done, total: None)
     buf = _EdgeBuffer(null)
     metrics = {m: np.full(len(nodes.names), np.nan, np.float32) for m in NODE_METRICS}
-    head_shape = Shape("head", d, dh)
+    read_centred = "fold_ln" in spec.processing  # folded LayerNorm centres reading weights
+    write_centred = "center_writing_weights" in spec.processing
+    head_writer = Shape("head", d, dh, write_centred)
+    head_reader = Shape("head", d, dh, read_centred)
 
     with torch.inference_mode():
         g = reader.globals()
@@ -233,7 +240,7 @@ def compose(
             w_ids.append(i)
             w_grams.append(write_gram(W))
             w_sq.append(_sq(W))
-            w_shapes.append(Shape("dense", d, W.shape[0]))
+            w_shapes.append(Shape("dense", d, W.shape[0], write_centred))
             metrics["out_norm"][i] = float(w_sq[-1].sqrt())
 
         def add_reader(name: str, R: torch.Tensor) -> None:  # R: (d, cols)
@@ -241,7 +248,7 @@ def compose(
             r_ids.append(i)
             r_grams.append(read_gram(R))
             r_sq.append(_sq(R))
-            r_shapes.append(Shape("dense", d, R.shape[1]))
+            r_shapes.append(Shape("dense", d, R.shape[1], read_centred))
             metrics["in_norm"][i] = float(r_sq[-1].sqrt())
 
         add_writer("EMBED", W_E)
@@ -299,7 +306,8 @@ def compose(
                 B_sq = frob(Bk).square()
                 if A_src is not None:
                     num = block_sq_norms(A_src, Bk)
-                    buf.add(src_heads, targets, kind, _ratio(num, A_src_sq, B_sq), head_shape, head_shape)
+                    buf.add(src_heads, targets, kind, _ratio(num, A_src_sq, B_sq), head_writer,
+                            head_reader)
                 if dense_mask.any():
                     sel = np.flatnonzero(dense_mask)
                     num = gram_pairs(Bk, W_grams[sel], side="read").T  # (n_writers, H)
@@ -311,7 +319,7 @@ def compose(
                             kind,
                             scores[row : row + 1],
                             w_shapes[j],
-                            head_shape,
+                            head_reader,
                         )
             # this layer's heads into the dense readers after them (MLP inputs, unembedding)
             later = np.flatnonzero(r_pos > 2 * layer)
@@ -321,7 +329,7 @@ def compose(
                 for col, j in enumerate(later):
                     kind = "UNEMBED" if nodes.kinds[r_ids[j]] == "unembed" else "MLP"
                     buf.add(targets, np.asarray([r_ids[j]]), kind, scores[:, col : col + 1],
-                            head_shape, r_shapes[j])
+                            head_writer, r_shapes[j])
             tick("compose", layer + 1, L)
 
         # ---- dense writers into dense readers (embeddings/MLPs into MLPs and unembedding)
@@ -334,6 +342,6 @@ def compose(
                     buf.add(np.asarray([w_ids[i]]), np.asarray([r_ids[j]]), kind,
                             scores[i : i + 1, j : j + 1], w_shapes[i], r_shapes[j])
 
-    edges, stats = buf.finish()
+    edges, stats = buf.finish(nodes.names)
     tick("rank", 1, 1)
     return ComposedGraph(spec=spec, nodes=nodes, metrics=metrics, edges=edges, nulls=stats)

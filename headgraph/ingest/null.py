@@ -8,6 +8,11 @@ ones, and keep the mean (stored as each edge's ``baseline``) and standard deviat
 (for z-scores). Samples are seeded by the edge type's key, so the null is reproducible
 and can be cached per shape in the database.
 
+Processing is mirrored: where the model's weights were centred over ``d_model`` (folded
+LayerNorm centres reading weights; ``center_writing_weights`` the writing ones), the null's
+matrices are centred too (``X -> X P`` with ``P = I - 11^T/d_model``), so the null lives in
+the same ``d_model - 1`` dimensional space as the real weights.
+
 Dense components (``[a, d_model]`` writes, ``[d_model, k]`` reads) are sampled through
 their Gram matrix: ``W^T W`` of a Gaussian ``W`` is Wishart, drawn with Bartlett's
 decomposition in ``O(d_model^2)`` random numbers, which keeps a vocabulary-sized
@@ -35,11 +40,13 @@ class Shape:
     kind: str
     d_model: int
     size: int  # d_head for heads, rows for dense components
+    centred: bool = False  # processing removed the mean over d_model (LayerNorm models)
 
     def label(self) -> str:
+        c = ",centred" if self.centred else ""
         if self.kind == "head":
-            return f"head(d={self.d_model},dh={self.size})"
-        return f"dense(d={self.d_model},n={self.size})"
+            return f"head(d={self.d_model},dh={self.size}{c})"
+        return f"dense(d={self.d_model},n={self.size}{c})"
 
 
 @dataclass(frozen=True)
@@ -72,17 +79,23 @@ def _head_weights(n: int, d: int, dh: int, rng: np.random.Generator) -> list[tor
 
 
 def _write_factors(shape: Shape, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Factors ``X [r, d_model]`` with ``‖X M‖ = ‖W M‖`` for a Gaussian writer ``W``."""
     if shape.kind == "head":
         _, _, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
-        return list(head_write_factor(W_V, W_O, torch.arange(n)))
-    return [_gaussian_gram_factor(shape.size, shape.d_model, rng) for _ in range(n)]
+        xs = list(head_write_factor(W_V, W_O, torch.arange(n)))
+    else:
+        xs = [_gaussian_gram_factor(shape.size, shape.d_model, rng) for _ in range(n)]
+    return [x - x.mean(dim=-1, keepdim=True) for x in xs] if shape.centred else xs
 
 
 def _read_factors(shape: Shape, kind: str, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """Factors ``Y [d_model, c]`` with ``‖X Y‖ = ‖X M‖`` for a Gaussian reader ``M``."""
     if shape.kind == "head":
         W_Q, W_K, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
-        return list(head_read_factors(W_Q, W_K, W_V, W_O, torch.arange(n))[kind])
-    return [_gaussian_gram_factor(shape.size, shape.d_model, rng).T for _ in range(n)]
+        ys = list(head_read_factors(W_Q, W_K, W_V, W_O, torch.arange(n))[kind])
+    else:
+        ys = [_gaussian_gram_factor(shape.size, shape.d_model, rng).T for _ in range(n)]
+    return [y - y.mean(dim=0, keepdim=True) for y in ys] if shape.centred else ys
 
 
 def sample_null(writer: Shape, reader: Shape, kind: str, samples: int | None = None) -> NullStat:

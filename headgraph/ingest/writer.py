@@ -8,6 +8,8 @@ old version) commit together or not at all.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,15 @@ from headgraph.schema.database import (
     ensure_schema,
     raise_db_error,
 )
+
+FAULT_ENV = "HEADGRAPH_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Test-only switch: with ``HEADGRAPH_FAULT=name`` the process kills itself here with
+    SIGKILL (no cleanup, no rollback handler), as a crash or ``kill -9`` would."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,7 @@ def write_model(
             ).scalar_one()
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             bulk_insert(conn, "edges", edges_table(model_id, graph))
+            fault_point("before_commit")
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)
     finally:
