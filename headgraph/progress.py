@@ -12,6 +12,7 @@ STAGE_LABELS = {
     "factors": "factors & head metrics",
     "compose": "composition scores",
     "rank": "rank edges",
+    "virtual": "virtual heads (exact)",
     "write": "write (one transaction)",
 }
 

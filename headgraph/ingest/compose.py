@@ -254,6 +254,8 @@ def compose(
         add_writer("EMBED", W_E)
         if spec.has_pos_embed and g.W_pos is not None:
             add_writer("POS_EMBED", g.W_pos.to(dev, torch.float32))
+        add_reader("UNEMBED", W_U)
+        del W_E, W_U, g  # vocabulary-sized: free them before the layers are read
 
         # ---- pass 1: write factors, head metrics, MLP Grams
         A_layers: list[torch.Tensor] = []
@@ -277,8 +279,7 @@ def compose(
                 add_reader(f"MLP{layer}", lw.W_in)
                 add_writer(f"MLP{layer}", lw.W_out)
             tick("factors", layer + 1, L)
-        add_reader("UNEMBED", W_U)
-        del readout, W_E, W_U, g
+        del readout
 
         w_pos = nodes.positions[np.asarray(w_ids)]
         r_pos = nodes.positions[np.asarray(r_ids)]

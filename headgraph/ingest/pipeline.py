@@ -19,6 +19,7 @@ from headgraph.errors import ModelExistsError
 from headgraph.ingest.compose import ComposedGraph, compose
 from headgraph.ingest.null import NullStat, Shape, null_key, sample_null
 from headgraph.ingest.sources import describe, open_source
+from headgraph.ingest.virtual import score_virtual_heads
 from headgraph.ingest.writer import ModelLabel, WriteResult, write_model
 from headgraph.schema import tables as t
 from headgraph.schema.database import (
@@ -97,6 +98,7 @@ def ingest(
     allow_pickle: bool = False,
     progress: Progress | None = None,
     keep_graph: bool = False,
+    virtual_top: int = 100,
 ) -> IngestReport:
     """Ingest ``source`` into database ``db`` (path or URL) as one model.
 
@@ -126,13 +128,19 @@ def ingest(
     start = time.perf_counter()
     try:
         graph = compose(reader, device=device, null=cached_null(nulls), progress=tick)
+        timings["compose"] = time.perf_counter() - start
+        start = time.perf_counter()
+        tick("virtual", 0, 1)
+        virtual = tuple(score_virtual_heads(reader, graph, top=virtual_top, device=device))
+        tick("virtual", 1, 1)
+        timings["virtual heads"] = time.perf_counter() - start
     finally:
         reader.close()
-    timings["compose"] = time.perf_counter() - start
 
     start = time.perf_counter()
     tick("write", 0, 1)
-    result: WriteResult = write_model(target, graph, reader.info, label, replace=replace)
+    result: WriteResult = write_model(target, graph, reader.info, label, replace=replace,
+                                      virtual=virtual)
     timings["write"] = time.perf_counter() - start
     tick("write", 1, 1)
     return IngestReport(

@@ -22,6 +22,7 @@ from headgraph.errors import ModelExistsError
 from headgraph.ingest.compose import EDGE_KINDS, ComposedGraph
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.spec import SourceInfo
+from headgraph.ingest.virtual import VirtualHead
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
 from headgraph.schema.database import (
@@ -101,8 +102,21 @@ def edges_table(model_id: int, graph: ComposedGraph) -> pa.Table:
     )
 
 
+def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
+    return pa.table({
+        "model_id": pa.array([model_id] * len(virtual), pa.int32()),
+        "heads": pa.array([",".join(v.heads) for v in virtual], pa.string()),
+        "length": pa.array([len(v.heads) for v in virtual], pa.int16()),
+        "score": pa.array([v.score for v in virtual], pa.float32()),
+        "heuristic": pa.array([v.heuristic for v in virtual], pa.float32()),
+        "copying_positive_fraction": pa.array([v.copying_positive_fraction for v in virtual],
+                                              pa.float32()),
+        "copying_ratio": pa.array([v.copying_ratio for v in virtual], pa.float32()),
+    })
+
+
 def _delete_model(conn, model_id: int) -> None:
-    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores):
+    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores, t.virtual_heads):
         conn.execute(delete(table).where(table.c.model_id == model_id))
     conn.execute(delete(t.models).where(t.models.c.model_id == model_id))
 
@@ -114,6 +128,7 @@ def write_model(
     label: ModelLabel,
     *,
     replace: bool = False,
+    virtual: tuple[VirtualHead, ...] = (),
 ) -> WriteResult:
     """Store ``graph`` as model ``label.name`` in one transaction."""
     engine = create_db_engine(target, read_only=False)
@@ -162,6 +177,7 @@ def write_model(
             ).scalar_one()
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             bulk_insert(conn, "edges", edges_table(model_id, graph))
+            bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
             fault_point("before_commit")
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)

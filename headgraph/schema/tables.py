@@ -10,6 +10,7 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
                 the target in that kind.
 ``node_scores`` evidence from running the model (role scores, ablation effects).
 ``edge_scores`` causal evidence on edges (path patching, discovered circuits).
+``virtual_heads`` V-composition chains of 2-3 heads scored exactly as one OV circuit.
 ``baselines``   the Gaussian null per edge type, cached across models of one shape.
 ``meta``        key/value: the schema version.
 
@@ -124,6 +125,18 @@ edge_scores = Table(
     Column("metric", String, nullable=False),
     Column("probe", String, nullable=False),
     Column("value", REAL, nullable=False),
+)
+
+virtual_heads = Table(
+    "virtual_heads",
+    metadata,
+    Column("model_id", Integer, nullable=False),
+    Column("heads", String, nullable=False),  # "L0H1,L1H2": the chain, first head first
+    Column("length", SmallInteger, nullable=False),
+    Column("score", REAL, nullable=False),
+    Column("heuristic", REAL, nullable=False),
+    Column("copying_positive_fraction", REAL),
+    Column("copying_ratio", REAL),
 )
 
 baselines = Table(

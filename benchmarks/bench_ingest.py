@@ -1,0 +1,115 @@
+"""Ingest speed and memory (issue: ingest).
+
+Prints, in one run:
+1. the machine's fp32 matmul floor (GFLOP/s);
+2. composition (Q+K+V, every head pair) of ``random:gpt2-small`` by headgraph vs
+   TransformerLens's ``all_composition_scores`` on the same weights, and headgraph's time
+   against the matmul floor for the FLOPs it performs;
+3. a full ingest of ``random:gpt2-xl`` (load, compose, write) in a fresh process: seconds,
+   peak RSS, edges written per second.
+
+Run: ``.venv/bin/python benchmarks/bench_ingest.py [--skip-xl] [--skip-tl]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import compose_flops, matmul_floor, run_measured
+
+XL_CODE = """
+import json, sys, time
+from headgraph.ingest.pipeline import ingest
+r = ingest(sys.argv[1], sys.argv[2])
+print(json.dumps({"timings": r.timings, "edges": r.n_edges, "nodes": r.n_nodes}))
+"""
+
+
+def bench_small(skip_tl: bool, floor: float) -> None:
+    from headgraph.ingest.compose import compose
+    from headgraph.ingest.gpt2_stream import random_gpt2_reader
+
+    reader = random_gpt2_reader("gpt2-small")
+    compose(random_gpt2_reader("L2H2D16V20"))  # warm up imports and kernels
+    t = time.perf_counter()
+    graph = compose(reader)
+    ours = time.perf_counter() - t
+    flops = compose_flops(12, 12, 768, 64, 3072, 50257, 1024)
+    print(f"headgraph compose random:gpt2-small: {ours:.2f} s, {len(graph.edges):,} edges "
+          f"(all kinds), {flops['total'] / 1e9:.0f} GFLOP -> "
+          f"{flops['total'] / ours / 1e9:.0f} GFLOP/s = {ours / (flops['total'] / floor / 1e9):.2f}x "
+          "the matmul floor")
+    for stage, f in flops.items():
+        print(f"    {stage:<38} {f / 1e9:9.1f} GFLOP")
+    if skip_tl:
+        return
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    from headgraph.ingest.gpt2_stream import parse_random_shape, random_tensor_source
+
+    get = random_tensor_source(parse_random_shape("gpt2-small"))
+    cfg = GPT2Config()
+    cfg.architectures = ["GPT2LMHeadModel"]
+    model = GPT2LMHeadModel(cfg)
+    state = {}
+    for key, value in model.state_dict().items():
+        name = "wte.weight" if key == "lm_head.weight" else key.removeprefix("transformer.")
+        try:
+            state[key] = get(name).reshape(value.shape)
+        except KeyError:
+            state[key] = value
+    model.load_state_dict(state)
+    bridge = build_bridge_from_module(model, "GPT2LMHeadModel", hf_config=cfg)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    t = time.perf_counter()
+    with torch.no_grad():
+        ref = {k: bridge.all_composition_scores(k).scores for k in "QKV"}
+    tl = time.perf_counter() - t
+    # same numbers? (head -> head edges only)
+    from headgraph.ingest.compose import EDGE_KINDS
+
+    n, e = graph.nodes, graph.edges
+    worst = 0.0
+    for kind in "QKV":
+        sel = (e.kind == EDGE_KINDS.index(kind)) & (n.heads[e.source] >= 0) & (
+            n.heads[e.target] >= 0)
+        s, tt = e.source[sel], e.target[sel]
+        want = ref[kind][n.layers[s], n.heads[s], n.layers[tt], n.heads[tt]].numpy()
+        worst = max(worst, float(abs(want - e.score[sel]).max()))
+    print(f"TransformerLens all_composition_scores Q+K+V: {tl:.2f} s -> headgraph is "
+          f"{tl / ours:.1f}x faster (and also scores MLP/embedding edges); max |diff| {worst:.2e}")
+
+
+def bench_xl() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "xl.duckdb"
+        out, wall, peak = run_measured(XL_CODE, "random:gpt2-xl", str(db))
+        t = out["timings"]
+        flops = compose_flops(48, 25, 1600, 64, 6400, 50257, 1024)["total"]
+        print(f"full ingest random:gpt2-xl: {wall:.1f} s wall ({', '.join(f'{k} {v:.1f} s' for k, v in t.items())}), "
+              f"peak RSS {peak:.2f} GB, {out['edges']:,} edges, written at "
+              f"{out['edges'] / t['write'] / 1e6:.2f} M edges/s, compose at "
+              f"{flops / t['compose'] / 1e9:.0f} GFLOP/s; database {db.stat().st_size / 1e6:.1f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-xl", action="store_true")
+    parser.add_argument("--skip-tl", action="store_true")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    floor = matmul_floor()
+    print(f"matmul floor: {floor:.0f} GFLOP/s fp32")
+    bench_small(args.skip_tl, floor)
+    if not args.skip_xl:
+        bench_xl()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared measuring tools for the benchmark scripts: the machine's matmul floor, FLOP
+counts of an ingest, and running a command while sampling its peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def matmul_floor(n: int = 2048, k: int = 1024, m: int = 4096, reps: int = 5) -> float:
+    """Best-of-``reps`` fp32 GFLOP/s of one ``[n, k] @ [k, m]`` product (the kernel's shape)."""
+    import torch
+
+    a, b = torch.randn(n, k), torch.randn(k, m)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n * k * m / best / 1e9
+
+
+def compose_flops(L: int, H: int, d: int, dh: int, d_mlp: int, vocab: int, n_ctx: int) -> dict:
+    """Multiply-add FLOPs (x2) of :func:`headgraph.ingest.compose.compose` by stage."""
+    head_pairs = sum(layer * H * H for layer in range(L))
+    f = {
+        "head->head QR products": 3 * 2 * head_pairs * dh * d * dh,
+        "head factors (read+write)": L * H * 2 * d * dh * dh * 8,
+        "dense Grams (W_E, W_pos, W_U, MLPs)": 2 * d * d * (2 * vocab + n_ctx + 2 * L * d_mlp),
+        "readout W_U W_E + copying cores": 2 * d * d * vocab + L * H * 2 * dh * d * d,
+        "dense->head (Gram trick)": 3 * sum(H * 2 * d * d * dh + 2 * H * d * d * (2 + layer)
+                                            for layer in range(L)),
+        "head->dense (Gram trick)": sum(H * 2 * d * d * dh + 2 * H * d * d * (L - layer + 1)
+                                        for layer in range(L)),
+    }
+    f["total"] = sum(f.values())
+    return f
+
+
+def run_measured(code: str, *args: str, env: dict | None = None) -> tuple[dict, float, float]:
+    """Run ``python -c code args`` and return (its JSON stdout, wall seconds, peak RSS GB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak <= before:
+        print("  (peak RSS not above an earlier child's; figure is an upper bound)")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall, peak / 1024 / 1024

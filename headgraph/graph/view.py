@@ -1,0 +1,163 @@
+"""A stored model's edges as arrays (and networkx graphs) for graph questions.
+
+Path searches touch every edge into a target's ancestry, which for a GPT-2-XL-sized model
+is millions of edges: far too many for networkx's ~300 bytes per edge, and too slow to
+rebuild per question. A :class:`GraphView` holds one filtered edge set as numpy arrays
+(about 20 bytes per edge), indexed by source and by target, and builds networkx graphs
+only for the small subgraphs a client draws. Views are cached per (model, filter) for the
+life of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import and_, select
+
+from headgraph.queries.models import get_model
+from headgraph.queries.nodes import EDGE_KINDS, check_kind
+from headgraph.queries.records import ModelRow
+from headgraph.queries.session import GraphDB
+from headgraph.schema.tables import edges, nodes
+
+
+@dataclass(frozen=True)
+class ViewFilter:
+    """Which edges a view holds: kinds, a minimum score, and optionally only each
+    target's ``top_per_target`` strongest feeders per kind (an approximation knob)."""
+
+    kinds: tuple[str, ...] = EDGE_KINDS
+    min_score: float | None = None
+    top_per_target: int | None = None
+
+    def __post_init__(self) -> None:
+        for k in self.kinds:
+            check_kind(k)
+
+
+class GraphView:
+    """Edges of one model as arrays: ``src``, ``dst`` (node ids), ``kind`` (index into
+    ``EDGE_KINDS``), ``score``, ``baseline``; with CSR indexes by source and target."""
+
+    def __init__(self, model: ModelRow, names: list[str], node_attrs: dict[str, dict],
+                 src: np.ndarray, dst: np.ndarray, kind: np.ndarray, score: np.ndarray,
+                 baseline: np.ndarray) -> None:
+        self.model = model
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self.node_attrs = node_attrs
+        self.src, self.dst, self.kind = src, dst, kind
+        self.score, self.baseline = score, baseline
+        n = len(names)
+        self.out_order = np.argsort(src, kind="stable")
+        self.out_ptr = np.searchsorted(src[self.out_order], np.arange(n + 1))
+        self.in_order = np.argsort(dst, kind="stable")
+        self.in_ptr = np.searchsorted(dst[self.in_order], np.arange(n + 1))
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def out_edges(self, node: int) -> np.ndarray:
+        return self.out_order[self.out_ptr[node] : self.out_ptr[node + 1]]
+
+    def in_edges(self, node: int) -> np.ndarray:
+        return self.in_order[self.in_ptr[node] : self.in_ptr[node + 1]]
+
+    def to_networkx(self, edge_ids: np.ndarray | None = None) -> nx.MultiDiGraph:
+        """A networkx multigraph (one edge per kind) of all or some edges, with node
+        metrics and edge ``kind``, ``score``, ``baseline`` attributes."""
+        ids = np.arange(len(self)) if edge_ids is None else np.asarray(edge_ids)
+        g = nx.MultiDiGraph(model=self.model.name)
+        used = set(self.src[ids].tolist()) | set(self.dst[ids].tolist())
+        for i in sorted(used):
+            g.add_node(self.names[i], **self.node_attrs.get(self.names[i], {}))
+        for e in ids.tolist():
+            g.add_edge(self.names[self.src[e]], self.names[self.dst[e]],
+                       key=EDGE_KINDS[self.kind[e]], kind=EDGE_KINDS[self.kind[e]],
+                       score=float(self.score[e]), baseline=float(self.baseline[e]))
+        return g
+
+
+def _node_attrs(db: GraphDB, model: ModelRow) -> tuple[list[str], dict[str, dict]]:
+    rows = db.rows(select(nodes).where(nodes.c.model_id == model.model_id))
+    names = sorted(r["node"] for r in rows)
+    attrs = {}
+    for r in rows:
+        attrs[r["node"]] = {k: v for k, v in r.items()
+                            if k not in ("model_id", "node") and v is not None
+                            and not (isinstance(v, float) and np.isnan(v))}
+    return names, attrs
+
+
+def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
+    """Read the filtered edges of ``model`` in one query (Arrow, no row objects)."""
+    names, attrs = _node_attrs(db, model)
+    cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
+    if flt.min_score is not None:
+        cond.append(edges.c.score >= flt.min_score)
+    if flt.top_per_target is not None:
+        cond.append(edges.c.rank <= flt.top_per_target)
+    stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
+                  edges.c.baseline).where(and_(*cond))
+    table = fetch_arrow(db, stmt)
+    src = _codes(table.column("source"), names)
+    dst = _codes(table.column("target"), names)
+    kind = _codes(table.column("kind"), list(EDGE_KINDS)).astype(np.int8)
+    score = table.column("score").to_numpy().astype(np.float64)
+    baseline = table.column("baseline").to_numpy().astype(np.float64)
+    return GraphView(model, names, attrs, src, dst, kind, score, baseline)
+
+
+def _codes(column: pa.ChunkedArray, vocabulary: list[str]) -> np.ndarray:
+    """Positions of each string of ``column`` in ``vocabulary`` (vectorised)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    lookup = {v: i for i, v in enumerate(vocabulary)}
+    mapping = np.asarray([lookup[v] for v in encoded.dictionary.to_pylist()], np.int32)
+    return mapping[encoded.indices.to_numpy(zero_copy_only=False)] if len(mapping) else \
+        np.empty(0, np.int32)
+
+
+def fetch_arrow(db: GraphDB, stmt) -> pa.Table:
+    """Run a SELECT and return an Arrow table: DuckDB hands Arrow over directly (millions
+    of rows in tenths of a second); other dialects go through rows."""
+    if db.target.dialect == "duckdb":
+        compiled = stmt.compile(dialect=db.engine.dialect,
+                                compile_kwargs={"render_postcompile": True})
+        params = [compiled.params[k] for k in compiled.positiontup or []]
+        with db.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            return raw.sql(str(compiled), params=params).to_arrow_table()
+    rows = db.rows(stmt)
+    cols = list(rows[0].keys()) if rows else [c.name for c in stmt.selected_columns]
+    return pa.table({c: [r[c] for r in rows] for c in cols})
+
+
+class ViewCache:
+    """Views per (database, model, filter), least recently used first out."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._views: OrderedDict[tuple, GraphView] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, db: GraphDB, model_name: str, flt: ViewFilter) -> GraphView:
+        model = get_model(db, model_name)
+        key = (str(db.target), model.model_id, model.ingested_at, flt)
+        with self._lock:
+            if key in self._views:
+                self._views.move_to_end(key)
+                return self._views[key]
+        view = load_view(db, model, flt)
+        with self._lock:
+            self._views[key] = view
+            while len(self._views) > self._size:
+                self._views.popitem(last=False)
+        return view
+
+
+VIEWS = ViewCache()
