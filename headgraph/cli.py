@@ -133,9 +133,11 @@ def demo(
 
 def _register_extensions() -> None:
     """Commands defined next to the code they drive (the API's serve/query...)."""
-    from headgraph.api.commands import register
+    from headgraph.api.commands import register as register_api
+    from headgraph.ingest.commands import register as register_ingest
 
-    register(app)
+    register_api(app)
+    register_ingest(app)
 
 
 _register_extensions()
