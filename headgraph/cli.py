@@ -134,10 +134,12 @@ def demo(
 def _register_extensions() -> None:
     """Commands defined next to the code they drive (the API's serve/query...)."""
     from headgraph.api.commands import register as register_api
+    from headgraph.graph.commands import register as register_graph
     from headgraph.ingest.commands import register as register_ingest
 
     register_api(app)
     register_ingest(app)
+    register_graph(app)
 
 
 _register_extensions()

@@ -1,0 +1,232 @@
+"""Exports for visualization clients, streamed from the database.
+
+=========  ===========================================  ==================================
+format     what reads it                                shape
+=========  ===========================================  ==================================
+``json``   d3, networkx (``nx.node_link_graph``)         node-link: ``nodes`` / ``edges``
+``cyjs``   Cytoscape.js, Cytoscape desktop               ``elements.nodes`` / ``.edges``
+``graphml`` Gephi, yEd, networkx (``nx.read_graphml``)   XML with typed attribute keys
+``dot``    Graphviz                                      ``digraph`` with edge attributes
+=========  ===========================================  ==================================
+
+Nodes carry their metrics (norms, copying) and roles; edges carry ``kind``, ``score``,
+``baseline`` and ``rank``. Edges are read in Arrow batches and written as they come, so an
+export of millions of edges never holds them all (let alone twice). Filters: edge kinds,
+a minimum score, each target's top-k feeders, or an explicit set of edges (a circuit or a
+path set).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+from xml.sax.saxutils import escape, quoteattr
+
+import pyarrow as pa
+from sqlalchemy import and_, select
+
+from headgraph.errors import BadInputError
+from headgraph.queries.models import get_model
+from headgraph.queries.nodes import EDGE_KINDS, check_kind
+from headgraph.queries.records import ModelRow
+from headgraph.queries.session import GraphDB
+from headgraph.schema.tables import edges, node_scores, nodes
+
+FORMATS = ("json", "cyjs", "graphml", "dot")
+NODE_FIELDS = ("kind", "layer", "head", "qk_norm", "ov_norm", "copying_positive_fraction",
+               "copying_ratio", "in_norm", "out_norm")
+EDGE_FIELDS = ("kind", "score", "baseline", "rank")
+BATCH = 65536
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    kinds: tuple[str, ...] = ("Q", "K", "V")
+    min_score: float | None = None
+    top_per_target: int | None = None
+    edge_keys: frozenset[tuple[str, str, str]] | None = None  # (source, target, kind)
+
+    def __post_init__(self) -> None:
+        for k in self.kinds:
+            check_kind(k)
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def node_records(db: GraphDB, model: ModelRow) -> list[dict]:
+    """Every node of the model with its metrics and ``roles`` (from stored evidence)."""
+    rows = db.rows(select(nodes).where(nodes.c.model_id == model.model_id))
+    roles: dict[str, list[str]] = {}
+    for r in db.rows(select(node_scores.c.node, node_scores.c.metric).where(and_(
+            node_scores.c.model_id == model.model_id, node_scores.c.metric.like("role:%"),
+            node_scores.c.value > 0))):
+        roles.setdefault(r["node"], []).append(r["metric"][5:])
+    out = []
+    for r in sorted(rows, key=lambda r: r["node"]):
+        rec = {"id": r["node"]}
+        for f in NODE_FIELDS:
+            v = _clean(r[f])
+            if v is not None:
+                rec[f] = v
+        rec["roles"] = ",".join(sorted(roles.get(r["node"], [])))
+        out.append(rec)
+    return out
+
+
+def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa.RecordBatch]:
+    """The filtered edges in Arrow batches, strongest first within each target."""
+    cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
+    if flt.min_score is not None:
+        cond.append(edges.c.score >= flt.min_score)
+    if flt.top_per_target is not None:
+        cond.append(edges.c.rank <= flt.top_per_target)
+    stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
+                  edges.c.baseline, edges.c.rank).where(and_(*cond))
+    if db.target.dialect == "duckdb":
+        compiled = stmt.compile(dialect=db.engine.dialect,
+                                compile_kwargs={"render_postcompile": True})
+        params = [compiled.params[k] for k in compiled.positiontup or []]
+        with db.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            reader = raw.sql(str(compiled), params=params).to_arrow_reader(BATCH)
+            for batch in reader:
+                yield _keep(batch, flt)
+        return
+    with db.engine.connect().execution_options(stream_results=True) as conn:
+        result = conn.execute(stmt)
+        while chunk := result.fetchmany(BATCH):
+            cols = list(zip(*chunk, strict=True))
+            names = ["source", "target", "kind", "score", "baseline", "rank"]
+            yield _keep(pa.record_batch([pa.array(c) for c in cols], names=names), flt)
+
+
+def _keep(batch: pa.RecordBatch, flt: ExportFilter) -> pa.RecordBatch:
+    if flt.edge_keys is None:
+        return batch
+    keys = zip(batch.column("source").to_pylist(), batch.column("target").to_pylist(),
+               batch.column("kind").to_pylist(), strict=True)
+    mask = pa.array([k in flt.edge_keys for k in keys])
+    return batch.filter(mask)
+
+
+def _edge_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
+    for batch in batches:
+        cols = {n: batch.column(n).to_pylist() for n in batch.schema.names}
+        for i in range(batch.num_rows):
+            yield {n: cols[n][i] for n in cols}
+
+
+def write_export(db: GraphDB, model_name: str, fmt: str, out: TextIO,
+                 flt: ExportFilter | None = None) -> int:
+    """Write model ``model_name`` in ``fmt`` to ``out``; returns the number of edges."""
+    if fmt not in FORMATS:
+        raise BadInputError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    flt = flt or ExportFilter()
+    model = get_model(db, model_name)
+    node_list = node_records(db, model)
+    if flt.edge_keys is not None:
+        used = {k[0] for k in flt.edge_keys} | {k[1] for k in flt.edge_keys}
+        node_list = [n for n in node_list if n["id"] in used]
+    rows = _edge_rows(edge_batches(db, model, flt))
+    writer = {"json": _json, "cyjs": _cyjs, "graphml": _graphml, "dot": _dot}[fmt]
+    return writer(model, node_list, rows, out)
+
+
+def _graph_attrs(model: ModelRow) -> dict:
+    return {"model": model.name, "architecture": model.architecture,
+            "n_layers": model.n_layers, "n_heads": model.n_heads, "d_model": model.d_model}
+
+
+def _json(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:
+    out.write('{"directed": true, "multigraph": true, "graph": ')
+    out.write(json.dumps(_graph_attrs(model)))
+    out.write(', "nodes": [')
+    out.write(", ".join(json.dumps(n) for n in node_list))
+    out.write('], "edges": [')
+    count = 0
+    for r in rows:
+        out.write((", " if count else "") + json.dumps(
+            {"source": r["source"], "target": r["target"], "key": r["kind"], **{
+                f: r[f] for f in EDGE_FIELDS}}))
+        count += 1
+    out.write("]}\n")
+    return count
+
+
+def _cyjs(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:
+    out.write('{"format_version": "1.0", "generated_by": "headgraph", "data": ')
+    out.write(json.dumps(_graph_attrs(model)))
+    out.write(', "elements": {"nodes": [')
+    out.write(", ".join(json.dumps({"data": n}) for n in node_list))
+    out.write('], "edges": [')
+    count = 0
+    for r in rows:
+        data = {"id": f"{r['source']}-{r['kind']}->{r['target']}", "source": r["source"],
+                "target": r["target"], **{f: r[f] for f in EDGE_FIELDS}}
+        out.write((", " if count else "") + json.dumps({"data": data}))
+        count += 1
+    out.write("]}}\n")
+    return count
+
+
+_GRAPHML_TYPES = {"kind": "string", "layer": "int", "head": "int", "roles": "string",
+                  "score": "double", "baseline": "double", "rank": "int"}
+
+
+def _graphml(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:
+    out.write('<?xml version="1.0" encoding="UTF-8"?>\n'
+              '<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n')
+    node_keys = (*NODE_FIELDS, "roles")
+    for f in node_keys:
+        out.write(f'  <key id="n_{f}" for="node" attr.name="{f}" '
+                  f'attr.type="{_GRAPHML_TYPES.get(f, "double")}"/>\n')
+    for f in EDGE_FIELDS:
+        out.write(f'  <key id="e_{f}" for="edge" attr.name="{f}" '
+                  f'attr.type="{_GRAPHML_TYPES.get(f, "double")}"/>\n')
+    out.write(f'  <graph id={quoteattr(model.name)} edgedefault="directed">\n')
+    for n in node_list:
+        out.write(f"    <node id={quoteattr(n['id'])}>")
+        for f in node_keys:
+            if f in n and n[f] != "":
+                out.write(f'<data key="n_{f}">{escape(str(n[f]))}</data>')
+        out.write("</node>\n")
+    count = 0
+    for r in rows:
+        out.write(f"    <edge source={quoteattr(r['source'])} target={quoteattr(r['target'])}>")
+        for f in EDGE_FIELDS:
+            out.write(f'<data key="e_{f}">{escape(str(r[f]))}</data>')
+        out.write("</edge>\n")
+        count += 1
+    out.write("  </graph>\n</graphml>\n")
+    return count
+
+
+def _dot_id(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dot(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:
+    out.write(f"digraph {_dot_id(model.name)} {{\n  rankdir=LR;\n")
+    for n in node_list:
+        attrs = [f"{k}={_dot_id(str(v))}" for k, v in n.items() if k != "id" and v != ""]
+        out.write(f"  {_dot_id(n['id'])} [{', '.join(attrs)}];\n")
+    colours = {"Q": "#1f77b4", "K": "#d62728", "V": "#2ca02c", "MLP": "#9467bd",
+               "UNEMBED": "#7f7f7f"}
+    count = 0
+    for r in rows:
+        attrs = ", ".join(f"{f}={_dot_id(str(r[f]))}" for f in EDGE_FIELDS)
+        out.write(f"  {_dot_id(r['source'])} -> {_dot_id(r['target'])} [{attrs}, "
+                  f"color={_dot_id(colours[r['kind']])}];\n")
+        count += 1
+    out.write("}\n")
+    return count
+
+
+__all__ = ["FORMATS", "ExportFilter", "write_export", "EDGE_KINDS"]
