@@ -101,9 +101,15 @@ def _hub_dir(name: str) -> Path:
 def open_source(source: str, *, allow_pickle: bool = False) -> WeightReader:
     """A :class:`WeightReader` for ``source`` (see the table above)."""
     if source.startswith("random:"):
+        from headgraph.ingest.gpt2_stream import PRESETS as GPT2_PRESETS
         from headgraph.ingest.gpt2_stream import random_gpt2_reader
+        from headgraph.ingest.random_hf import FAMILIES, PRESETS, random_family_reader
 
-        return random_gpt2_reader(source[len("random:") :])
+        text = source[len("random:") :]
+        head = text.split(",", 1)[0]
+        if head in FAMILIES or (head in PRESETS and head not in GPT2_PRESETS):
+            return random_family_reader(text)
+        return random_gpt2_reader(text)
     from headgraph.ingest.bridge_reader import read_directory
 
     if source == "toy" or source.startswith("toy@"):
