@@ -122,3 +122,21 @@ def test_copying_scores_of_identity_and_negated_circuits():
     assert float(pos[0]) == 1.0 and abs(float(ratio[0]) - 1.0) < 1e-6
     pos, ratio = copying_scores(W_V, -W_O, readout, torch.zeros(1, dtype=torch.long))
     assert float(pos[0]) == 0.0 and abs(float(ratio[0]) + 1.0) < 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from([(4, 2), (4, 1), (6, 3), (2, 2)]))
+def test_grouped_kernel_equals_per_query_head_kernel(seed, heads):
+    """Sharing ``A @ W_K`` per KV head changes nothing but the cost."""
+    from headgraph.ingest.kernel import block_sq_norms_grouped, grouped_read_parts
+
+    n_heads, n_kv = heads
+    W_Q, W_K, W_V, W_O = _heads(seed, n_heads, 12, 3, n_kv=n_kv)
+    kv = torch.arange(n_heads) // (n_heads // n_kv)
+    S_Q, S_K, S_V, S_O = _heads(seed + 1, 5, 12, 3)
+    A = head_write_factor(S_V, S_O, torch.arange(5))
+    B = head_read_factors(W_Q, W_K, W_V, W_O, kv)
+    parts = grouped_read_parts(W_Q, W_K, W_V, W_O)
+    for kind in ("K", "V"):
+        torch.testing.assert_close(block_sq_norms_grouped(A, *parts[kind], kv, max_elems=40),
+                                   block_sq_norms(A, B[kind]))

@@ -24,10 +24,12 @@ import torch
 
 from headgraph.ingest.kernel import (
     block_sq_norms,
+    block_sq_norms_grouped,
     copying_scores,
     frob,
     gram_inner,
     gram_pairs,
+    grouped_read_parts,
     head_read_factors,
     head_write_factor,
     read_gram,
@@ -294,6 +296,7 @@ def compose(
         # ---- pass 2: into each layer's heads (Q, K, V)
         for layer in range(L):
             B = B_layers.pop(layer, None)
+            lw = None
             if B is None:
                 lw = _to(check_layer(reader.layer(layer, mlp=False), spec), dev)
                 B = head_read_factors(lw.W_Q, lw.W_K, lw.W_V, lw.W_O, kv)
@@ -302,11 +305,19 @@ def compose(
             A_src = torch.cat(A_layers[:layer]) if layer else None
             A_src_sq = torch.cat(A_sq[:layer]) if layer else None
             dense_mask = w_pos < 2 * layer
+            grouped = None
+            if spec.group > 1 and A_src is not None:
+                if lw is None or lw.layer != layer:
+                    lw = _to(check_layer(reader.layer(layer, mlp=False), spec), dev)
+                grouped = grouped_read_parts(lw.W_Q, lw.W_K, lw.W_V, lw.W_O)
             for kind in ("Q", "K", "V"):
                 Bk = B[kind]
                 B_sq = frob(Bk).square()
                 if A_src is not None:
-                    num = block_sq_norms(A_src, Bk)
+                    if grouped is not None and kind in grouped:
+                        num = block_sq_norms_grouped(A_src, *grouped[kind], kv)
+                    else:
+                        num = block_sq_norms(A_src, Bk)
                     buf.add(src_heads, targets, kind, _ratio(num, A_src_sq, B_sq), head_writer,
                             head_reader)
                 if dense_mask.any():

@@ -70,6 +70,37 @@ def head_read_factors(
     }
 
 
+def grouped_read_parts(
+    W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """K and V read factors split as ``B_h = base[kv(h)] @ core[h]`` for grouped-query
+    attention: ``base`` is shared by the query heads of one KV head (``W_K`` or ``W_V``,
+    ``[Hkv, d_model, d_head]``), ``core`` is per query head (``R_Q^T`` or ``R_O^T``,
+    ``[H, d_head, d_head]``). Then ``A @ base`` is one product per KV head, and only a
+    ``d_head x d_head`` core is applied per query head (DESIGN.md, Architectures)."""
+    R_Q = qr_r(W_Q)
+    R_O = qr_r(W_O.transpose(-1, -2))
+    return {"K": (W_K, R_Q.transpose(-1, -2)), "V": (W_V, R_O.transpose(-1, -2))}
+
+
+def block_sq_norms_grouped(write: Tensor, base: Tensor, core: Tensor, kv_of_head: Tensor,
+                           max_elems: int = 1 << 25) -> Tensor:
+    """``‖write_i @ base[kv(h)] @ core[h]‖_F^2`` for all sources ``i`` and query heads ``h``:
+    ``[n, r, d] x [Hkv, d, c] x [H, c, e] -> [n, H]``, sharing ``write @ base`` per KV head."""
+    n, r, d = write.shape
+    n_kv, _, c = base.shape
+    H = core.shape[0]
+    rhs = base.permute(1, 0, 2).reshape(d, n_kv * c)
+    out = torch.empty(n, H, dtype=write.dtype, device=write.device)
+    rows = max(1, max_elems // max(1, r * H * c))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        shared = (write[start:stop].reshape(-1, d) @ rhs).view(stop - start, r, n_kv, c)
+        per_head = torch.einsum("mrhc,hce->mrhe", shared[:, :, kv_of_head, :], core)
+        out[start:stop] = per_head.square_().sum(dim=(1, 3))
+    return out
+
+
 def block_sq_norms(write: Tensor, read: Tensor, max_elems: int = 1 << 25) -> Tensor:
     """``‖write_i @ read_j‖_F^2`` for all pairs: ``[n, r, d] x [m, d, c] -> [n, m]``.
 
