@@ -103,6 +103,31 @@ def _print_report(report) -> None:
 
 
 @app.command()
+def plan(
+    source: Annotated[str, typer.Argument(help="Model directory, 'toy' or 'random:SHAPE'.")],
+) -> None:
+    """Print what an ingest of SOURCE will cost (edges, FLOPs, memory, size, time)."""
+    from headgraph.ingest.plan import make_plan
+
+    p = _run(make_plan, source)
+    s = p.shape
+    table = Table(title=f"plan for {source}", show_header=False)
+    table.add_row("architecture", s.architecture)
+    table.add_row("shape", f"{s.n_layers} layers x {s.n_heads} heads ({s.n_kv_heads} KV), "
+                  f"d_model {s.d_model}, d_head {s.d_head}, d_mlp {s.d_mlp}, vocab {s.d_vocab}")
+    table.add_row("parameters", f"{s.n_parameters / 1e6:,.0f} M"
+                  + (" (loaded whole, through the bridge)" if s.loads_whole_model
+                     else " (streamed layer by layer)"))
+    table.add_row("edges", f"{p.edges['total']:,} ({p.edges['head->head (Q+K+V)']:,} head->head)")
+    for stage, flops in p.flops.items():
+        table.add_row(f"FLOPs: {stage}", f"{flops / 1e12:,.3f} T")
+    table.add_row("peak memory", f"{p.peak_bytes / 2**30:,.1f} GiB")
+    table.add_row("database", f"{p.database_bytes / 2**20:,.0f} MiB")
+    table.add_row("time here", f"{p.seconds:,.0f} s at {p.gflops_rate:,.0f} GFLOP/s (CPU)")
+    console.print(table)
+
+
+@app.command()
 def models(db: DbOption = None) -> None:
     """List the models stored in a database."""
     from headgraph.queries.models import list_models

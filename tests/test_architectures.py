@@ -86,3 +86,14 @@ def test_block_structure_of_mlp_edges(family):
 def test_unsupported_shapes_get_one_clear_error(text, error):
     with pytest.raises(error):
         random_family_reader(text)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "neox", "llama-gqa", "bert"])
+def test_plan_counts_the_edges_an_ingest_stores(name):
+    from headgraph.ingest.plan import make_plan
+
+    graph = compose(random_family_reader(FAMILIES[name]))
+    plan = make_plan("random:" + FAMILIES[name], rate=100.0)
+    assert plan.shape.n_kv_heads == graph.spec.n_kv_heads
+    kinds = {k: int((graph.edges.kind == i).sum()) for i, k in enumerate(EDGE_KINDS)}
+    assert {k: plan.edges[k] for k in EDGE_KINDS} == kinds

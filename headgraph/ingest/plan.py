@@ -1,0 +1,189 @@
+"""``headgraph plan SOURCE``: what an ingest will cost, before it starts.
+
+From the model's shape alone (a ``random:`` shape, or a checkpoint's config.json; no
+weights are loaded) it counts the edges, the multiply-adds of every stage of
+:func:`headgraph.ingest.compose.compose` (with grouped-query sharing), the memory the
+factors and Grams need, the size of the database, and a time on this machine from a
+measured matmul rate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from headgraph.errors import SourceError
+
+BYTES_PER_EDGE = 9.0  # measured on DuckDB for gpt2-xl-sized models (BENCHMARKS.md)
+
+
+@dataclass(frozen=True)
+class Shape:
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    gated: bool
+    parallel: bool
+    pos_embed: bool
+    n_parameters: int
+    loads_whole_model: bool  # through an HF model + bridge (else streamed per layer)
+
+
+@dataclass(frozen=True)
+class Plan:
+    shape: Shape
+    edges: dict[str, int]
+    flops: dict[str, float]
+    peak_bytes: float
+    database_bytes: float
+    seconds: float
+    gflops_rate: float
+
+
+def edge_counts(s: Shape) -> dict[str, int]:
+    L, H = s.n_layers, s.n_heads
+    embeds = 2 if s.pos_embed else 1
+    head_pairs = H * H * L * (L - 1) // 2
+    mlp_into_heads = sum(H * (L - 1 - m) for m in range(L)) if s.d_mlp else 0
+    per_kind = head_pairs + mlp_into_heads + embeds * L * H
+    if s.d_mlp:
+        own = 0 if s.parallel else 1
+        mlp = sum(H * (m + own) for m in range(L)) + L * (L - 1) // 2 + embeds * L
+    else:
+        mlp = 0
+    unembed = L * H + (L if s.d_mlp else 0) + embeds
+    return {"Q": per_kind, "K": per_kind, "V": per_kind, "MLP": mlp, "UNEMBED": unembed,
+            "head->head (Q+K+V)": 3 * head_pairs}
+
+
+def stage_flops(s: Shape) -> dict[str, float]:
+    """FLOPs (2 per multiply-add) of each stage of ``compose``."""
+    L, H, kv, d, dh = s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head
+    d_in = s.d_mlp * (2 if s.gated else 1)
+    sources = [layer * H for layer in range(L)]
+    q = sum(2 * n * dh * d * H * dh for n in sources)
+    if kv < H:  # one product per KV head, then a d_head core per query head
+        kv_cost = sum(2 * n * dh * d * kv * dh + 2 * n * dh * H * dh * dh for n in sources)
+    else:
+        kv_cost = q
+    n_w = (2 if s.pos_embed else 1) + (L if s.d_mlp else 0)
+    n_r = 1 + (L if s.d_mlp else 0)
+    return {
+        "head->head": q + 2 * kv_cost,
+        "head factors": L * H * 2 * d * dh * dh * 8,
+        "dense Grams": 2 * d * d * (2 * s.d_vocab + (s.n_ctx if s.pos_embed else 0)
+                                    + L * (d_in + s.d_mlp)),
+        "readout and copying": 2 * d * d * s.d_vocab + L * H * 2 * dh * d * d,
+        "Gram pairs": 3 * L * H * 2 * d * d * dh + 3 * L * H * 2 * d * d * n_w
+        + L * H * 2 * d * d * dh + L * H * 2 * d * d * n_r,
+    }
+
+
+def peak_bytes(s: Shape) -> float:
+    """The largest memory the ingest holds at once (fp32)."""
+    factors = s.n_layers * s.n_heads * s.d_head * s.d_model * 4
+    n_grams = (2 if s.pos_embed else 1) + 1 + (2 * s.n_layers if s.d_mlp else 0)
+    grams = n_grams * s.d_model**2 * 4 * 2  # stacked once, briefly twice
+    d_in = s.d_mlp * (2 if s.gated else 1)
+    layer = 4 * (2 * s.n_heads + 2 * s.n_kv_heads) * s.d_model * s.d_head + \
+        4 * s.d_model * (d_in + s.d_mlp)
+    vocab = 3 * s.d_vocab * s.d_model * 4
+    model = 3.2 * s.n_parameters * 4 if s.loads_whole_model else 0
+    return model + factors + grams + max(layer + 134e6, vocab)
+
+
+def matmul_rate(seconds: float = 0.3) -> float:
+    """fp32 GFLOP/s of this machine for the kernel's product shape (best of a few)."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 2048)
+    a @ b
+    best, start = float("inf"), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * 1024 * 1024 * 2048 / best / 1e9
+
+
+def shape_of(source: str) -> Shape:
+    """The shape of a source, without loading its weights."""
+    if source.startswith("random:"):
+        return _random_shape(source[len("random:"):])
+    from headgraph.ingest.sources import _toy_dir
+
+    path = _toy_dir(source) if source == "toy" or source.startswith("toy@") else Path(source)
+    if not (path / "config.json").exists():
+        raise SourceError(f"{source}: plan needs a local model directory with config.json "
+                          "or a random: shape.")
+    from transformers import AutoConfig
+
+    from headgraph.ingest.bridge_reader import _resolve_architecture
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    arch, _ = _resolve_architecture(config, str(path))
+    return _from_hf(config, arch, loads_whole_model=True)
+
+
+def _from_hf(config, arch: str, *, loads_whole_model: bool) -> Shape:
+    import torch
+    from transformer_lens.factories.architecture_adapter_factory import (
+        ArchitectureAdapterFactory,
+    )
+    from transformer_lens.model_bridge.sources._bridge_builder import (
+        build_bridge_config_from_hf,
+    )
+
+    c = build_bridge_config_from_hf(config, arch, "plan", torch.float32)
+    c = ArchitectureAdapterFactory.select_architecture_adapter(c).cfg  # fills arch defaults
+    gated = bool(getattr(c, "gated_mlp", False))
+    n_kv = getattr(c, "n_key_value_heads", None) or c.n_heads
+    d_mlp = 0 if getattr(c, "attn_only", False) else int(c.d_mlp or 0)
+    pos = getattr(c, "positional_embedding_type", "standard") == "standard"
+    n_params = c.n_layers * (c.d_model * c.d_head * (2 * c.n_heads + 2 * n_kv)
+                             + c.d_model * d_mlp * (3 if gated else 2)) + c.d_vocab * c.d_model
+    return Shape(arch, c.n_layers, c.n_heads, n_kv, c.d_model, c.d_head, d_mlp, c.d_vocab,
+                 c.n_ctx, gated, bool(getattr(c, "parallel_attn_mlp", False)), pos, n_params,
+                 loads_whole_model)
+
+
+def _random_shape(text: str) -> Shape:
+    from headgraph.ingest.gpt2_stream import PRESETS as GPT2
+    from headgraph.ingest.gpt2_stream import parse_random_shape
+    from headgraph.ingest.random_hf import (
+        FAMILIES,
+        PRESETS,
+        hf_config,
+        n_parameters,
+        parse_family_shape,
+    )
+
+    head = text.split(",", 1)[0]
+    if head in FAMILIES or (head in PRESETS and head not in GPT2):
+        fs = parse_family_shape(text)
+        config, arch = hf_config(fs)
+        shape = _from_hf(config, arch, loads_whole_model=True)
+        return Shape(**{**shape.__dict__, "n_parameters": n_parameters(fs)})
+    g = parse_random_shape(text)
+    n_params = g.n_layers * 12 * g.d_model**2 + g.d_vocab * g.d_model
+    return Shape("GPT2LMHeadModel", g.n_layers, g.n_heads, g.n_heads, g.d_model, g.d_head,
+                 g.d_mlp, g.d_vocab, g.n_ctx, False, False, True, n_params, False)
+
+
+def make_plan(source: str, rate: float | None = None) -> Plan:
+    s = shape_of(source)
+    flops = stage_flops(s)
+    flops["total"] = sum(flops.values())
+    edges = edge_counts(s)
+    total_edges = sum(v for k, v in edges.items() if len(k) <= 7)
+    rate = rate or matmul_rate()
+    return Plan(shape=s, edges={**edges, "total": total_edges}, flops=flops,
+                peak_bytes=peak_bytes(s), database_bytes=total_edges * BYTES_PER_EDGE + 1e6,
+                seconds=flops["total"] / (rate * 1e9), gflops_rate=rate)
