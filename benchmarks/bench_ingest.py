@@ -48,8 +48,8 @@ def bench_small(skip_tl: bool, floor: float) -> None:
         print(f"    {stage:<38} {f / 1e9:9.1f} GFLOP")
     if skip_tl:
         return
-    from transformers import GPT2Config, GPT2LMHeadModel
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     from headgraph.ingest.gpt2_stream import parse_random_shape, random_tensor_source
 
