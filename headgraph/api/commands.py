@@ -1,9 +1,101 @@
-"""CLI commands of the read side (registered onto ``headgraph.cli.app``)."""
+"""CLI commands of the read side (registered onto ``headgraph.cli.app``): ``serve`` and
+``query``.
+
+``headgraph query`` runs the same schema in-process and prints the JSON response, errors
+included with their codes; its exit status is 0 without errors, 1 when the response has
+errors, 2 when the command itself is refused (no database, a bad ``--var``).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Annotated, Any
+
 import typer
+
+from headgraph.errors import DatabaseLockedError, HeadgraphError
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
+                 "headgraph.duckdb)."),
+]
+
+
+def _settings_option() -> Any:
+    from headgraph.api.settings import SETTINGS
+
+    listing = "; ".join(f"{s.name} ({s.default}): {s.help.rstrip('.')}" for s in SETTINGS)
+    return typer.Option("--setting", "-s", metavar="NAME=VALUE",
+                        help=f"Change a limit; repeat for several. Settings: {listing}.")
+
+
+SettingOption = Annotated[list[str] | None, _settings_option()]
+
+
+def _refuse(exc: HeadgraphError) -> None:
+    typer.echo(f"error [{exc.code}]: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    setting: SettingOption = None,
+) -> None:
+    """Serve the GraphQL API read-only (GraphiQL at /graphql, /healthz, /schema.graphql)."""
+    from headgraph.api.server import serve as run_server
+    from headgraph.api.settings import parse_pairs
+
+    try:
+        run_server(db, host=host, port=port, **parse_pairs(setting or []))
+    except HeadgraphError as exc:
+        _refuse(exc)
+
+
+def query(
+    document: Annotated[str, typer.Argument(metavar="QUERY",
+                                            help="GraphQL query text, or - to read stdin.")],
+    db: DbOption = None,
+    var: Annotated[list[str] | None, typer.Option(
+        "--var", metavar="NAME=VALUE",
+        help="A variable; VALUE is read as JSON when it parses (3, true, [1]), else as a "
+             "string.")] = None,
+    operation: Annotated[str | None, typer.Option(help="Operation to run (operationName).")] = None,
+    setting: SettingOption = None,
+) -> None:
+    """Run a GraphQL query in-process and print the JSON response."""
+    from headgraph.api.execute import Executor
+    from headgraph.api.settings import Settings, parse_pairs
+
+    text = sys.stdin.read() if document == "-" else document
+    try:
+        variables = {name: _value(raw) for name, raw in parse_pairs(var or []).items()}
+        executor = Executor(db, Settings.of(parse_pairs(setting or [])))
+        executor.reader()  # a missing or foreign database is refused here, with status 2
+    except DatabaseLockedError:
+        pass  # answered below as a response with code DATABASE_LOCKED (status 1)
+    except HeadgraphError as exc:
+        _refuse(exc)
+    try:
+        outcome = executor.execute_sync(text, variables or None, operation)
+    finally:
+        executor.close()
+    typer.echo(json.dumps(outcome.body, indent=2, default=str))
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def register(app: typer.Typer) -> None:
     """Add the API's commands (serve, query) to the CLI."""
+    app.command("serve")(serve)
+    app.command("query")(query)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 
 from headgraph.errors import ModelNotFoundError
@@ -28,3 +30,12 @@ def get_model(db: GraphDB, name: str) -> ModelRow:
             f"no model named {name!r} in {db.target}. Stored: {', '.join(known) or 'none'}."
         )
     return ModelRow.from_row(rows[0])
+
+
+def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:
+    """The models with these ids, by id, in one statement (missing ids are left out)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = db.rows(select(models).where(models.c.model_id.in_(wanted)))
+    return {r["model_id"]: ModelRow.from_row(r) for r in rows}

@@ -1,12 +1,16 @@
 """Named queries about nodes and their edges: the questions asked most.
 
 Every function takes a :class:`GraphDB` and returns frozen records; ``top`` bounds every
-result so no call can return a whole graph by accident.
+result so no call can return a whole graph by accident. The ``*_of`` functions answer one
+question for many nodes in one statement (the API's DataLoaders batch through them); the
+single-node functions are thin wrappers over them.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, select
+from collections.abc import Iterable
+
+from sqlalchemy import ColumnElement, and_, func, select
 
 from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.models import get_model
@@ -15,61 +19,154 @@ from headgraph.queries.session import GraphDB
 from headgraph.schema.tables import edges, nodes
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
-HEAD_ORDERS = {
+NODE_KINDS = ("head", "mlp", "embed", "pos_embed", "unembed")
+HEAD_ORDERS: dict[str, ColumnElement | None] = {
     "copying_ratio": nodes.c.copying_ratio,
     "copying_positive_fraction": nodes.c.copying_positive_fraction,
     "ov_norm": nodes.c.ov_norm,
     "qk_norm": nodes.c.qk_norm,
+    "layer": None,  # residual-stream order: layer, then head
 }
+_STREAM_ORDER = {"embed": 0, "pos_embed": 1, "head": 2, "mlp": 2, "unembed": 3}
 
 
 def check_kind(kind: str) -> str:
+    """``kind`` if it is an edge kind (Q, K, V, MLP, UNEMBED); :class:`BadInputError` if not."""
     if kind not in EDGE_KINDS:
         raise BadInputError(f"unknown edge kind {kind!r}; use one of {', '.join(EDGE_KINDS)}.")
     return kind
 
 
+def check_node_kind(kind: str) -> str:
+    """``kind`` if it is a node kind (head, mlp, embed, pos_embed, unembed)."""
+    if kind not in NODE_KINDS:
+        raise BadInputError(f"unknown node kind {kind!r}; use one of {', '.join(NODE_KINDS)}.")
+    return kind
+
+
+def check_count(name: str, value: int | None) -> int | None:
+    """A ``top``/``first`` argument: ``None`` or a non-negative integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise BadInputError(f"{name} must be a non-negative integer, not {value!r}.")
+    return value
+
+
+def stream_key(n: NodeRow) -> tuple[int, int, bool, int]:
+    """Residual-stream order: embeddings, then per layer its heads and its MLP, then unembed."""
+    return (_STREAM_ORDER[n.kind], n.layer if n.layer is not None else -1, n.kind == "mlp",
+            n.head if n.head is not None else -1)
+
+
 def list_nodes(db: GraphDB, model: ModelRow, kind: str | None = None,
                layer: int | None = None) -> list[NodeRow]:
-    """Nodes of a model in residual-stream order, optionally of one kind or layer."""
+    """Nodes of a model in residual-stream order, optionally of one kind or layer.
+
+    Examples
+    --------
+    >>> [n.node for n in list_nodes(db, model, kind="head", layer=1)]  # doctest: +SKIP
+    ['L1H0', 'L1H1', 'L1H2', 'L1H3']
+    """
     stmt = select(nodes).where(nodes.c.model_id == model.model_id)
     if kind is not None:
-        stmt = stmt.where(nodes.c.kind == kind)
+        stmt = stmt.where(nodes.c.kind == check_node_kind(kind))
     if layer is not None:
         stmt = stmt.where(nodes.c.layer == layer)
-    rows = [NodeRow.from_row(r) for r in db.rows(stmt)]
-    order = {"embed": 0, "pos_embed": 1, "head": 2, "mlp": 2, "unembed": 3}
-    return sorted(rows, key=lambda n: (order[n.kind], n.layer if n.layer is not None else -1,
-                                       n.kind == "mlp", n.head if n.head is not None else -1))
+    return sorted((NodeRow.from_row(r) for r in db.rows(stmt)), key=stream_key)
+
+
+def nodes_named(db: GraphDB, model_id: int, names: Iterable[str]) -> dict[str, NodeRow]:
+    """The nodes of one model with these names, by name (missing names are left out)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    stmt = select(nodes).where(and_(nodes.c.model_id == model_id, nodes.c.node.in_(wanted)))
+    return {r["node"]: NodeRow.from_row(r) for r in db.rows(stmt)}
 
 
 def get_node(db: GraphDB, model: ModelRow, name: str) -> NodeRow:
     """One node; :class:`NodeNotFoundError` naming what exists if it is not there."""
-    rows = db.rows(select(nodes).where(and_(nodes.c.model_id == model.model_id,
-                                            nodes.c.node == name)))
-    if not rows:
+    found = nodes_named(db, model.model_id, [name])
+    if name not in found:
         raise NodeNotFoundError(
             f"model {model.name!r} has no node {name!r}. Nodes are L{{layer}}H{{head}} "
             f"(layers 0-{model.n_layers - 1}, heads 0-{model.n_heads - 1}), MLP{{layer}}, "
             "EMBED, POS_EMBED, UNEMBED."
         )
-    return NodeRow.from_row(rows[0])
+    return found[name]
 
 
 def top_heads(db: GraphDB, model: ModelRow, order_by: str = "copying_ratio",
-              descending: bool = True, first: int = 10) -> list[NodeRow]:
-    """Heads ordered by a metric (e.g. the copying ratio: copying heads first)."""
+              descending: bool = True, first: int | None = 10) -> list[NodeRow]:
+    """Heads ordered by a metric (e.g. the copying ratio: copying heads first).
+
+    ``order_by="layer"`` gives residual-stream order; heads without the metric come
+    last either way; ``first=None`` returns every head.
+    """
     if order_by not in HEAD_ORDERS:
         raise BadInputError(f"unknown head order {order_by!r}; use one of "
                             f"{', '.join(HEAD_ORDERS)}.")
+    check_count("first", first)
     col = HEAD_ORDERS[order_by]
-    stmt = (
-        select(nodes)
-        .where(and_(nodes.c.model_id == model.model_id, nodes.c.kind == "head"))
-        .order_by(col.desc() if descending else col.asc(), nodes.c.layer, nodes.c.head)
-        .limit(first)
-    )
+    stmt = select(nodes).where(and_(nodes.c.model_id == model.model_id, nodes.c.kind == "head"))
+    position = (nodes.c.layer.desc(), nodes.c.head.desc()) if descending else (
+        nodes.c.layer, nodes.c.head)
+    if col is None:
+        stmt = stmt.order_by(*position)
+    else:
+        stmt = stmt.order_by((col.desc() if descending else col.asc()).nulls_last(),
+                             nodes.c.layer, nodes.c.head)
+    if first is not None:
+        stmt = stmt.limit(first)
     return [NodeRow.from_row(r) for r in db.rows(stmt)]
+
+
+def feeders_of(db: GraphDB, model_id: int, targets: Iterable[str], kind: str, top: int = 10,
+               min_score: float | None = None) -> dict[str, list[EdgeRow]]:
+    """For each target, its ``top`` strongest feeders through ``kind`` (rank order).
+
+    One statement for all targets; reads only rows with ``rank <= top`` (edges are
+    stored sorted by target, kind, rank).
+    """
+    check_kind(kind)
+    check_count("top", top)
+    wanted = sorted(set(targets))
+    out: dict[str, list[EdgeRow]] = {t: [] for t in wanted}
+    if not wanted or top == 0:
+        return out
+    stmt = (
+        select(edges)
+        .where(and_(edges.c.model_id == model_id, edges.c.kind == kind,
+                    edges.c.target.in_(wanted), edges.c.rank <= top))
+        .order_by(edges.c.target, edges.c.rank)
+    )
+    if min_score is not None:
+        stmt = stmt.where(edges.c.score >= min_score)
+    for r in db.rows(stmt):
+        out[r["target"]].append(EdgeRow.from_row(r))
+    return out
+
+
+def readers_of(db: GraphDB, model_id: int, sources: Iterable[str], kind: str, top: int = 10,
+               min_score: float | None = None) -> dict[str, list[EdgeRow]]:
+    """For each source, the ``top`` components that read its write most strongly through
+    ``kind`` (score descending, then target name). One statement for all sources."""
+    check_kind(kind)
+    check_count("top", top)
+    wanted = sorted(set(sources))
+    out: dict[str, list[EdgeRow]] = {s: [] for s in wanted}
+    if not wanted or top == 0:
+        return out
+    pos = func.row_number().over(partition_by=edges.c.source,
+                                 order_by=(edges.c.score.desc(), edges.c.target)).label("pos")
+    inner = select(edges, pos).where(and_(edges.c.model_id == model_id, edges.c.kind == kind,
+                                          edges.c.source.in_(wanted)))
+    if min_score is not None:
+        inner = inner.where(edges.c.score >= min_score)
+    sub = inner.subquery()
+    stmt = select(sub).where(sub.c.pos <= top).order_by(sub.c.source, sub.c.pos)
+    for r in db.rows(stmt):
+        out[r["source"]].append(EdgeRow.from_row(r))
+    return out
 
 
 def feeders(db: GraphDB, model: ModelRow, target: str, kind: str, top: int = 10,
@@ -81,32 +178,13 @@ def feeders(db: GraphDB, model: ModelRow, target: str, kind: str, top: int = 10,
     "Which heads feed L1H2's keys?" is ``feeders(db, model, "L1H2", "K", top=3)``.
     Uses the precomputed ``rank`` column, so it reads ``top`` rows, not all feeders.
     """
-    check_kind(kind)
-    stmt = (
-        select(edges)
-        .where(and_(edges.c.model_id == model.model_id, edges.c.target == target,
-                    edges.c.kind == kind, edges.c.rank <= top))
-        .order_by(edges.c.rank)
-    )
-    if min_score is not None:
-        stmt = stmt.where(edges.c.score >= min_score)
-    return [EdgeRow.from_row(r) for r in db.rows(stmt)]
+    return feeders_of(db, model.model_id, [target], kind, top, min_score)[target]
 
 
 def readers(db: GraphDB, model: ModelRow, source: str, kind: str, top: int = 10,
             min_score: float | None = None) -> list[EdgeRow]:
     """The components that read ``source``'s write most strongly through ``kind``."""
-    check_kind(kind)
-    stmt = (
-        select(edges)
-        .where(and_(edges.c.model_id == model.model_id, edges.c.source == source,
-                    edges.c.kind == kind))
-        .order_by(edges.c.score.desc(), edges.c.target)
-        .limit(top)
-    )
-    if min_score is not None:
-        stmt = stmt.where(edges.c.score >= min_score)
-    return [EdgeRow.from_row(r) for r in db.rows(stmt)]
+    return readers_of(db, model.model_id, [source], kind, top, min_score)[source]
 
 
 def model_and_node(db: GraphDB, model_name: str, node: str) -> tuple[ModelRow, NodeRow]:

@@ -88,3 +88,18 @@ class EdgeRow:
     @classmethod
     def from_row(cls, row: RowMapping) -> EdgeRow:
         return cls(**{f: _opt(row[f]) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One piece of evidence about a node from running the model (``node_scores``)."""
+
+    model_id: int
+    node: str
+    metric: str
+    probe: str
+    value: float
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> ScoreRow:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__})

@@ -1,20 +1,33 @@
 """A read-only handle on a headgraph database, shared by the API, the CLI and notebooks.
 
 The DuckDB file is opened read-only, so any number of readers (several servers, a
-notebook) can share it; only an ingest takes it read-write, briefly. Each call checks
-out a pooled connection for one statement.
+notebook) can share it. DuckDB lets no writer in while any reader holds the file, and no
+reader in while a writer holds it (STACK-NOTES.md), so a reader chooses how long it holds:
+
+* ``open_reader(db)`` pools its connections: fast, but the file stays held (an ingest
+  into it fails with ``DATABASE_LOCKED``) until :meth:`GraphDB.close`. Right for a
+  short-lived command such as ``headgraph models``.
+* ``open_reader(db, release=True)`` holds the file only for one unit of work: one
+  :meth:`GraphDB.session` (a GraphQL request) or one ``rows()`` call. Between units the
+  file is free, so an ingest can run beside a server or a notebook. Opening costs about
+  10-20 ms per unit on this machine.
+
+Errors from the driver become :class:`~headgraph.errors.DatabaseError` (a held file
+becomes :class:`~headgraph.errors.DatabaseLockedError`, code ``DATABASE_LOCKED``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, Executable, RowMapping
+from sqlalchemy import Connection, Engine, Executable, RowMapping, create_engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
-from headgraph.errors import DatabaseError
+from headgraph.errors import DatabaseError, LimitExceededError
 from headgraph.schema.database import (
     DatabaseTarget,
     check_version,
@@ -26,19 +39,65 @@ from headgraph.schema.database import (
 
 
 class GraphDB:
-    """Read-only access: ``rows(statement)`` returns mappings; errors become
-    :class:`~headgraph.errors.DatabaseError` with a clear message."""
+    """Read-only access: ``rows(statement)`` returns mappings.
 
-    def __init__(self, target: DatabaseTarget, engine: Engine) -> None:
+    A handle made by :meth:`session` is bound to one connection and may carry a row
+    budget (``max_rows``): the total number of rows its statements may return before
+    :class:`~headgraph.errors.LimitExceededError` stops the unit of work. The budget is
+    enforced while fetching, so an oversized result is never read whole.
+    """
+
+    def __init__(self, target: DatabaseTarget, engine: Engine, *,
+                 connection: Connection | None = None, max_rows: int | None = None) -> None:
         self.target = target
         self.engine = engine
+        self._conn = connection
+        self._max_rows = max_rows
+        self._rows_left = max_rows
 
     def rows(self, statement: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
         try:
+            if self._conn is not None:
+                return self._fetch(self._conn, statement, params)
             with self.engine.connect() as conn:
-                return conn.execute(statement, params or {}).mappings().all()
+                return self._fetch(conn, statement, params)
         except DBAPIError as exc:
             raise connect_error(self.target, exc.orig or exc, read_only=True) from None
+
+    def _fetch(self, conn: Connection, statement: Executable,
+               params: dict[str, Any] | None) -> Sequence[RowMapping]:
+        result = conn.execute(statement, params or {}).mappings()
+        if self._rows_left is None:
+            return result.all()
+        rows = result.fetchmany(self._rows_left + 1)
+        result.close()
+        if len(rows) > self._rows_left:
+            raise LimitExceededError(
+                f"this request reads more than {self._max_rows} rows from the database "
+                "(max_rows). Ask for less: lower top/first, filter by kind or layer, or "
+                "select fewer nodes."
+            )
+        self._rows_left -= len(rows)
+        return rows
+
+    @contextmanager
+    def session(self, *, max_rows: int | None = None) -> Iterator[GraphDB]:
+        """One connection for one unit of work, closed (file released) at the end.
+
+        Raises :class:`~headgraph.errors.DatabaseLockedError` at once when a writer
+        holds the file, before any statement runs.
+        """
+        if self._conn is not None:
+            yield self
+            return
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            raise connect_error(self.target, exc.orig or exc, read_only=True) from None
+        try:
+            yield GraphDB(self.target, self.engine, connection=conn, max_rows=max_rows)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -50,11 +109,25 @@ class GraphDB:
         self.close()
 
 
-def open_reader(db: str | os.PathLike[str] | None = None) -> GraphDB:
+def _reader_engine(target: DatabaseTarget, release: bool) -> Engine:
+    engine = create_db_engine(target, read_only=True)  # also checks that the file exists
+    if not release or target.dialect != "duckdb":
+        return engine  # server databases pool connections; they hold no file lock
+    engine.dispose()
+    # Same URL and driver options as create_db_engine, without a pool: closing a
+    # connection closes the DuckDB database and drops the file lock.
+    return create_engine(target.url, connect_args={"read_only": True}, poolclass=NullPool)
+
+
+def open_reader(db: str | os.PathLike[str] | None = None, *, release: bool = False) -> GraphDB:
     """Open ``db`` (DuckDB path or URL; default ``$HEADGRAPH_DB`` / ``headgraph.duckdb``)
-    read-only and check its schema version."""
+    read-only and check its schema version.
+
+    ``release=True`` holds the DuckDB file only during each unit of work (see the module
+    docstring); the API server and the Python API use it.
+    """
     target = resolve_target(db)
-    engine = create_db_engine(target, read_only=True)
+    engine = _reader_engine(target, release)
     try:
         with engine.connect() as conn:
             version = schema_state(conn)

@@ -1,0 +1,80 @@
+"""The GraphQL schema: the ``Query`` root and :func:`build_schema`.
+
+Read-only: there are no mutations or subscriptions. An unknown model or node is an
+*error* with a code (``MODEL_NOT_FOUND``, ``NODE_NOT_FOUND``), not a silent ``null``:
+``model`` and ``node`` are nullable only so that the rest of a query can still answer
+(``data.model`` is ``null`` and ``errors[0].extensions.code`` says why).
+
+``schema`` (default settings) is what ``strawberry export-schema headgraph.api.schema``
+prints and what ``headgraph/api/schema.graphql`` snapshots; the settings change only
+limits, never the SDL.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import Info
+from strawberry.types import ExecutionContext
+
+from headgraph.api.context import Context
+from headgraph.api.errors import CodedErrors, log_errors
+from headgraph.api.limits import limit_extensions
+from headgraph.api.settings import Settings
+from headgraph.api.types import Model, Node
+from headgraph.queries.models import get_model, list_models
+from headgraph.queries.nodes import model_and_node
+
+
+@strawberry.type(description="Questions about the stored models' circuit graphs.")
+class Query:
+    @strawberry.field(description="Stored models (of one training-run family if given), by "
+                      "family, step and name.")
+    async def models(self, info: Info[Context, None], family: str | None = None) -> list[Model]:
+        rows = await info.context.db.run(list_models, family)
+        for row in rows:
+            info.context.loaders.known_model(row)
+        return [Model.from_row(r) for r in rows]
+
+    @strawberry.field(description="One model by name; an error MODEL_NOT_FOUND if there is none.")
+    async def model(self, info: Info[Context, None], name: str) -> Model | None:
+        row = await info.context.db.run(get_model, name)
+        info.context.loaders.known_model(row)
+        return Model.from_row(row)
+
+    @strawberry.field(description="One node of one model, e.g. node(model: \"toy\", name: "
+                      "\"L1H2\"); errors MODEL_NOT_FOUND / NODE_NOT_FOUND.")
+    async def node(self, info: Info[Context, None], model: str, name: str) -> Node | None:
+        model_row, node_row = await info.context.db.run(model_and_node, model, name)
+        info.context.loaders.known_model(model_row)
+        info.context.loaders.known_nodes([node_row])
+        return Node.from_row(node_row)
+
+
+class HeadgraphSchema(strawberry.Schema):
+    """strawberry's schema, logging only internal errors (refusals are not server faults)."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        log_errors(errors)
+
+
+def build_schema(settings: Settings | None = None) -> HeadgraphSchema:
+    """The schema with the limits of ``settings`` (defaults if ``None``)."""
+    settings = settings or Settings()
+    return HeadgraphSchema(
+        query=Query,
+        extensions=[*limit_extensions(settings), CodedErrors],
+    )
+
+
+schema = build_schema()
+
+
+def sdl() -> str:
+    """The schema as SDL text (what ``/schema.graphql`` serves)."""
+    return schema.as_str() + "\n"
+
+
+if __name__ == "__main__":  # python -m headgraph.api.schema > headgraph/api/schema.graphql
+    print(sdl(), end="")

@@ -1,0 +1,307 @@
+"""GraphQL types: thin views over the frozen records of :mod:`headgraph.queries.records`.
+
+Each type keeps its record in a ``strawberry.Private`` field and is built with
+``from_row``; plain fields are copied from the record, and fields that need the database
+(``Node.feeders``, ``Edge.source``, ``Model.edges``...) go through the request's
+DataLoaders or one bounded query. Field names are camelCase in GraphQL.
+
+Stored metrics are 4-byte floats (``REAL``); they are shown as the shortest decimal that
+reads back as the same float (``0.13215104``, not ``0.1321510374546051``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import struct
+from enum import Enum
+
+import strawberry
+from strawberry import Info, Private
+
+from headgraph.api.context import Context
+from headgraph.api.limits import check_first
+from headgraph.api.loaders import EdgeAsk, NodeKey, ScoreAsk
+from headgraph.errors import NodeNotFoundError
+from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
+from headgraph.queries.nodes import list_nodes, top_heads
+from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
+
+
+def f32(x: float | None) -> float | None:
+    """The shortest decimal that reads back as the same 4-byte float as ``x``."""
+    if x is None or not math.isfinite(x):
+        return x
+    try:
+        for digits in range(6, 10):
+            y = float(f"{x:.{digits}g}")
+            if struct.unpack("f", struct.pack("f", y))[0] == x:
+                return y
+    except OverflowError:
+        pass
+    return x
+
+
+@strawberry.enum(description="What a node is.")
+class NodeKind(Enum):
+    HEAD = "head"
+    MLP = "mlp"
+    EMBED = "embed"
+    POS_EMBED = "pos_embed"
+    UNEMBED = "unembed"
+
+
+@strawberry.enum(description="How the target reads the source's write: through its queries "
+                 "(Q), keys (K) or values (V) for a head; as input for an MLP; or as logits.")
+class EdgeKind(Enum):
+    Q = "Q"
+    K = "K"
+    V = "V"
+    MLP = "MLP"
+    UNEMBED = "UNEMBED"
+
+
+@strawberry.enum(description="Orders for Model.heads.")
+class HeadOrder(Enum):
+    LAYER = "layer"
+    COPYING_RATIO = "copying_ratio"
+    COPYING_POSITIVE_FRACTION = "copying_positive_fraction"
+    OV_NORM = "ov_norm"
+    QK_NORM = "qk_norm"
+
+
+@strawberry.type(description="Copying scores from the eigenvalues of the full OV circuit "
+                 "W_E W_OV W_U.")
+class Copying:
+    positive_fraction: float | None = strawberry.field(
+        description="Share of eigenvalues with positive real part.")
+    ratio: float | None = strawberry.field(
+        description="sum(eigenvalues) / sum(|eigenvalues|), in [-1, 1]: near +1 copies, "
+                    "negative suppresses.")
+
+
+@strawberry.type(description="Evidence about a node from running the model.")
+class Score:
+    row: Private[ScoreRow]
+    metric: str
+    probe: str = strawberry.field(description="The probe input set that produced it.")
+    value: float
+
+    @classmethod
+    def from_row(cls, row: ScoreRow) -> Score:
+        return cls(row=row, metric=row.metric, probe=row.probe, value=f32(row.value))
+
+
+@strawberry.type(description="One weighted edge: how strongly the source's write enters the "
+                 "target through one kind of reading.")
+class Edge:
+    row: Private[EdgeRow]
+    kind: EdgeKind
+    score: float = strawberry.field(description="||W_write M_read||_F / (||W_write|| ||M_read||).")
+    baseline: float = strawberry.field(
+        description="Mean score of random matrices of the same shapes (the null).")
+    null_std: float | None = strawberry.field(description="Spread of the null score.")
+    rank: int = strawberry.field(
+        description="1 for the strongest source among the target's feeders of this kind.")
+
+    @classmethod
+    def from_row(cls, row: EdgeRow) -> Edge:
+        return cls(row=row, kind=EdgeKind(row.kind), score=f32(row.score),
+                   baseline=f32(row.baseline), null_std=f32(row.null_std), rank=row.rank)
+
+    @strawberry.field(description="(score - baseline) / nullStd: how far above chance.")
+    def z(self) -> float | None:
+        return self.row.z
+
+    @strawberry.field
+    async def source(self, info: Info[Context, None]) -> Node:
+        return await _node(info, self.row.model_id, self.row.source)
+
+    @strawberry.field
+    async def target(self, info: Info[Context, None]) -> Node:
+        return await _node(info, self.row.model_id, self.row.target)
+
+
+async def _node(info: Info[Context, None], model_id: int, name: str) -> Node:
+    row = await info.context.loaders.node.load(NodeKey(model_id, name))
+    if row is None:  # an edge whose endpoint has no node row: a damaged database
+        raise NodeNotFoundError(f"edge endpoint {name!r} has no node row; re-ingest the model.")
+    return Node.from_row(row)
+
+
+async def _edges(info: Info[Context, None], node: NodeRow, readers: bool, kind: EdgeKind,
+                 top: int, min_score: float | None) -> list[Edge]:
+    check_first(info.context.settings, "top", top)
+    ask = EdgeAsk(node.model_id, node.node, kind.value, top, min_score)
+    loader = info.context.loaders.readers if readers else info.context.loaders.feeders
+    rows = await loader.load(ask)
+    return [Edge.from_row(r) for r in rows]
+
+
+@strawberry.type(description="A component of a model: an attention head (L{layer}H{head}), an "
+                 "MLP (MLP{layer}), the embeddings (EMBED, POS_EMBED) or the unembedding.")
+class Node:
+    row: Private[NodeRow]
+    name: str
+    kind: NodeKind
+    layer: int | None
+    head: int | None
+    kv_head: int | None = strawberry.field(
+        description="The key/value head this query head reads (grouped-query attention).")
+    qk_norm: float | None = strawberry.field(description="||W_Q W_K^T||_F of a head.")
+    ov_norm: float | None = strawberry.field(description="||W_V W_O||_F of a head.")
+    in_norm: float | None = strawberry.field(description="Norm of the read matrix (MLP, unembed).")
+    out_norm: float | None = strawberry.field(
+        description="Norm of the write matrix (MLP, embeddings).")
+
+    @classmethod
+    def from_row(cls, row: NodeRow) -> Node:
+        return cls(row=row, name=row.node, kind=NodeKind(row.kind), layer=row.layer,
+                   head=row.head, kv_head=row.kv_head, qk_norm=f32(row.qk_norm),
+                   ov_norm=f32(row.ov_norm), in_norm=f32(row.in_norm),
+                   out_norm=f32(row.out_norm))
+
+    @strawberry.field(description="Copying scores of a head; null for other nodes.")
+    def copying(self) -> Copying | None:
+        if self.row.kind != "head":
+            return None
+        return Copying(positive_fraction=f32(self.row.copying_positive_fraction),
+                       ratio=f32(self.row.copying_ratio))
+
+    @strawberry.field
+    async def model(self, info: Info[Context, None]) -> Model:
+        return Model.from_row(await info.context.loaders.model.load(self.row.model_id))
+
+    @strawberry.field(description="The strongest sources this node reads through `kind`, "
+                      "strongest first (at most `top`, each with score >= `minScore`).")
+    async def feeders(self, info: Info[Context, None], kind: EdgeKind, top: int = 10,
+                      min_score: float | None = None) -> list[Edge]:
+        return await _edges(info, self.row, False, kind, top, min_score)
+
+    @strawberry.field(description="The components that read this node's write most strongly "
+                      "through `kind`, strongest first.")
+    async def readers(self, info: Info[Context, None], kind: EdgeKind, top: int = 10,
+                      min_score: float | None = None) -> list[Edge]:
+        return await _edges(info, self.row, True, kind, top, min_score)
+
+    @strawberry.field(description="Evidence rows about this node (of one probe if given).")
+    async def scores(self, info: Info[Context, None], probe: str | None = None) -> list[Score]:
+        rows = await info.context.loaders.scores.load(
+            ScoreAsk(self.row.model_id, self.row.node, probe))
+        return [Score.from_row(r) for r in rows]
+
+
+@strawberry.type(description="Relay page information.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="An edge of the graph with its cursor (Relay's 'edge').")
+class EdgeEdge:
+    node: Edge
+    cursor: str
+
+
+@strawberry.type(description="A page of a model's edges, ordered by score descending, then "
+                 "source, target, kind. Pass pageInfo.endCursor as `after` for the next page.")
+class EdgeConnection:
+    model_id: Private[int]
+    kind: Private[str | None]
+    min_score: Private[float | None]
+    edges: list[EdgeEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def of(cls, page: EdgePage, model_id: int, kind: str | None, min_score: float | None,
+           after: EdgeKey | None) -> EdgeConnection:
+        items = [EdgeEdge(node=Edge.from_row(r), cursor=EdgeKey.of(r).encode())
+                 for r in page.rows]
+        info = PageInfo(has_next_page=page.has_next, has_previous_page=after is not None,
+                        start_cursor=items[0].cursor if items else None,
+                        end_cursor=items[-1].cursor if items else None)
+        return cls(model_id=model_id, kind=kind, min_score=min_score, edges=items,
+                   page_info=info)
+
+    @strawberry.field(description="How many edges match the filter, all pages together.")
+    async def total_count(self, info: Info[Context, None]) -> int:
+        return await info.context.db.run(count_edges, self.model_id, kind=self.kind,
+                                          min_score=self.min_score)
+
+
+@strawberry.type(description="A stored model (a checkpoint is a model with a family and step).")
+class Model:
+    row: Private[ModelRow]
+    name: str
+    family: str | None
+    step: int | None
+    source: str = strawberry.field(description="Where the weights came from.")
+    architecture: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int | None
+    n_ctx: int | None
+    position_scheme: str | None
+    parallel_blocks: bool | None
+    readout: str | None
+    processing: str = strawberry.field(description="How the weights were processed (folding).")
+    weights_digest: str
+    ingested_at: dt.datetime
+    headgraph_version: str
+    n_nodes: int
+    n_edges: int
+
+    @classmethod
+    def from_row(cls, row: ModelRow) -> Model:
+        return cls(row=row, name=row.name, family=row.family, step=row.step, source=row.source,
+                   architecture=row.architecture, n_layers=row.n_layers, n_heads=row.n_heads,
+                   n_kv_heads=row.n_kv_heads, d_model=row.d_model, d_head=row.d_head,
+                   d_mlp=row.d_mlp, d_vocab=row.d_vocab, n_ctx=row.n_ctx,
+                   position_scheme=row.position_scheme, parallel_blocks=row.parallel_blocks,
+                   readout=row.readout,
+                   processing=row.processing, weights_digest=row.weights_digest,
+                   ingested_at=row.ingested_at, headgraph_version=row.headgraph_version,
+                   n_nodes=row.n_nodes, n_edges=row.n_edges)
+
+    @strawberry.field(description="Nodes in residual-stream order, optionally of one kind "
+                      "or layer.")
+    async def nodes(self, info: Info[Context, None], kind: NodeKind | None = None,
+                    layer: int | None = None) -> list[Node]:
+        rows = await info.context.db.run(list_nodes, self.row,
+                                         None if kind is None else kind.value, layer)
+        info.context.loaders.known_nodes(rows)
+        return [Node.from_row(r) for r in rows]
+
+    @strawberry.field(description="Heads in an order (default LAYER: residual-stream order). "
+                      "Metric orders put the highest first unless descending is false; heads "
+                      "without the metric come last. `first` defaults to all heads.")
+    async def heads(self, info: Info[Context, None],
+                    order_by: HeadOrder | None = HeadOrder.LAYER, descending: bool | None = None,
+                    first: int | None = None) -> list[Node]:
+        order_by = order_by or HeadOrder.LAYER
+        if first is not None:
+            check_first(info.context.settings, "first", first)
+        down = (order_by is not HeadOrder.LAYER) if descending is None else descending
+        rows = await info.context.db.run(top_heads, self.row, order_by.value, down, first)
+        info.context.loaders.known_nodes(rows)
+        return [Node.from_row(r) for r in rows]
+
+    @strawberry.field(description="All edges of the model, a page at a time (Relay "
+                      "connection). `first` defaults to the server's default_first (100).")
+    async def edges(self, info: Info[Context, None], kind: EdgeKind | None = None,
+                    min_score: float | None = None, first: int | None = None,
+                    after: str | None = None) -> EdgeConnection:
+        settings = info.context.settings
+        default = min(settings.default_first, settings.max_first)
+        size = check_first(settings, "first", default if first is None else first)
+        key = None if after is None else EdgeKey.decode(after)
+        kind_value = None if kind is None else kind.value
+        page = await info.context.db.run(edge_page, self.row.model_id, kind=kind_value,
+                                         min_score=min_score, first=size, after=key)
+        return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key)
