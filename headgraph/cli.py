@@ -72,6 +72,9 @@ def ingest(
     device: Annotated[str, typer.Option(help="Where the matrix work runs: cpu, cuda.")] = "cpu",
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
                                                "(weights_only=True).")] = False,
+    probes: Annotated[str | None, typer.Option(help="Also run the model on these probes "
+                                               "('default', 'repeat(seq=20)', ...) and store "
+                                               "the evidence.")] = None,
 ) -> None:
     """Compute a model's circuit graph and store it in one transaction."""
     from headgraph.ingest.pipeline import ingest as run_ingest
@@ -86,7 +89,7 @@ def ingest(
     with StageProgress(console) as progress:
         report = _run(run_ingest, source, db, name=name, family=family, step=step,
                       replace=replace, device=device, allow_pickle=allow_pickle,
-                      progress=progress.update)
+                      progress=progress.update, probes=probes)
     _print_report(report)
 
 
@@ -148,12 +151,14 @@ def models(db: DbOption = None) -> None:
 @app.command()
 def demo(
     db: DbOption = None,
-    serve: Annotated[bool, typer.Option(help="Serve the API after ingesting.")] = False,
+    serve: Annotated[bool, typer.Option(help="Serve the API (and viewer) afterwards, until "
+                                        "Ctrl-C.")] = True,
+    port: Annotated[int, typer.Option(help="Port to serve on (127.0.0.1).")] = 8000,
 ) -> None:
     """Ingest the shipped toy model and show what its graph says about induction."""
     from headgraph.demo import run_demo
 
-    _run(run_demo, db, console=console, serve=serve)
+    _run(run_demo, db, console=console, serve=serve, port=port)
 
 
 def _register_extensions() -> None:

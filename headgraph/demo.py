@@ -23,7 +23,8 @@ EXAMPLE_QUERIES = (
 )
 
 
-def run_demo(db: str | os.PathLike[str] | None, *, console: Console, serve: bool = False) -> None:
+def run_demo(db: str | os.PathLike[str] | None, *, console: Console, serve: bool = False,
+             port: int = 8000) -> None:
     target = resolve_target(db)
     console.print(f"[bold]1.[/] ingesting the shipped toy model into {target} ...")
     report = ingest("toy", db, replace=True)
@@ -55,4 +56,6 @@ def run_demo(db: str | os.PathLike[str] | None, *, console: Console, serve: bool
     if serve:
         from headgraph.api.server import serve as run_server
 
-        run_server(db)
+        console.print(f"[bold]4.[/] serving {target} at http://127.0.0.1:{port}/ (viewer) and "
+                      f"http://127.0.0.1:{port}/graphql (GraphiQL); Ctrl-C stops it.")
+        run_server(db, port=port)

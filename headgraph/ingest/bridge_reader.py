@@ -97,7 +97,10 @@ def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, 
     ``weights_only=True`` by transformers). ``trust_remote_code`` is never set.
     """
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # ingest draws its own progress
+    hf_logging.set_verbosity_error()
     where = str(path)
     try:
         config = AutoConfig.from_pretrained(where, local_files_only=True)
