@@ -148,6 +148,24 @@ def models(db: DbOption = None) -> None:
     console.print(table)
 
 
+@app.command("copy")
+def copy_cmd(
+    source: Annotated[str, typer.Option("--from", help="Source database (path or URL).")],
+    dest: Annotated[str, typer.Option("--to", help="Destination database (path or URL).")],
+    model: Annotated[list[str] | None, typer.Option("--model", help="Model to copy "
+                                                    "(repeat; default: all).")] = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite models of the same name.")] = False,
+) -> None:
+    """Copy models between databases (DuckDB <-> PostgreSQL), one transaction per model."""
+    from headgraph.schema.transfer import copy_models
+
+    results = _run(copy_models, source, dest, model or None, replace=replace,
+                   progress=lambda name: console.print(f"copied {name}"))
+    for r in results:
+        console.print(f"{r.name}: " + ", ".join(f"{k} {v:,}" for k, v in r.rows.items())
+                      + (" (replaced)" if r.replaced else ""))
+
+
 @app.command()
 def demo(
     db: DbOption = None,

@@ -32,3 +32,47 @@ def minilm_dir() -> Path:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "hg.duckdb"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A PostgreSQL server on loopback: $HEADGRAPH_TEST_PG (a URL, started by .ci/run) or a
+    throwaway cluster started here with scripts/pg-cluster. Fails, never skips, when no
+    server can be had."""
+    import subprocess
+
+    url = os.environ.get("HEADGRAPH_TEST_PG")
+    if url:
+        yield url
+        return
+    import shutil
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    # not under pytest's 0700 tmp tree: the server runs as the 'postgres' user
+    folder = Path(tempfile.mkdtemp(prefix="headgraph-pg-"))
+    proc = subprocess.run([str(root / "scripts" / "pg-cluster"), "start", str(folder)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.fail(f"could not start PostgreSQL with scripts/pg-cluster: {proc.stderr}")
+    try:
+        yield proc.stdout.strip()
+    finally:
+        subprocess.run([str(root / "scripts" / "pg-cluster"), "stop", str(folder)])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server: str):
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+
+    name = f"hg_{uuid.uuid4().hex[:12]}"
+    admin = pg_server.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

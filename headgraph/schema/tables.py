@@ -159,13 +159,12 @@ meta = Table(
 # "Feeders of a target by kind" and "readers of a source by kind". On PostgreSQL these are
 # covering B-tree indexes; on DuckDB sorted storage and zone maps serve the same lookups
 # (an ART index there costs 2.6x the table and was not faster: STACK-NOTES.md).
-Index("edges_feeders", edges.c.model_id, edges.c.target, edges.c.kind, edges.c.rank).ddl_if(
-    dialect="postgresql"
-)
-Index("edges_readers", edges.c.model_id, edges.c.source, edges.c.kind, edges.c.score).ddl_if(
-    dialect="postgresql"
-)
+Index("edges_feeders", edges.c.model_id, edges.c.target, edges.c.kind, edges.c.rank,
+      postgresql_include=["source", "score", "baseline", "null_std"]).ddl_if(dialect="postgresql")
+Index("edges_readers", edges.c.model_id, edges.c.source, edges.c.kind, edges.c.score.desc(),
+      postgresql_include=["target", "baseline", "null_std", "rank"]).ddl_if(dialect="postgresql")
+Index("nodes_model", nodes.c.model_id, nodes.c.node).ddl_if(dialect="postgresql")
 Index("node_scores_node", node_scores.c.model_id, node_scores.c.node).ddl_if(dialect="postgresql")
-Index("edge_scores_edge", edge_scores.c.model_id, edge_scores.c.target, edge_scores.c.kind).ddl_if(
-    dialect="postgresql"
-)
+Index("edge_scores_edge", edge_scores.c.model_id, edge_scores.c.target, edge_scores.c.kind
+      ).ddl_if(dialect="postgresql")
+Index("virtual_heads_model", virtual_heads.c.model_id).ddl_if(dialect="postgresql")

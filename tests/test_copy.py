@@ -1,0 +1,85 @@
+"""`headgraph copy` moves models between DuckDB and PostgreSQL with identical rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
+
+from headgraph.cli import app
+from headgraph.errors import ModelExistsError, ModelNotFoundError
+from headgraph.ingest.pipeline import ingest
+from headgraph.schema.transfer import copy_models
+
+TABLES = {
+    "models": "name, family, step, source, architecture, n_layers, n_heads, n_kv_heads, d_model, "
+              "d_head, d_mlp, d_vocab, n_ctx, weights_digest, processing, n_nodes, n_edges",
+    "nodes": "node, kind, layer, head, kv_head, qk_norm, ov_norm, copying_positive_fraction, "
+             "copying_ratio, in_norm, out_norm",
+    "edges": "source, target, kind, score, baseline, null_std, rank",
+    "node_scores": "node, metric, probe, value",
+    "edge_scores": "source, target, kind, metric, probe, value",
+    "virtual_heads": "heads, length, score, heuristic, copying_ratio",
+    "baselines": "key, mean, std, samples, seed",
+}
+
+
+def rows(url_or_path) -> dict[str, list]:
+    url = url_or_path if "://" in str(url_or_path) else f"duckdb:///{url_or_path}"
+    engine = create_engine(url, connect_args={"read_only": True} if "duckdb" in url else {})
+    out = {}
+    with engine.connect() as conn:
+        for table, cols in TABLES.items():
+            joined = "JOIN models m USING (model_id)" if table not in ("models", "baselines") \
+                else ""
+            name = ", m.name" if joined else ""
+            q = f"SELECT {cols}{name} FROM {table} {joined} ORDER BY {cols}{name}"
+            q = q.replace("SELECT source,", f"SELECT {table}.source,").replace(
+                "ORDER BY source,", f"ORDER BY {table}.source,")
+            # REAL is float4 on both backends; drivers widen it differently, so compare as float4
+            out[table] = [tuple(float(np.float32(v)) if isinstance(v, float) else v for v in r)
+                          for r in conn.execute(text(q))]
+    engine.dispose()
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("copy") / "home.duckdb"
+    ingest("toy", db)
+    ingest("toy@1600", db)
+    return db
+
+
+def test_duckdb_to_postgres_to_duckdb_round_trip(home: Path, pg_url: str, tmp_path: Path):
+    copy_models(home, pg_url)
+    back = tmp_path / "back.duckdb"
+    copy_models(pg_url, back)
+    original = rows(home)
+    assert original["edges"] and original["virtual_heads"]
+    assert rows(pg_url) == original
+    assert rows(back) == original
+
+
+def test_copy_refuses_a_clash_unless_replace(home: Path, tmp_path: Path):
+    dest = tmp_path / "d.duckdb"
+    copy_models(home, dest, ["toy"])
+    before = rows(dest)
+    with pytest.raises(ModelExistsError, match="--replace"):
+        copy_models(home, dest, ["toy"])
+    assert rows(dest) == before
+    [result] = copy_models(home, dest, ["toy"], replace=True)
+    assert result.replaced and rows(dest) == before
+    with pytest.raises(ModelNotFoundError):
+        copy_models(home, dest, ["nope"])
+
+
+def test_cli_copy(home: Path, tmp_path: Path):
+    dest = tmp_path / "cli.duckdb"
+    result = CliRunner().invoke(app, ["copy", "--from", str(home), "--to", str(dest),
+                                      "--model", "toy@1600"])
+    assert result.exit_code == 0, result.output
+    assert [r[0] for r in rows(dest)["models"]] == ["toy@1600"]
