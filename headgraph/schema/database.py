@@ -77,6 +77,10 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
         if target.path is not None and not target.path.parent.exists():
             raise DatabaseError(f"{target}: the folder {target.path.parent} does not exist.")
         return create_engine(target.url, connect_args={"read_only": read_only})
+    if read_only and target.dialect == "postgresql":
+        # every transaction of a reader is READ ONLY: the server cannot write, by construction
+        return create_engine(target.url, pool_pre_ping=True,
+                             execution_options={"postgresql_readonly": True})
     return create_engine(target.url, pool_pre_ping=True)
 
 
