@@ -190,7 +190,8 @@ def test_a_foreign_duckdb_file_is_refused(tmp_path: Path):
     assert snapshot(db) == before
 
 
-def test_a_database_held_by_another_writer_is_refused(small_db: Path):
+def test_a_database_held_by_another_writer_is_refused(small_db: Path, monkeypatch):
+    monkeypatch.setenv("HEADGRAPH_LOCK_WAIT", "0.5")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
          "print('held', flush=True); time.sleep(60)", str(small_db)],
@@ -202,6 +203,22 @@ def test_a_database_held_by_another_writer_is_refused(small_db: Path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_ingest_waits_for_a_briefly_held_database(small_db: Path):
+    """A server holds the file for one request at a time: the writer waits its turn."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
+         "read_only=True); print('held', flush=True); time.sleep(1.5)", str(small_db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ingest(SMALL, small_db, name="after-wait")
+    finally:
+        holder.kill()
+        holder.wait()
+    con = duckdb.connect(str(small_db), read_only=True)
+    assert con.execute("SELECT count(*) FROM models WHERE name = 'after-wait'").fetchone() == (1,)
 
 
 def test_a_killed_ingest_leaves_the_database_as_it_was(small_db: Path):

@@ -17,13 +17,17 @@ from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import ModelExistsError
 from headgraph.ingest.compose import ComposedGraph, compose
+from headgraph.ingest.evidence import EvidenceOptions, collect_evidence, feeders_from_graph
 from headgraph.ingest.null import NullStat, Shape, null_key, sample_null
+from headgraph.ingest.probes import build_probes, parse_probes
+from headgraph.ingest.runnable import runnable_from_reader
 from headgraph.ingest.sources import describe, open_source
 from headgraph.ingest.virtual import score_virtual_heads
 from headgraph.ingest.writer import ModelLabel, WriteResult, write_model
 from headgraph.schema import tables as t
 from headgraph.schema.database import (
     DatabaseTarget,
+    begin_writing,
     check_version,
     create_db_engine,
     raise_db_error,
@@ -53,7 +57,7 @@ def preflight(target: DatabaseTarget, name: str, replace: bool) -> dict[str, Nul
         return {}
     engine = create_db_engine(target, read_only=False)
     try:
-        with engine.connect() as conn:
+        with begin_writing(engine, target) as conn:
             version = schema_state(conn)
             check_version(version, target)
             if version is None:
@@ -99,8 +103,15 @@ def ingest(
     progress: Progress | None = None,
     keep_graph: bool = False,
     virtual_top: int = 100,
+    probes: str | None = None,
+    evidence_options: EvidenceOptions | None = None,
 ) -> IngestReport:
     """Ingest ``source`` into database ``db`` (path or URL) as one model.
+
+    With ``probes`` (e.g. ``"default"``, see :mod:`headgraph.ingest.probes`) the model is
+    also run on those probes after composition, and its evidence (role scores, ablations,
+    path patching; :mod:`headgraph.ingest.evidence`) is written in the same transaction.
+    Probes are checked against the model before any matrix work starts.
 
     Examples
     --------
@@ -119,9 +130,18 @@ def ingest(
     tick = progress or (lambda stage, done, total: None)
 
     start = time.perf_counter()
+    specs = parse_probes(probes) if probes is not None else None
     nulls = preflight(target, label.name, replace)
     tick("load", 0, 1)
     reader = open_source(source, allow_pickle=allow_pickle)
+    runnable, built = None, ()
+    try:
+        if specs is not None:
+            runnable = runnable_from_reader(reader)
+            built = build_probes(specs, runnable.vocab)
+    except BaseException:
+        reader.close()
+        raise
     timings["load"] = time.perf_counter() - start
     tick("load", 1, 1)
 
@@ -134,13 +154,19 @@ def ingest(
         virtual = tuple(score_virtual_heads(reader, graph, top=virtual_top, device=device))
         tick("virtual", 1, 1)
         timings["virtual heads"] = time.perf_counter() - start
+        evidence = None
+        if runnable is not None:
+            start = time.perf_counter()
+            evidence = collect_evidence(runnable, built, feeders_from_graph(graph),
+                                        evidence_options, progress=tick)
+            timings["evidence"] = time.perf_counter() - start
     finally:
         reader.close()
 
     start = time.perf_counter()
     tick("write", 0, 1)
     result: WriteResult = write_model(target, graph, reader.info, label, replace=replace,
-                                      virtual=virtual)
+                                      virtual=virtual, evidence=evidence)
     timings["write"] = time.perf_counter() - start
     tick("write", 1, 1)
     return IngestReport(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 import headgraph
 from headgraph.errors import ModelExistsError
 from headgraph.ingest.compose import EDGE_KINDS, ComposedGraph
+from headgraph.ingest.evidence import Evidence, store_evidence
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead
@@ -27,6 +28,7 @@ from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
 from headgraph.schema.database import (
     DatabaseTarget,
+    begin_writing,
     create_db_engine,
     ensure_schema,
     raise_db_error,
@@ -129,12 +131,14 @@ def write_model(
     *,
     replace: bool = False,
     virtual: tuple[VirtualHead, ...] = (),
+    evidence: Evidence | None = None,
 ) -> WriteResult:
-    """Store ``graph`` as model ``label.name`` in one transaction."""
+    """Store ``graph`` as model ``label.name`` in one transaction (with its ``evidence``
+    rows, ``node_scores`` and ``edge_scores``, when given)."""
     engine = create_db_engine(target, read_only=False)
     spec = graph.spec
     try:
-        with engine.begin() as conn:
+        with begin_writing(engine, target) as conn:
             ensure_schema(conn, target)
             old = conn.execute(
                 select(t.models.c.model_id).where(t.models.c.name == label.name)
@@ -178,6 +182,8 @@ def write_model(
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             bulk_insert(conn, "edges", edges_table(model_id, graph))
             bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
+            if evidence is not None:
+                store_evidence(conn, model_id, evidence)
             fault_point("before_commit")
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)

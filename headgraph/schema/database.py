@@ -10,6 +10,9 @@ server opens it read-only; see README "Ingest while serving".
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,3 +141,27 @@ def driver_connection(conn: Connection) -> Any:
 
 def raise_db_error(target: DatabaseTarget, exc: DBAPIError, *, read_only: bool) -> None:
     raise connect_error(target, exc.orig or exc, read_only=read_only) from None
+
+
+@contextmanager
+def begin_writing(engine: Engine, target: DatabaseTarget, *, wait_s: float | None = None
+                  ) -> Iterator[Connection]:
+    """``engine.begin()``, retrying for up to ``wait_s`` seconds (default
+    ``$HEADGRAPH_LOCK_WAIT`` or 10) while another process holds a DuckDB file (a server
+    answering a request holds it for milliseconds), then failing with
+    :class:`DatabaseLockedError`."""
+    if wait_s is None:
+        wait_s = float(os.environ.get("HEADGRAPH_LOCK_WAIT", "10"))
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    while True:
+        try:
+            conn = engine.connect()
+            break
+        except DBAPIError as exc:
+            if not _is_lock_error(exc.orig or exc) or time.monotonic() + delay > deadline:
+                raise connect_error(target, exc.orig or exc, read_only=False) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    with conn, conn.begin():
+        yield conn
