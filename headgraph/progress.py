@@ -13,6 +13,7 @@ STAGE_LABELS = {
     "compose": "composition scores",
     "rank": "rank edges",
     "virtual": "virtual heads (exact)",
+    "probes": "evidence (probes)",
     "write": "write (one transaction)",
 }
 
