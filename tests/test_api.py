@@ -5,11 +5,9 @@ code and limit, hostile requests, the side routes, and serving beside a writer."
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-import uvicorn
 from graphql import get_introspection_query
 
 from headgraph.api.app import create_app
@@ -28,38 +25,12 @@ README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
                 '{ source { name } score } } }')
 
 
+from support import Server  # noqa: E402  (shared with other HTTP tests)
+
+
 def sql(path: Path, query: str, *params: Any) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(query, list(params)).fetchall()
-
-
-class Server:
-    """uvicorn serving an app in a thread, on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
-                                       daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        self.client = httpx.Client(base_url=self.url, timeout=10)
-
-    def gql(self, query: str, variables: dict | None = None, **kw: Any) -> dict:
-        r = self.client.post("/graphql", json={"query": query, "variables": variables}, **kw)
-        assert r.headers["content-type"] == "application/json"
-        return r.json()
-
-    def stop(self) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
