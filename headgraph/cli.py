@@ -62,12 +62,17 @@ def _run(fn, *args, **kwargs):
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="Model directory, hub name, 'toy[@STEP]' or "
-                                          "'random:SHAPE'.")],
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="Model directory, hub name, 'toy[@STEP]' or 'random:SHAPE'; several make a "
+        "fleet (one task and one transaction per model).", show_default=False)] = None,
     db: DbOption = None,
     name: Annotated[str | None, typer.Option(help="Name to store it under (unique).")] = None,
     family: Annotated[str | None, typer.Option(help="Training-run family of checkpoints.")] = None,
-    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint.")] = None,
+    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint (fleets: "
+                                             "read from names like checkpoint-1500).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV of the fleet: columns source,"
+                                                  "name,family,step (only source needed).")]
+    = None,
     replace: Annotated[bool, typer.Option(help="Overwrite a stored model of that name.")] = False,
     device: Annotated[str, typer.Option(help="Where the matrix work runs: cpu, cuda.")] = "cpu",
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
@@ -75,9 +80,20 @@ def ingest(
     probes: Annotated[str | None, typer.Option(help="Also run the model on these probes "
                                                "('default', 'repeat(seq=20)', ...) and store "
                                                "the evidence.")] = None,
+    executor: Annotated[str, typer.Option(help="Where tasks run: local (this process) or ray "
+                                          "(one task per layer, or per model of a fleet).")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT of "
+                                                    "`ray start --head`); default: start Ray "
+                                                    "here, on loopback.")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(help="CPUs of the Ray started here "
+                                                 "(default: all).")] = None,
 ) -> None:
-    """Compute a model's circuit graph and store it in one transaction."""
-    from headgraph.ingest.pipeline import ingest as run_ingest
+    """Compute a model's circuit graph and store it in one transaction; with several
+    SOURCEs (or --manifest), a fleet, each model in its own transaction. A fleet in which
+    some models failed stores the rest, lists the failures and exits with status 1."""
+    from headgraph.errors import BadInputError
+    from headgraph.ingest.executors import make_executor
     from headgraph.progress import StageProgress
 
     if device.startswith("cuda"):
@@ -86,11 +102,48 @@ def ingest(
         if not torch.cuda.is_available():
             _fail(HeadgraphError(f"--device {device}: no CUDA device is available here; "
                                  "use --device cpu."))
-    with StageProgress(console) as progress:
-        report = _run(run_ingest, source, db, name=name, family=family, step=step,
-                      replace=replace, device=device, allow_pickle=allow_pickle,
-                      progress=progress.update, probes=probes)
-    _print_report(report)
+    if executor != "ray" and (ray_address or ray_cpus):
+        _fail(BadInputError("--ray-address and --ray-cpus need --executor ray."))
+    fleet = manifest is not None or len(sources or []) > 1
+    if not sources and manifest is None:
+        _fail(BadInputError("give a SOURCE (or several), or --manifest FILE.csv."))
+    if fleet and (name is not None or step is not None):
+        _fail(BadInputError("--name and --step label one model; for a fleet put them in a "
+                            "--manifest (columns source,name,family,step)."))
+    options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
+    runner = _run(make_executor, executor, **options)
+    with runner, StageProgress(console) as progress:
+        if not fleet:
+            report = _run(_ingest_one, sources[0], db, name=name, family=family, step=step,
+                          replace=replace, device=device, allow_pickle=allow_pickle,
+                          progress=progress.update, probes=probes, executor=runner)
+        else:
+            report = _run(_ingest_fleet, sources or [], manifest, db, family=family,
+                          replace=replace, device=device, allow_pickle=allow_pickle,
+                          probes=probes, executor=runner, progress=progress.update)
+    if not fleet:
+        _print_report(report)
+        return
+    _print_fleet(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _ingest_one(source, db, *, executor, **kwargs):
+    from headgraph.ingest.executors import LocalExecutor
+    from headgraph.ingest.pipeline import ingest as run_ingest
+
+    layers = None if isinstance(executor, LocalExecutor) else executor
+    return run_ingest(source, db, executor=layers, **kwargs)
+
+
+def _ingest_fleet(sources, manifest, db, *, family, **kwargs):
+    from headgraph.ingest.fleet import fleet_items, ingest_fleet, read_manifest
+
+    items = fleet_items(sources, family)
+    if manifest is not None:
+        items += read_manifest(manifest, family)
+    return ingest_fleet(items, db, **kwargs)
 
 
 def _print_report(report) -> None:
@@ -102,6 +155,20 @@ def _print_report(report) -> None:
     table.add_row("total (s)", f"{sum(report.timings.values()):.2f}")
     if report.replaced:
         table.add_row("replaced", "the earlier model of this name")
+    console.print(table)
+
+
+def _print_fleet(report) -> None:
+    table = Table(title=f"fleet into {report.database}: {len(report.stored)} stored, "
+                  f"{len(report.failed)} failed, {report.seconds:.1f} s")
+    for col in ("model", "nodes", "edges", "compute (s)", "write (s)", "result"):
+        table.add_column(col)
+    for o in report.outcomes:
+        if o.error is None:
+            table.add_row(o.name, f"{o.n_nodes:,}", f"{o.n_edges:,}",
+                          f"{o.compute_seconds:.2f}", f"{o.write_seconds:.2f}", "stored")
+        else:
+            table.add_row(o.name, "", "", "", "", f"[red]failed[/]: {o.error}")
     console.print(table)
 
 
@@ -146,6 +213,20 @@ def models(db: DbOption = None) -> None:
                       m.architecture, f"{m.n_layers} x {m.n_heads}", str(m.d_model),
                       f"{m.n_nodes:,}", f"{m.n_edges:,}", m.ingested_at.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
+
+
+@app.command()
+def check(db: DbOption = None) -> None:
+    """Check a database's integrity: schema, complete models, ranks, no orphans."""
+    from headgraph.schema.check import check_database
+
+    report = _run(check_database, db)
+    console.print(f"{report.database}: {len(report.models)} model(s)")
+    for problem in report.problems:
+        err_console.print(f"[red]problem[/]: {problem}")
+    if not report.ok:
+        raise typer.Exit(1)
+    console.print("ok: schema version, complete models, consistent ranks, no orphan rows")
 
 
 @app.command("copy")

@@ -1,0 +1,91 @@
+"""``headgraph check``: prove a database is whole.
+
+Checks, each reported with what failed:
+
+* the schema version is this headgraph's;
+* every model is complete: its node and edge counts equal those recorded on its row at
+  commit (``models.n_nodes``, ``models.n_edges``);
+* ranks are consistent: for each (model, target, kind) the ranks are exactly 1..n and
+  rank 1 holds the largest score;
+* no orphan rows: every row of a child table belongs to a stored model;
+* every score is finite and within [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from headgraph.schema.database import (
+    check_version,
+    connect_error,
+    create_db_engine,
+    resolve_target,
+    schema_state,
+)
+
+CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "virtual_heads")
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    database: str
+    models: tuple[str, ...]
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_database(db: str | os.PathLike[str] | None) -> CheckReport:
+    target = resolve_target(db)
+    engine = create_db_engine(target, read_only=True)
+    problems: list[str] = []
+    try:
+        with engine.connect() as conn:
+            version = schema_state(conn)
+            check_version(version, target)
+            if version is None:
+                return CheckReport(str(target), (), ("the database is empty (no schema)",))
+            models = conn.execute(text("SELECT model_id, name, n_nodes, n_edges FROM models "
+                                       "ORDER BY name")).all()
+            for model_id, name, n_nodes, n_edges in models:
+                got_nodes = conn.execute(text("SELECT count(*) FROM nodes WHERE model_id = :m"),
+                                         {"m": model_id}).scalar_one()
+                got_edges = conn.execute(text("SELECT count(*) FROM edges WHERE model_id = :m"),
+                                         {"m": model_id}).scalar_one()
+                if (got_nodes, got_edges) != (n_nodes, n_edges):
+                    problems.append(f"model {name!r} is incomplete: {got_nodes}/{n_nodes} nodes, "
+                                    f"{got_edges}/{n_edges} edges")
+            for table in CHILDREN:
+                orphans = conn.execute(text(
+                    f"SELECT count(*) FROM {table} c WHERE NOT EXISTS "
+                    "(SELECT 1 FROM models m WHERE m.model_id = c.model_id)")).scalar_one()
+                if orphans:
+                    problems.append(f"{orphans} orphan row(s) in {table}")
+            bad_ranks = conn.execute(text("""
+                SELECT count(*) FROM (
+                  SELECT model_id, target, kind, count(*) AS n, min(rank) AS lo,
+                         max(rank) AS hi, count(DISTINCT rank) AS distinct_ranks,
+                         max(score) AS best,
+                         max(CASE WHEN rank = 1 THEN score END) AS first
+                  FROM edges GROUP BY model_id, target, kind) g
+                WHERE lo <> 1 OR hi <> n OR distinct_ranks <> n OR first IS NULL
+                   OR first < best""")).scalar_one()
+            if bad_ranks:
+                problems.append(f"{bad_ranks} (model, target, kind) group(s) with inconsistent "
+                                "ranks")
+            bad_scores = conn.execute(text(
+                "SELECT count(*) FROM edges WHERE NOT (score >= 0 AND score <= 1.0001)")
+            ).scalar_one()
+            if bad_scores:
+                problems.append(f"{bad_scores} edge score(s) outside [0, 1] or NaN")
+    except DBAPIError as exc:
+        raise connect_error(target, exc.orig or exc, read_only=True) from None
+    finally:
+        engine.dispose()
+    return CheckReport(str(target), tuple(m[1] for m in models), tuple(problems))
