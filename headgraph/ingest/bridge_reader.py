@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from headgraph.errors import SourceError, UnsupportedArchitectureError
+from headgraph.errors import BadWeightsError, SourceError, UnsupportedArchitectureError
 from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
 
 
@@ -148,6 +148,12 @@ class BridgeReader:
         self.bridge = bridge
         self.info = info
         cfg = bridge.cfg
+        if int(getattr(cfg, "n_layers", 0) or 0) <= 0 or int(getattr(cfg, "n_heads", 0) or 0) <= 0:
+            raise BadWeightsError(
+                f"{info.source}: the config has {getattr(cfg, 'n_layers', 0)} layers and "
+                f"{getattr(cfg, 'n_heads', 0)} heads; a model needs at least one of each to "
+                "have a circuit graph."
+            )
         self._W = {
             "W_Q": bridge.W_Q.detach(),
             "W_K": bridge.W_K.detach(),
