@@ -123,3 +123,45 @@ def test_series_over_a_family(tmp_path: Path):
     assert [p.step for p in pts] == [50, 100, 200]
     assert [p.model for p in pts] == ["run@50", "run@100", "run@200"]
     assert len(node_pts) == 3 and all(-1 <= p.value <= 1 for p in node_pts)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from headgraph.toy import checkpoint_steps
+
+    db = tmp_path_factory.mktemp("run") / "run.duckdb"
+    for step in checkpoint_steps():
+        ingest(f"toy@{step}", db)
+    return db
+
+
+def test_induction_k_composition_rises_across_the_phase_change(toy_run):
+    import json
+
+    from headgraph.toy import CHECKPOINTS
+
+    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text())
+    prev = manifest["heads"]["previous_token"][0]
+    with open_reader(toy_run) as r:
+        for head in manifest["heads"]["induction"]:
+            pts = series(r, "toy", source=prev, target=head, kind="K")
+            values = [p.value for p in pts]
+            assert values[-1] > values[0] + 0.08  # it jumps at the phase change ...
+            before = [p.value for p in pts if p.step <= 1000]
+            assert max(before) < min(p.value for p in pts if p.step >= 2000)  # ... and stays
+
+
+def test_diff_between_first_and_last_checkpoint_ranks_the_induction_edges_first(toy_run):
+    import json
+
+    from headgraph.toy import CHECKPOINTS, checkpoint_steps
+
+    manifest = json.loads((CHECKPOINTS / "manifest.json").read_text())
+    prev, induction = manifest["heads"]["previous_token"][0], manifest["heads"]["induction"]
+    steps = checkpoint_steps()
+    with open_reader(toy_run) as r:
+        cmp = match_heads(r, f"toy@{steps[0]}", f"toy@{steps[-1]}")
+        changes = diff_edges(r, cmp, top=len(induction), kinds=("K",))
+    assert all(m.a == m.b for m in cmp.matches)  # one run: heads keep their names
+    assert {(c.source_b, c.target_b) for c in changes} == {(prev, h) for h in induction}
+    assert all(c.change > 0 and c.status == "appeared" for c in changes)

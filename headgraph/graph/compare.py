@@ -123,8 +123,17 @@ def _profile(db: GraphDB, model: ModelRow) -> _Profile:
     return _Profile(heads, feats)
 
 
-def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0) -> Comparison:
-    """Pair the heads of models ``a`` and ``b`` one-to-one by signature similarity."""
+def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0,
+                by: str = "auto") -> Comparison:
+    """Pair the heads of models ``a`` and ``b`` one-to-one.
+
+    ``by="signature"`` pairs by signature similarity (optimal assignment); ``by="names"``
+    pairs heads of the same name (checkpoints of one training run keep their heads'
+    identity), still reporting each pair's similarity; ``"auto"`` uses names for two
+    models of one family and shape, signatures otherwise.
+    """
+    if by not in ("auto", "names", "signature"):
+        raise BadInputError(f"unknown matching {by!r}; use auto, names or signature.")
     model_a, model_b = get_model(db, a), get_model(db, b)
     pa_, pb = _profile(db, model_a), _profile(db, model_b)
     names = sorted(set(pa_.features) & set(pb.features))
@@ -137,13 +146,21 @@ def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0) -> 
     za, zb = (fa - mu) / sd, (fb - mu) / sd
     dist = np.sqrt(((za[:, None, :] - zb[None, :, :]) ** 2).sum(-1) / len(names))
     sim = 1.0 / (1.0 + dist)
-    rows, cols = linear_sum_assignment(-sim)
+    same = (model_a.n_layers, model_a.n_heads) == (model_b.n_layers, model_b.n_heads)
+    if by == "auto":
+        by = "names" if same and model_a.family and model_a.family == model_b.family \
+            else "signature"
+    if by == "names":
+        index_b = {h: j for j, h in enumerate(pb.heads)}
+        pairs = [(i, index_b[h]) for i, h in enumerate(pa_.heads) if h in index_b]
+        rows, cols = (np.asarray([p[k] for p in pairs], int) for k in (0, 1))
+    else:
+        rows, cols = linear_sum_assignment(-sim)
     matches = [HeadMatch(pa_.heads[i], pb.heads[j], float(sim[i, j]))
                for i, j in zip(rows, cols, strict=True) if sim[i, j] >= min_similarity]
     matched_a = {m.a for m in matches}
     matched_b = {m.b for m in matches}
-    same = (model_a.n_layers, model_a.n_heads) == (model_b.n_layers, model_b.n_heads)
-    note = "same shape" if same else (
+    note = f"same shape, heads matched by {by}" if same else (
         f"different shapes ({model_a.n_layers}x{model_a.n_heads} vs "
         f"{model_b.n_layers}x{model_b.n_heads}): heads are compared by relative depth and "
         "z-scored composition profiles; at most "
@@ -160,17 +177,21 @@ def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0) -> 
 
 
 def diff_edges(db: GraphDB, comparison: Comparison, *, top: int = 20,
-               kinds: tuple[str, ...] = KINDS, present_z: float = 3.0) -> list[EdgeChange]:
+               kinds: tuple[str, ...] = KINDS, present_z: float = 3.0,
+               heads_only: bool = True) -> list[EdgeChange]:
     """Edges that appear, vanish or change between the two models, largest ``|Δscore|``
-    first. Non-head nodes (EMBED, MLP3...) map to the same name where both models have it."""
+    first. By default only head-to-head edges (the circuit between heads); with
+    ``heads_only=False`` non-head nodes (EMBED, MLP3...) join, mapped to the same name
+    where both models have it."""
     if top < 1:
         raise BadInputError("top must be at least 1.")
     mapping = {m.a: m.b for m in comparison.matches}
     ea, eb = _edge_table(db, comparison.a), _edge_table(db, comparison.b)
     names_b = set(eb["source"]) | set(eb["target"])
-    for name in set(ea["source"]) | set(ea["target"]):
-        if name not in mapping and not name.startswith("L") and name in names_b:
-            mapping[name] = name
+    if not heads_only:
+        for name in set(ea["source"]) | set(ea["target"]):
+            if name not in mapping and not name.startswith("L") and name in names_b:
+                mapping[name] = name
     for e in (ea, eb):
         std = e["null_std"].where(e["null_std"] > 0)
         e["z"] = ((e["score"] - e["baseline"]) / std).fillna(0.0)
