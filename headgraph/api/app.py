@@ -8,7 +8,9 @@ Routes
 ``/schema.graphql`` the schema as SDL text.
 ``/healthz``        ``{"status": "ok", "database": "ok" | "locked" | "error", ...}``, always
                     200 while the process is up.
-``/``               redirects to ``/graphql``.
+``/``               the viewer page; ``/viewer/...`` its files (:mod:`headgraph.api.viewer`).
+``/export/...``     a model's graph for viewers (JSON, Cytoscape, GraphML, DOT), streamed;
+``/plot/...``       PNG plots (:mod:`headgraph.api.routes`).
 
 Responses are JSON: ``{"data": ..., "errors": [...]}``, HTTP 200 for every request that
 was executed (errors included, each with ``extensions.code``); 400 for a body that is not
@@ -34,7 +36,9 @@ from strawberry.http.ides import get_graphql_ide_html
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.routes import GraphRoutes
 from headgraph.api.settings import Settings
+from headgraph.api.viewer import Viewer
 from headgraph.errors import (
     BadInputError,
     DatabaseLockedError,
@@ -63,6 +67,8 @@ class HeadgraphApp:
         self.settings = executor.settings
         self._sdl = (executor.schema.as_str() + "\n").encode()
         self._graphiql = get_graphql_ide_html("graphiql").encode()
+        self._viewer = Viewer()
+        self._graph_routes = GraphRoutes(executor)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -90,7 +96,7 @@ class HeadgraphApp:
         try:
             if path == "/graphql":
                 await self._graphql(scope, receive, send)
-            elif path in ("/healthz", "/schema.graphql", "/") and method != "GET":
+            elif path in ("/healthz", "/schema.graphql") and method != "GET":
                 await _respond(send, refusal(BadInputError(f"{method} is not allowed on "
                                                            f"{path}; use GET."), 405,
                                              {"Allow": "GET"}))
@@ -98,8 +104,10 @@ class HeadgraphApp:
                 await _json(send, 200, await asyncio.to_thread(self._health))
             elif path == "/schema.graphql":
                 await _send(send, 200, self._sdl, "text/plain; charset=utf-8")
-            elif path == "/":
-                await _send(send, 307, b"", "text/plain", {"Location": "/graphql"})
+            elif self._viewer.handles(path):
+                await self._viewer(scope, send)
+            elif self._graph_routes.handles(path):
+                await self._graph_routes(scope, receive, send)
             else:
                 await _respond(send, refusal(BadInputError(
                     f"no such path {path!r}; the API is at /graphql."), 404))

@@ -17,11 +17,13 @@ from graphql import GraphQLError
 from strawberry import Info
 from strawberry.types import ExecutionContext
 
+from headgraph.api import graph_types
 from headgraph.api.context import Context
 from headgraph.api.errors import CodedErrors, log_errors
+from headgraph.api.graph_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.limits import limit_extensions
 from headgraph.api.settings import Settings
-from headgraph.api.types import Model, Node
+from headgraph.api.types import EdgeKind, Model, Node
 from headgraph.queries.models import get_model, list_models
 from headgraph.queries.nodes import model_and_node
 
@@ -49,6 +51,28 @@ class Query:
         info.context.loaders.known_model(model_row)
         info.context.loaders.known_nodes([node_row])
         return Node.from_row(node_row)
+
+    @strawberry.field(description="Compare two models (checkpoints of one run, or models of "
+                      "different shapes): their heads matched one-to-one (`matchBy`: by name "
+                      "for checkpoints of one run, by signature otherwise), pairs under "
+                      "`minSimilarity` (0-1) left unmatched, and the edges that changed. "
+                      "Errors: MODEL_NOT_FOUND, BAD_INPUT.")
+    async def compare(self, info: Info[Context, None], a: str, b: str,
+                      min_similarity: float | None = None,
+                      match_by: HeadMatching | None = HeadMatching.AUTO) -> Comparison:
+        return await graph_types.compare(info, a, b, min_similarity, match_by)
+
+    @strawberry.field(description="A metric across the checkpoints of training-run `family`, "
+                      "by step: a node series (`node`, `metric` a node column such as "
+                      "copying_ratio, the default, or an evidence metric) or an edge series "
+                      "(`source`, `target`, `kind`, `metric` score (default), baseline, rank "
+                      "or z). Checkpoints lacking the node or edge are left out. Errors: "
+                      "MODEL_NOT_FOUND (no such family), NODE_NOT_FOUND, BAD_INPUT.")
+    async def series(self, info: Info[Context, None], family: str, node: str | None = None,
+                     source: str | None = None, target: str | None = None,
+                     kind: EdgeKind | None = None,
+                     metric: str | None = None) -> list[SeriesPoint]:
+        return await graph_types.series(info, family, node, source, target, kind, metric)
 
 
 class HeadgraphSchema(strawberry.Schema):

@@ -35,6 +35,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", 100_000, "Largest HTTP request body, in bytes."),
     Setting("retry_after_s", 1,
             "Seconds a client is told to wait (Retry-After) when the database is locked."),
+    Setting("max_circuit_edges", 5000,
+            "Most edges `Node.circuit` (and an export's `circuit=`) returns; the strongest are "
+            "kept and `truncated` says so."),
+    Setting("max_export_edges", 5_000_000,
+            "Most edges one `/export/...` download may hold; a larger export is refused "
+            "(LIMIT_EXCEEDED) before anything is sent."),
 )
 
 
@@ -50,6 +56,8 @@ class Settings:
     max_rows: int = 100_000
     max_body_bytes: int = 100_000
     retry_after_s: int = 1
+    max_circuit_edges: int = 5000
+    max_export_edges: int = 5_000_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -7,14 +7,21 @@ DataLoaders or one bounded query. Field names are camelCase in GraphQL.
 
 Stored metrics are 4-byte floats (``REAL``); they are shown as the shortest decimal that
 reads back as the same float (``0.13215104``, not ``0.1321510374546051``).
+
+The graph side's fields (``Model.paths``, ``Model.virtualHeads``, ``Node.circuit``) are
+declared here and answered in :mod:`headgraph.api.graph_types`, whose types are referenced
+lazily (that module imports this one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import struct
+from collections.abc import Iterable
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import Info, Private
@@ -22,10 +29,18 @@ from strawberry import Info, Private
 from headgraph.api.context import Context
 from headgraph.api.limits import check_first
 from headgraph.api.loaders import EdgeAsk, NodeKey, ScoreAsk
-from headgraph.errors import NodeNotFoundError
+from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
 from headgraph.queries.nodes import list_nodes, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
+
+if TYPE_CHECKING:
+    from headgraph.api.graph_types import Path, Subgraph, VirtualHead
+
+_GRAPH_TYPES = "headgraph.api.graph_types"
+PathT = Annotated["Path", strawberry.lazy(_GRAPH_TYPES)]
+VirtualHeadT = Annotated["VirtualHead", strawberry.lazy(_GRAPH_TYPES)]
+SubgraphT = Annotated["Subgraph", strawberry.lazy(_GRAPH_TYPES)]
 
 
 def f32(x: float | None) -> float | None:
@@ -68,6 +83,21 @@ class HeadOrder(Enum):
     COPYING_POSITIVE_FRACTION = "copying_positive_fraction"
     OV_NORM = "ov_norm"
     QK_NORM = "qk_norm"
+
+
+@strawberry.enum(description="The weight of a path's edge: its stored score (SCORE) or the "
+                 "score over its random baseline (RATIO, 'times chance').")
+class PathWeight(Enum):
+    SCORE = "score"
+    RATIO = "ratio"
+
+
+@strawberry.enum(description="How paths of different lengths are ranked: by the product of "
+                 "their weights (PRODUCT; weights are <= 1 for scores, so short paths win) "
+                 "or by its geometric mean per hop (PER_HOP; compares lengths fairly).")
+class PathRank(Enum):
+    PRODUCT = "product"
+    PER_HOP = "per_hop"
 
 
 @strawberry.type(description="Copying scores from the eigenvalues of the full OV circuit "
@@ -127,6 +157,33 @@ async def _node(info: Info[Context, None], model_id: int, name: str) -> Node:
     if row is None:  # an edge whose endpoint has no node row: a damaged database
         raise NodeNotFoundError(f"edge endpoint {name!r} has no node row; re-ingest the model.")
     return Node.from_row(row)
+
+
+async def load_nodes(info: Info[Context, None], model_id: int, names: Iterable[str]
+                     ) -> list[Node]:
+    """The nodes of one model with these names, in order, through the request's node
+    loader (one statement for all the names of one event-loop tick)."""
+    return list(await asyncio.gather(*(_node(info, model_id, n) for n in names)))
+
+
+async def load_node_or_none(info: Info[Context, None], model_id: int,
+                            name: str | None) -> Node | None:
+    """A node by name, or ``None`` when there is no name or the model has no such node."""
+    if name is None:
+        return None
+    row = await info.context.loaders.node.load(NodeKey(model_id, name))
+    return None if row is None else Node.from_row(row)
+
+
+def kind_values(kinds: list[EdgeKind] | None) -> tuple[str, ...] | None:
+    """GraphQL ``[EdgeKind!]`` as stored kind strings (``None`` stays ``None``; an empty
+    list, which would allow nothing, is refused)."""
+    if kinds is None:
+        return None
+    if not kinds:
+        raise BadInputError("kinds is empty; name at least one edge kind, or leave it out "
+                            "for all kinds.")
+    return tuple(dict.fromkeys(k.value for k in kinds))
 
 
 async def _edges(info: Info[Context, None], node: NodeRow, readers: bool, kind: EdgeKind,
@@ -189,6 +246,19 @@ class Node:
         rows = await info.context.loaders.scores.load(
             ScoreAsk(self.row.model_id, self.row.node, probe))
         return [Score.from_row(r) for r in rows]
+
+    @strawberry.field(description="Everything that reaches this node within `depth` hops "
+                      "(1-6) through `kinds` (default all) over edges with score >= "
+                      "`minScore`: its upstream circuit, nodes and edges, for a client to "
+                      "draw. At most max_circuit_edges edges (the strongest); `truncated` "
+                      "says when that cap cut.")
+    async def circuit(self, info: Info[Context, None], depth: int | None = 2,
+                      kinds: list[EdgeKind] | None = None,
+                      min_score: float | None = None) -> SubgraphT:
+        from headgraph.api.graph_types import node_circuit
+
+        return await node_circuit(info, self.row, 2 if depth is None else depth,
+                                  kind_values(kinds), min_score)
 
 
 @strawberry.type(description="Relay page information.")
@@ -305,3 +375,39 @@ class Model:
         page = await info.context.db.run(edge_page, self.row.model_id, kind=kind_value,
                                          min_score=min_score, first=size, after=key)
         return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key)
+
+    @strawberry.field(description="The `top` (<= 100) strongest chains of edges into "
+                      "`target` (from `source` if given), ranked exactly: paths of 1 to "
+                      "`maxLength` (<= 6) edges through `kinds` (default all), or exactly "
+                      "the kind sequence `pattern` (source to target, e.g. [V, K]), over "
+                      "edges with score >= `minScore`. A path's score is the product of its "
+                      "edge weights (`weight`), or per hop (`rankBy`). Errors: "
+                      "NODE_NOT_FOUND, BAD_INPUT for a path that cannot exist (a source "
+                      "that does not write before the target reads), LIMIT_EXCEEDED.")
+    async def paths(self, info: Info[Context, None], *, source: str | None = None,
+                    target: str, kinds: list[EdgeKind] | None = None,
+                    max_length: int | None = 3, top: int | None = 10,
+                    min_score: float | None = None, pattern: list[EdgeKind] | None = None,
+                    weight: PathWeight | None = PathWeight.SCORE,
+                    rank_by: PathRank | None = PathRank.PRODUCT) -> list[PathT]:
+        from headgraph.api.graph_ops import PathAsk
+        from headgraph.api.graph_types import model_paths
+
+        top = check_first(info.context.settings, "top", 10 if top is None else top)
+        ask = PathAsk(target=target, source=source, kinds=kind_values(kinds),
+                      pattern=None if pattern is None else tuple(k.value for k in pattern),
+                      max_length=3 if max_length is None else max_length, top=top,
+                      min_score=min_score, weight=(weight or PathWeight.SCORE).value,
+                      rank_by=(rank_by or PathRank.PRODUCT).value)
+        return await model_paths(info, self.row, ask)
+
+    @strawberry.field(description="The strongest stored virtual attention heads: chains of "
+                      "V-composition (L0H1 -> L1H2) whose product OV circuit acts as one "
+                      "head, scored exactly at ingest, strongest first; of one chain "
+                      "`length` (2 or 3) if given.")
+    async def virtual_heads(self, info: Info[Context, None], length: int | None = None,
+                            top: int | None = 10) -> list[VirtualHeadT]:
+        from headgraph.api.graph_types import model_virtual_heads
+
+        top = check_first(info.context.settings, "top", 10 if top is None else top)
+        return await model_virtual_heads(info, self.row, length, top)

@@ -96,8 +96,11 @@ def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa
         with db.engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             reader = raw.sql(str(compiled), params=params).to_arrow_reader(BATCH)
-            for batch in reader:
-                yield _keep(batch, flt)
+            try:
+                for batch in reader:
+                    yield _keep(batch, flt)
+            finally:  # a consumer that stops early must not leave the result open
+                reader.close()
         return
     with db.engine.connect().execution_options(stream_results=True) as conn:
         result = conn.execute(stmt)
