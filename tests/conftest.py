@@ -76,3 +76,18 @@ def pg_url(pg_server: str):
     yield pg_server.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["duckdb", "postgresql"])
+def toy_store(request, toy_db: Path) -> str:
+    """The toy model on each backend: the DuckDB file of ``toy_db``, or a PostgreSQL
+    database with the same ingest. Backend-agnostic tests take this one."""
+    if request.param == "duckdb":
+        return str(toy_db)
+    from support import new_pg_database
+
+    from headgraph.ingest.pipeline import ingest
+
+    url = new_pg_database(request.getfixturevalue("pg_server"), "hg_toy_session")
+    ingest("toy", url)
+    return url

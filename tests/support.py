@@ -1,4 +1,5 @@
-"""Shared test helpers: a real uvicorn server in a thread on a free loopback port."""
+"""Shared test helpers: a real uvicorn server in a thread on a free loopback port, SQL on
+either backend, fresh PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -9,6 +10,34 @@ from typing import Any
 
 import httpx
 import uvicorn
+
+BACKENDS = ("duckdb", "postgresql")
+
+
+def sql(store: Any, query: str, *params: Any) -> list[tuple]:
+    """Run ``query`` (``?`` placeholders) read-only on a DuckDB file or a PostgreSQL URL."""
+    text = str(store)
+    if "://" not in text:
+        import duckdb
+
+        with duckdb.connect(text, read_only=True) as con:
+            return con.execute(query, list(params)).fetchall()
+    import psycopg
+
+    url = text.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as con:
+        return [tuple(r) for r in con.execute(query.replace("?", "%s"), params).fetchall()]
+
+
+def new_pg_database(server_url: str, name: str) -> str:
+    """Create (or re-create) database ``name`` on the server and return its URL."""
+    import psycopg
+
+    admin = server_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        con.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 class Server:

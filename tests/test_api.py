@@ -1,5 +1,6 @@
 """The GraphQL API over real HTTP: a real uvicorn server on 127.0.0.1 answering from a
-DuckDB file made by a real ingest. Covers the contract's fields, pagination, every error
+database made by a real ingest, on both backends (DuckDB file, PostgreSQL) for the
+contract; the DuckDB-specific locking tests use the file. Covers the contract's fields, pagination, every error
 code and limit, hostile requests, the side routes, and serving beside a writer."""
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import httpx
 import pytest
 from graphql import get_introspection_query
+from support import Server, sql
 
 from headgraph.api.app import create_app
 from headgraph.api.settings import Settings
@@ -25,17 +25,9 @@ README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
                 '{ source { name } score } } }')
 
 
-from support import Server  # noqa: E402  (shared with other HTTP tests)
-
-
-def sql(path: Path, query: str, *params: Any) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(query, list(params)).fetchall()
-
-
 @pytest.fixture(scope="module")
-def server(toy_db: Path) -> Iterator[Server]:
-    s = Server(create_app(toy_db))
+def server(toy_store: str) -> Iterator[Server]:
+    s = Server(create_app(toy_store))
     yield s
     s.stop()
 
@@ -46,21 +38,21 @@ def codes(body: dict) -> list[str]:
 
 # --- the contract -------------------------------------------------------------------
 
-def test_readme_example_returns_the_top_k_feeders_in_rank_order(server: Server, toy_db: Path):
+def test_readme_example_returns_the_top_k_feeders_in_rank_order(server: Server, toy_store: str):
     body = server.gql(README_QUERY)
     assert "errors" not in body
     got = [(f["source"]["name"], f["score"]) for f in body["data"]["node"]["feeders"]]
-    want = sql(toy_db, "SELECT source, score FROM edges WHERE target='L1H2' AND kind='K' "
+    want = sql(toy_store, "SELECT source, score FROM edges WHERE target='L1H2' AND kind='K' "
                        "ORDER BY rank LIMIT 3")
     assert [s for s, _ in got] == [s for s, _ in want]
     assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6)
 
 
-def test_model_fields_match_the_stored_row(server: Server, toy_db: Path):
+def test_model_fields_match_the_stored_row(server: Server, toy_store: str):
     body = server.gql("""{ model(name: "toy") { name family step architecture nLayers nHeads
         nKvHeads dModel dHead dMlp dVocab nCtx processing source nNodes nEdges ingestedAt } }""")
     m = body["data"]["model"]
-    (row,) = sql(toy_db, "SELECT name, family, step, architecture, n_layers, n_heads, "
+    (row,) = sql(toy_store, "SELECT name, family, step, architecture, n_layers, n_heads, "
                          "n_kv_heads, d_model, d_head, d_mlp, d_vocab, n_ctx, processing, "
                          "source, n_nodes, n_edges FROM models WHERE name='toy'")
     assert tuple(m[k] for k in ("name", "family", "step", "architecture", "nLayers", "nHeads",
@@ -71,28 +63,28 @@ def test_model_fields_match_the_stored_row(server: Server, toy_db: Path):
     assert server.gql('{ models(family: "no-such-family") { name } }')["data"]["models"] == []
 
 
-def test_nodes_filter_by_kind_and_layer_in_stream_order(server: Server, toy_db: Path):
+def test_nodes_filter_by_kind_and_layer_in_stream_order(server: Server, toy_store: str):
     body = server.gql('{ model(name: "toy") { all: nodes { name kind layer head } '
                       'heads: nodes(kind: HEAD, layer: 1) { name } mlps: nodes(kind: MLP) '
                       '{ name } } }')
     m = body["data"]["model"]
     names = [n["name"] for n in m["all"]]
     assert names[:2] == ["EMBED", "POS_EMBED"] and names[-1] == "UNEMBED"
-    assert sorted(names) == sorted(r[0] for r in sql(toy_db, "SELECT node FROM nodes"))
-    n_heads = sql(toy_db, "SELECT n_heads FROM models")[0][0]
+    assert sorted(names) == sorted(r[0] for r in sql(toy_store, "SELECT node FROM nodes"))
+    n_heads = sql(toy_store, "SELECT n_heads FROM models")[0][0]
     assert [n["name"] for n in m["heads"]] == [f"L1H{h}" for h in range(n_heads)]
     assert [n["name"] for n in m["mlps"]] == [
-        r[0] for r in sql(toy_db, "SELECT node FROM nodes WHERE kind='mlp' ORDER BY layer")]
+        r[0] for r in sql(toy_store, "SELECT node FROM nodes WHERE kind='mlp' ORDER BY layer")]
     assert {n["kind"] for n in m["all"]} <= {"HEAD", "MLP", "EMBED", "POS_EMBED", "UNEMBED"}
 
 
-def test_heads_by_copying_ratio_descending(server: Server, toy_db: Path):
+def test_heads_by_copying_ratio_descending(server: Server, toy_store: str):
     body = server.gql('{ model(name: "toy") { heads(orderBy: COPYING_RATIO, first: 3) '
                       '{ name copying { ratio positiveFraction } } '
                       'last: heads(orderBy: COPYING_RATIO, descending: false, first: 1) '
                       '{ name } all: heads { name } } }')
     m = body["data"]["model"]
-    want = sql(toy_db, "SELECT node, copying_ratio FROM nodes WHERE kind='head' "
+    want = sql(toy_store, "SELECT node, copying_ratio FROM nodes WHERE kind='head' "
                        "ORDER BY copying_ratio DESC, layer, head")
     assert [h["name"] for h in m["heads"]] == [r[0] for r in want[:3]]
     assert [h["copying"]["ratio"] for h in m["heads"]] == pytest.approx([r[1] for r in want[:3]])
@@ -100,13 +92,13 @@ def test_heads_by_copying_ratio_descending(server: Server, toy_db: Path):
     assert len(m["all"]) == len(want) and m["all"][0]["name"] == "L0H0"
 
 
-def test_node_fields_and_links_back_to_its_model(server: Server, toy_db: Path):
+def test_node_fields_and_links_back_to_its_model(server: Server, toy_store: str):
     body = server.gql('{ node(model: "toy", name: "L1H2") { name kind layer head kvHead qkNorm '
                       'ovNorm inNorm copying { ratio positiveFraction } model { name } '
                       'scores { metric probe value } } '
                       'out: node(model: "toy", name: "UNEMBED") { kind layer copying { ratio } } }')
     n = body["data"]["node"]
-    (row,) = sql(toy_db, "SELECT qk_norm, ov_norm, copying_ratio, copying_positive_fraction "
+    (row,) = sql(toy_store, "SELECT qk_norm, ov_norm, copying_ratio, copying_positive_fraction "
                          "FROM nodes WHERE node='L1H2'")
     assert (n["name"], n["kind"], n["layer"], n["head"]) == ("L1H2", "HEAD", 1, 2)
     assert [n["qkNorm"], n["ovNorm"], n["copying"]["ratio"], n["copying"]["positiveFraction"]] \
@@ -115,12 +107,12 @@ def test_node_fields_and_links_back_to_its_model(server: Server, toy_db: Path):
     assert body["data"]["out"] == {"kind": "UNEMBED", "layer": None, "copying": None}
 
 
-def test_edge_fields_and_readers(server: Server, toy_db: Path):
+def test_edge_fields_and_readers(server: Server, toy_store: str):
     body = server.gql('{ node(model: "toy", name: "L0H1") { readers(kind: V, top: 2, '
                       'minScore: 0) { source { name } target { name layer } kind score baseline '
                       'nullStd z rank } } }')
     got = body["data"]["node"]["readers"]
-    want = sql(toy_db, "SELECT target, score, baseline, null_std, rank FROM edges "
+    want = sql(toy_store, "SELECT target, score, baseline, null_std, rank FROM edges "
                        "WHERE source='L0H1' AND kind='V' ORDER BY score DESC, target LIMIT 2")
     assert [e["target"]["name"] for e in got] == [w[0] for w in want]
     for e, (_, score, baseline, null_std, rank) in zip(got, want, strict=True):
@@ -130,8 +122,10 @@ def test_edge_fields_and_readers(server: Server, toy_db: Path):
         assert e["z"] == pytest.approx((score - baseline) / null_std, rel=1e-5)
 
 
-def test_min_score_filters_feeders(server: Server, toy_db: Path):
-    ((cut,),) = sql(toy_db, "SELECT median(score) FROM edges WHERE target='L1H2' AND kind='Q'")
+def test_min_score_filters_feeders(server: Server, toy_store: str):
+    scores = sorted(r[0] for r in sql(toy_store, "SELECT score FROM edges "
+                                      "WHERE target='L1H2' AND kind='Q'"))
+    cut = scores[len(scores) // 2]
     body = server.gql('query($m: Float) { node(model: "toy", name: "L1H2") { '
                       'feeders(kind: Q, top: 100, minScore: $m) { score } } }', {"m": cut})
     scores = [f["score"] for f in body["data"]["node"]["feeders"]]
@@ -139,8 +133,8 @@ def test_min_score_filters_feeders(server: Server, toy_db: Path):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_walking_all_pages_of_k_edges_equals_one_sql_query(server: Server, toy_db: Path):
-    want = sql(toy_db, "SELECT source, target, kind FROM edges WHERE kind='K' "
+def test_walking_all_pages_of_k_edges_equals_one_sql_query(server: Server, toy_store: str):
+    want = sql(toy_store, "SELECT source, target, kind FROM edges WHERE kind='K' "
                        "ORDER BY score DESC, source, target, kind")
     query = """query($after: String) { model(name: "toy") { edges(kind: K, first: 7,
         after: $after) { totalCount pageInfo { hasNextPage hasPreviousPage endCursor
@@ -163,10 +157,10 @@ def test_walking_all_pages_of_k_edges_equals_one_sql_query(server: Server, toy_d
     assert pages == -(-len(want) // 7)
 
 
-def test_edges_default_page_size_and_all_kinds(server: Server, toy_db: Path):
+def test_edges_default_page_size_and_all_kinds(server: Server, toy_store: str):
     body = server.gql('{ model(name: "toy") { edges { totalCount edges { node { kind } } } } }')
     conn = body["data"]["model"]["edges"]
-    ((total,),) = sql(toy_db, "SELECT count(*) FROM edges")
+    ((total,),) = sql(toy_store, "SELECT count(*) FROM edges")
     assert conn["totalCount"] == total
     assert len(conn["edges"]) == min(total, Settings().default_first)
 

@@ -8,21 +8,16 @@ import io
 import json
 import math
 import shutil
-import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import duckdb
-import httpx
 import networkx as nx
 import pytest
-import uvicorn
+from support import BACKENDS, Server, new_pg_database, sql
 
 from headgraph.api import streaming
 from headgraph.api.app import create_app
@@ -39,62 +34,43 @@ README_PATHS = ('{ model(name: "toy") { paths(target: "L1H2", kinds: [K], maxLen
 ODD_NAME = "run:toy@2000"  # ':' and '@' in a model name
 
 
-class Server:
-    """uvicorn serving an app in a thread, on a free loopback port (as in test_api)."""
-
-    def __init__(self, app: Any) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
-                                       daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        self.client = httpx.Client(base_url=self.url, timeout=20)
-
-    def gql(self, query: str, variables: dict | None = None) -> dict:
-        return self.client.post("/graphql", json={"query": query,
-                                                  "variables": variables}).json()
-
-    def stop(self) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(10)
+def _fill(store) -> None:
+    """The final toy checkpoint as 'toy' plus two earlier checkpoints of its family."""
+    ingest("toy", store)
+    ingest("toy@1000", store)
+    ingest("toy@2000", store, name=ODD_NAME)
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The final toy checkpoint as 'toy' plus two earlier checkpoints of its family."""
+def duck(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("api-graph") / "graph.duckdb"
-    ingest("toy", path)
-    ingest("toy@1000", path)
-    ingest("toy@2000", path, name=ODD_NAME)
+    _fill(path)
     return path
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, duck: Path) -> str:
+    """The same three models on each backend (DuckDB file or PostgreSQL URL)."""
+    if request.param == "duckdb":
+        return str(duck)
+    url = new_pg_database(request.getfixturevalue("pg_server"), "hg_api_graph")
+    _fill(url)
+    return url
+
+
 @pytest.fixture(scope="module")
-def server(db: Path) -> Iterator[Server]:
+def server(db: str) -> Iterator[Server]:
     s = Server(create_app(db))
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
-def tight(db: Path) -> Iterator[Server]:
+def tight(db: str) -> Iterator[Server]:
     """A server with small export and circuit caps."""
     s = Server(create_app(db, Settings(max_export_edges=10, max_circuit_edges=3)))
     yield s
     s.stop()
-
-
-def sql(path: Path, query: str, *params: Any) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(query, list(params)).fetchall()
 
 
 def codes(body: dict) -> list[str]:
@@ -105,7 +81,7 @@ def names(nodes: list[dict]) -> list[str]:
     return [n["name"] for n in nodes]
 
 
-def edge_set(path: Path, model: str, where: str = "TRUE") -> set[tuple[str, str, str, float]]:
+def edge_set(path: str, model: str, where: str = "TRUE") -> set[tuple[str, str, str, float]]:
     rows = sql(path, "SELECT e.source, target, kind, score FROM edges e JOIN models m USING "
                      f"(model_id) WHERE name = ? AND {where}", model)
     return {(s, t, k, round(x, 6)) for s, t, k, x in rows}
@@ -113,7 +89,7 @@ def edge_set(path: Path, model: str, where: str = "TRUE") -> set[tuple[str, str,
 
 # --- paths ------------------------------------------------------------------------------
 
-def test_readme_paths_example_is_the_strongest_key_feeder(server: Server, db: Path):
+def test_readme_paths_example_is_the_strongest_key_feeder(server: Server, db: str):
     body = server.gql(README_PATHS)
     assert "errors" not in body
     ((path,),) = [body["data"]["model"]["paths"]]
@@ -137,7 +113,7 @@ def test_top_key_path_into_each_induction_head_starts_at_the_previous_token_head
             assert names(path["nodes"])[-1] == head
 
 
-def test_one_hop_paths_are_exactly_the_feeders_by_score(server: Server, db: Path):
+def test_one_hop_paths_are_exactly_the_feeders_by_score(server: Server, db: str):
     body = server.gql('{ model(name: "toy") { paths(target: "L1H3", kinds: [K], maxLength: 1, '
                       'top: 100) { nodes { name } kinds score product edgeScores length } } }')
     paths = body["data"]["model"]["paths"]
@@ -149,7 +125,7 @@ def test_one_hop_paths_are_exactly_the_feeders_by_score(server: Server, db: Path
         assert p["score"] == pytest.approx(score) and p["edgeScores"] == [pytest.approx(score)]
 
 
-def test_path_fields_agree_with_the_stored_edges(server: Server, db: Path):
+def test_path_fields_agree_with_the_stored_edges(server: Server, db: str):
     body = server.gql('{ model(name: "toy") { '
                       'all: paths(target: "L1H2", maxLength: 2, top: 8, minScore: 0.1) '
                       '{ nodes { name } kinds score product edgeScores length } '
@@ -185,7 +161,7 @@ def test_path_fields_agree_with_the_stored_edges(server: Server, db: Path):
 
 # --- virtual heads and circuits ---------------------------------------------------------
 
-def test_virtual_heads_match_the_virtual_heads_table(server: Server, db: Path):
+def test_virtual_heads_match_the_virtual_heads_table(server: Server, db: str):
     body = server.gql('{ model(name: "toy") { top: virtualHeads(top: 5) { heads { name } } '
                       'pairs: virtualHeads(length: 2, top: 1000) { heads { name } length score '
                       'heuristic copying { ratio positiveFraction } } '
@@ -207,7 +183,7 @@ def test_virtual_heads_match_the_virtual_heads_table(server: Server, db: Path):
     assert m["none"] == [w for w in want if w[1] == 3]  # the 2-layer toy has no chains of 3
 
 
-def test_circuit_is_the_upstream_edges_within_depth(server: Server, db: Path):
+def test_circuit_is_the_upstream_edges_within_depth(server: Server, db: str):
     body = server.gql('{ node(model: "toy", name: "L1H2") { '
                       'one: circuit(depth: 1, kinds: [K]) { truncated nodes { name } '
                       'edges { source { name } target { name } kind score rank z } } '
@@ -233,7 +209,7 @@ def test_circuit_is_the_upstream_edges_within_depth(server: Server, db: Path):
     assert got == hop1 | hop2 and hop2
 
 
-def test_circuit_cap_keeps_the_strongest_edges_and_says_so(tight: Server, db: Path):
+def test_circuit_cap_keeps_the_strongest_edges_and_says_so(tight: Server, db: str):
     body = tight.gql('{ node(model: "toy", name: "L1H2") { circuit(depth: 1) { truncated '
                      'edges { score } } } }')
     circuit = body["data"]["node"]["circuit"]
@@ -253,7 +229,7 @@ COMPARE = """query($a: String!, $b: String!, $m: Float, $by: HeadMatching) { com
     sourceB { name } targetB { name } kind scoreA scoreB change status } } }"""
 
 
-def test_compare_checkpoints_matches_heads_and_ranks_changed_edges(server: Server, db: Path):
+def test_compare_checkpoints_matches_heads_and_ranks_changed_edges(server: Server, db: str):
     body = server.gql(COMPARE, {"a": "toy@1000", "b": "toy"})
     assert "errors" not in body
     c = body["data"]["compare"]
@@ -298,7 +274,7 @@ def test_compare_with_itself_and_a_similarity_floor(server: Server):
     assert "POS_EMBED" in sources or "EMBED" in sources
 
 
-def test_series_across_checkpoints(server: Server, db: Path):
+def test_series_across_checkpoints(server: Server, db: str):
     body = server.gql('{ edge: series(family: "toy", source: "L0H2", target: "L1H2", kind: K) '
                       '{ step model value } z: series(family: "toy", source: "L0H2", '
                       'target: "L1H2", kind: K, metric: "z") { value } '
@@ -384,7 +360,7 @@ def test_snapshot_has_the_graph_contract():
 
 # --- exports ----------------------------------------------------------------------------
 
-def test_json_export_streams_and_round_trips_through_networkx(server: Server, db: Path):
+def test_json_export_streams_and_round_trips_through_networkx(server: Server, db: str):
     with server.client.stream("GET", "/export/toy.json") as r:
         assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
         assert "content-length" not in r.headers
@@ -399,7 +375,7 @@ def test_json_export_streams_and_round_trips_through_networkx(server: Server, db
 
 
 @pytest.mark.parametrize("path", ["/export/toy%401000.graphml", "/export/toy@1000.graphml"])
-def test_graphml_export_with_filters_round_trips(server: Server, db: Path, path: str):
+def test_graphml_export_with_filters_round_trips(server: Server, db: str, path: str):
     r = server.client.get(path, params={"kinds": "K,V", "min_score": "0.12"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/graphml+xml")
@@ -408,7 +384,7 @@ def test_graphml_export_with_filters_round_trips(server: Server, db: Path, path:
     assert got == edge_set(db, "toy@1000", "kind IN ('K','V') AND score >= 0.12") and got
 
 
-def test_cytoscape_and_dot_exports(server: Server, db: Path):
+def test_cytoscape_and_dot_exports(server: Server, db: str):
     r = server.client.get("/export/toy.cyjs", params={"top_per_target": 1})
     data = r.json()["elements"]
     assert {(e["data"]["source"], e["data"]["target"], e["data"]["kind"])
@@ -423,7 +399,7 @@ def test_cytoscape_and_dot_exports(server: Server, db: Path):
     assert r.text.count(" -> ") == len(edge_set(db, "toy", "target='L1H2' AND kind='K'"))
 
 
-def test_circuit_export_and_odd_model_names(server: Server, db: Path):
+def test_circuit_export_and_odd_model_names(server: Server, db: str):
     bodies = [server.client.get(p, params={"circuit": "L1H0", "depth": 2, "kinds": "K"})
               for p in (f"/export/{ODD_NAME}.json", "/export/run%3Atoy%402000.json")]
     assert [b.status_code for b in bodies] == [200, 200] and bodies[0].content == bodies[1].content
@@ -513,9 +489,9 @@ def test_plots_are_real_pngs(server: Server, path: str, params: dict, size: tupl
 
 # --- the database held by a writer ------------------------------------------------------
 
-def test_routes_answer_database_locked_while_a_writer_holds_the_file(db: Path, tmp_path: Path):
+def test_routes_answer_database_locked_while_a_writer_holds_the_file(duck: Path, tmp_path: Path):
     copy = tmp_path / "locked.duckdb"
-    shutil.copy(db, copy)
+    shutil.copy(duck, copy)
     s = Server(create_app(copy))
     writer = None
     try:
@@ -543,10 +519,11 @@ def test_routes_answer_database_locked_while_a_writer_holds_the_file(db: Path, t
 
 
 def test_a_client_that_leaves_mid_download_frees_the_database(
-        db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture):
+        duck: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture):
     monkeypatch.setattr(streaming, "CHUNK_CHARS", 256)  # the toy export becomes ~60 chunks
     copy = tmp_path / "left.duckdb"
-    shutil.copy(db, copy)
+    shutil.copy(duck, copy)
     s = Server(create_app(copy))
     try:
         with s.client.stream("GET", "/export/toy.json") as r:

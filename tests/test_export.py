@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import json
 import struct
-from pathlib import Path
 
 import networkx as nx
 import pydot
 import pytest
+from support import BACKENDS, new_pg_database, sql
 from typer.testing import CliRunner
 
 from headgraph.cli import app
@@ -20,25 +20,26 @@ from headgraph.ingest.pipeline import ingest
 from headgraph.queries.session import open_reader
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("export") / "e.duckdb"
-    ingest("random:L3H3D24V30,ctx=12", path, name="m")
-    return path
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small random model on each backend."""
+    if request.param == "duckdb":
+        store = str(tmp_path_factory.mktemp("export") / "e.duckdb")
+    else:
+        store = new_pg_database(request.getfixturevalue("pg_server"), "hg_export")
+    ingest("random:L3H3D24V30,ctx=12", store, name="m")
+    return store
 
 
-def _expected(db: Path, flt: ExportFilter) -> set[tuple[str, str, str, float]]:
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
+def _expected(db: str, flt: ExportFilter) -> set[tuple[str, str, str, float]]:
     kinds = ",".join(f"'{k}'" for k in flt.kinds)
     q = f"SELECT source, target, kind, score FROM edges WHERE kind IN ({kinds})"
     if flt.min_score is not None:
-        q += f" AND score >= {flt.min_score}"
-    return {(s, t, k, round(x, 6)) for s, t, k, x in con.execute(q).fetchall()}
+        q += f" AND score >= CAST({flt.min_score} AS REAL)"
+    return {(s, t, k, round(x, 6)) for s, t, k, x in sql(db, q)}
 
 
-def _export(db: Path, fmt: str, flt: ExportFilter) -> str:
+def _export(db: str, fmt: str, flt: ExportFilter) -> str:
     buf = io.StringIO()
     with open_reader(db) as r:
         write_export(r, "m", fmt, buf, flt)

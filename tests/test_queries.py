@@ -33,9 +33,9 @@ from headgraph.queries.session import GraphDB, open_reader
 
 
 @pytest.fixture(scope="module")
-def db(toy_db: Path):
-    """One session (one connection) for the module's read-only checks."""
-    reader = open_reader(toy_db, release=True)
+def db(toy_store: str):
+    """One session (one connection) for the module's read-only checks, on each backend."""
+    reader = open_reader(toy_store, release=True)
     with reader.session() as session:
         yield session
     reader.close()

@@ -61,7 +61,7 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges
+from headgraph.schema.tables import edges, score_at_least
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -233,7 +233,7 @@ def count_export_edges(db: GraphDB, model: ModelRow, kinds: tuple[str, ...],
     c = edges.c
     cond = [c.model_id == model.model_id, c.kind.in_(kinds)]
     if min_score is not None:
-        cond.append(c.score >= min_score)
+        cond.append(score_at_least(min_score))
     if top_per_target is not None:
         cond.append(c.rank <= top_per_target)
     stmt = select(func.count().label("n")).select_from(edges).where(and_(*cond))

@@ -33,7 +33,7 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, node_scores, nodes
+from headgraph.schema.tables import edges, node_scores, nodes, score_at_least
 
 FORMATS = ("json", "cyjs", "graphml", "dot")
 NODE_FIELDS = ("kind", "layer", "head", "qk_norm", "ov_norm", "copying_positive_fraction",
@@ -84,7 +84,7 @@ def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa
     """The filtered edges in Arrow batches, strongest first within each target."""
     cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
     if flt.min_score is not None:
-        cond.append(edges.c.score >= flt.min_score)
+        cond.append(score_at_least(flt.min_score))
     if flt.top_per_target is not None:
         cond.append(edges.c.rank <= flt.top_per_target)
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,

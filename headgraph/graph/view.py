@@ -23,7 +23,7 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, nodes
+from headgraph.schema.tables import edges, nodes, score_at_least
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
     names, attrs = _node_attrs(db, model)
     cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
     if flt.min_score is not None:
-        cond.append(edges.c.score >= flt.min_score)
+        cond.append(score_at_least(flt.min_score))
     if flt.top_per_target is not None:
         cond.append(edges.c.rank <= flt.top_per_target)
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,

@@ -15,13 +15,13 @@ import json
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import REAL, ColumnElement, Select, and_, cast, func, or_, select
 
 from headgraph.errors import BadInputError
 from headgraph.queries.nodes import check_count, check_kind
 from headgraph.queries.records import EdgeRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges
+from headgraph.schema.tables import edges, score_at_least
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,17 @@ class EdgeKey:
         return cls(float(score), source, target, kind)
 
     def after(self) -> ColumnElement[bool]:
-        """SQL condition: the edge comes after this key in the order."""
+        """SQL condition: the edge comes after this key in the order.
+
+        The score is compared as REAL, the column's type: a driver may hand back a float4
+        as its shortest decimal (PostgreSQL: 0.24818276), which as a double is not the
+        stored value, and the same edge would come back on the next page.
+        """
         c = edges.c
+        score = cast(self.score, REAL)
         return or_(
-            c.score < self.score,
-            and_(c.score == self.score, or_(
+            c.score < score,
+            and_(c.score == score, or_(
                 c.source > self.source,
                 and_(c.source == self.source, or_(
                     c.target > self.target,
@@ -91,7 +97,7 @@ def _filtered(stmt: Select, model_id: int, kind: str | None,
     if kind is not None:
         stmt = stmt.where(edges.c.kind == check_kind(kind))
     if min_score is not None:
-        stmt = stmt.where(edges.c.score >= min_score)
+        stmt = stmt.where(score_at_least(min_score))
     return stmt
 
 

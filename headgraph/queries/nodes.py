@@ -16,7 +16,7 @@ from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.models import get_model
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, nodes
+from headgraph.schema.tables import edges, nodes, score_at_least
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
 NODE_KINDS = ("head", "mlp", "embed", "pos_embed", "unembed")
@@ -140,7 +140,7 @@ def feeders_of(db: GraphDB, model_id: int, targets: Iterable[str], kind: str, to
         .order_by(edges.c.target, edges.c.rank)
     )
     if min_score is not None:
-        stmt = stmt.where(edges.c.score >= min_score)
+        stmt = stmt.where(score_at_least(min_score))
     for r in db.rows(stmt):
         out[r["target"]].append(EdgeRow.from_row(r))
     return out
@@ -161,7 +161,7 @@ def readers_of(db: GraphDB, model_id: int, sources: Iterable[str], kind: str, to
     inner = select(edges, pos).where(and_(edges.c.model_id == model_id, edges.c.kind == kind,
                                           edges.c.source.in_(wanted)))
     if min_score is not None:
-        inner = inner.where(edges.c.score >= min_score)
+        inner = inner.where(score_at_least(min_score))
     sub = inner.subquery()
     stmt = select(sub).where(sub.c.pos <= top).order_by(sub.c.source, sub.c.pos)
     for r in db.rows(stmt):

@@ -14,6 +14,19 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
 ``baselines``   the Gaussian null per edge type, cached across models of one shape.
 ``meta``        key/value: the schema version.
 
+Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.ingest.circuits`):
+
+``attribution_graphs``     one row per imported circuit-tracer / Neuronpedia graph (``slug``
+                           unique); ``document`` keeps every top-level field but nodes/links.
+``attribution_nodes``      its nodes; ``nid`` is the node's rank in keep order (tokens and
+                           logits first, then by computed influence), ``idx`` its file position.
+``attribution_links``      its links by node ``nid``, stored sorted by (graph, target, source):
+                           a pruned view reads a prefix, a node's in-links one zone.
+``attribution_out_links``  the same links sorted by (graph, source): a node's out-links.
+``circuits``               one row per imported head-level circuit (ACDC, auto-circuit,
+                           EAP-IG); its edges are ``edge_scores`` rows (metric ``tool:...``,
+                           probe ``task:<name>``).
+
 Portability notes (STACK-NOTES.md): ``REAL`` is 4 bytes on both DuckDB and PostgreSQL;
 autoincrement keys use an explicit ``Sequence``; big tables carry no primary key
 (DuckDB's ART index would cost more than the table and not speed lookups up: edges are
@@ -28,6 +41,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -37,6 +51,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
 )
 
 SCHEMA_VERSION = 1
@@ -156,6 +171,96 @@ meta = Table(
     Column("value", String, nullable=False),
 )
 
+graph_id_seq = Sequence("attribution_graphs_graph_id_seq", metadata=metadata)
+
+attribution_graphs = Table(
+    "attribution_graphs",
+    metadata,
+    Column("graph_id", Integer, graph_id_seq, server_default=graph_id_seq.next_value(),
+           primary_key=True),
+    Column("slug", String, nullable=False, unique=True),
+    Column("model", String, nullable=False),  # metadata.scan unless named at import
+    Column("prompt", Text),
+    Column("document", Text, nullable=False),  # JSON: the file less its nodes and links
+    Column("n_nodes", Integer, nullable=False),
+    Column("n_links", BigInteger, nullable=False),
+    Column("n_pinned", Integer, nullable=False),  # tokens + logits: nids 0..n_pinned-1
+    Column("n_link_extras", BigInteger, nullable=False),  # links with fields beyond the three
+    Column("source", Text, nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Column("headgraph_version", String, nullable=False),
+)
+
+attribution_nodes = Table(
+    "attribution_nodes",
+    metadata,
+    Column("graph_id", Integer, nullable=False),
+    Column("nid", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("node_id", String, nullable=False),
+    Column("layer", String),
+    Column("ctx_idx", Integer),
+    Column("feature", BigInteger),
+    Column("feature_type", String),
+    Column("js_node_id", String),
+    Column("clerp", Text),
+    Column("activation", Double),
+    Column("influence", Double),  # as in the file
+    Column("token_prob", Double),
+    Column("is_target_logit", Boolean),
+    Column("role", SmallInteger, nullable=False),  # 0 feature, 1 error, 2 token, 3 logit
+    Column("score", Double, nullable=False),  # computed influence on the whole graph
+    Column("cum", Double, nullable=False),  # cumulative share of influence, largest first
+    Column("absent", Integer, nullable=False),  # bit i: standard field i not in the file
+    Column("extra", Text),  # JSON object of the node's other fields, NULL if none
+)
+
+attribution_links = Table(
+    "attribution_links",
+    metadata,
+    Column("graph_id", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("target", Integer, nullable=False),
+    Column("weight", Double, nullable=False),
+    Column("extra", Text),
+)
+
+attribution_out_links = Table(
+    "attribution_out_links",
+    metadata,
+    Column("graph_id", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("target", Integer, nullable=False),
+    Column("weight", Double, nullable=False),
+)
+
+circuit_id_seq = Sequence("circuits_circuit_id_seq", metadata=metadata)
+
+circuits = Table(
+    "circuits",
+    metadata,
+    Column("circuit_id", Integer, circuit_id_seq, server_default=circuit_id_seq.next_value(),
+           primary_key=True),
+    Column("model_id", Integer, nullable=False),
+    Column("tool", String, nullable=False),
+    Column("task", String, nullable=False),
+    Column("probe", String, nullable=False),  # "task:<task>" on its edge_scores rows
+    Column("format", String, nullable=False),  # eap-ig-json | edge-list
+    Column("naming", String, nullable=False),  # eap | acdc | auto-circuit
+    Column("header", Text, nullable=False),  # JSON: what the format holds besides edges
+    Column("n_edges", Integer, nullable=False),
+    Column("n_in_graph", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model_id", "tool", "task", name="circuits_model_tool_task"),
+)
+
+ATTRIBUTION_TABLES = (attribution_graphs, attribution_nodes, attribution_links,
+                      attribution_out_links, circuits)
+"""Added after schema version 1: created on first use in databases that predate them."""
+
 # "Feeders of a target by kind" and "readers of a source by kind". On PostgreSQL these are
 # covering B-tree indexes; on DuckDB sorted storage and zone maps serve the same lookups
 # (an ART index there costs 2.6x the table and was not faster: STACK-NOTES.md).
@@ -168,3 +273,16 @@ Index("node_scores_node", node_scores.c.model_id, node_scores.c.node).ddl_if(dia
 Index("edge_scores_edge", edge_scores.c.model_id, edge_scores.c.target, edge_scores.c.kind
       ).ddl_if(dialect="postgresql")
 Index("virtual_heads_model", virtual_heads.c.model_id).ddl_if(dialect="postgresql")
+Index("attribution_nodes_graph", attribution_nodes.c.graph_id, attribution_nodes.c.nid
+      ).ddl_if(dialect="postgresql")
+Index("attribution_links_in", attribution_links.c.graph_id, attribution_links.c.target,
+      attribution_links.c.source).ddl_if(dialect="postgresql")
+Index("attribution_out_links_out", attribution_out_links.c.graph_id,
+      attribution_out_links.c.source).ddl_if(dialect="postgresql")
+
+
+def score_at_least(threshold: float):
+    """``edges.score >= threshold`` compared as REAL, the column's type. Scores are shown
+    as their shortest decimal (0.24818276); as a double that is not the stored float4,
+    and PostgreSQL would then drop the very edge whose score was typed back."""
+    return edges.c.score >= cast(threshold, REAL)
