@@ -25,7 +25,7 @@ from benchmarks.common import compose_flops, matmul_floor, run_measured
 XL_CODE = """
 import json, sys, time
 from headgraph.ingest.pipeline import ingest
-r = ingest(sys.argv[1], sys.argv[2])
+r = ingest(sys.argv[1], sys.argv[2], name="xl")
 print(json.dumps({"timings": r.timings, "edges": r.n_edges, "nodes": r.n_nodes}))
 """
 
@@ -86,9 +86,11 @@ def bench_small(skip_tl: bool, floor: float) -> None:
           f"{tl / ours:.1f}x faster (and also scores MLP/embedding edges); max |diff| {worst:.2e}")
 
 
-def bench_xl() -> None:
+def bench_xl(keep: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "xl.duckdb"
+        db = Path(keep) if keep else Path(tmp) / "xl.duckdb"
+        for stale in (db, db.with_name(db.name + ".wal")):
+            stale.unlink(missing_ok=True)
         out, wall, peak = run_measured(XL_CODE, "random:gpt2-xl", str(db))
         t = out["timings"]
         flops = compose_flops(48, 25, 1600, 64, 6400, 50257, 1024)["total"]
@@ -102,13 +104,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-xl", action="store_true")
     parser.add_argument("--skip-tl", action="store_true")
+    parser.add_argument("--keep", help="keep the gpt2-xl database here (bench_api.py reads it)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     floor = matmul_floor()
     print(f"matmul floor: {floor:.0f} GFLOP/s fp32")
     bench_small(args.skip_tl, floor)
     if not args.skip_xl:
-        bench_xl()
+        bench_xl(args.keep)
 
 
 if __name__ == "__main__":

@@ -43,22 +43,30 @@ def candidate_chains(graph: ComposedGraph, top: int, fan: int = 16
     src, dst, score = e.source[sel], e.target[sel], e.score[sel].astype(np.float64)
     pairs = np.argsort(-score, kind="stable")[:top]
     chains = {2: [((int(src[i]), int(dst[i])), float(score[i])) for i in pairs]}
-    # length 3: best in- and out-edges of every middle head
-    by_target: dict[int, list[int]] = {}
-    by_source: dict[int, list[int]] = {}
-    order = np.argsort(-score, kind="stable")
-    for i in order.tolist():
-        if len(by_target.setdefault(int(dst[i]), [])) < fan:
-            by_target[int(dst[i])].append(i)
-        if len(by_source.setdefault(int(src[i]), [])) < fan:
-            by_source[int(src[i])].append(i)
-    triples = [
-        ((int(src[a]), m, int(dst[b])), float(score[a] * score[b]))
-        for m in by_target.keys() & by_source.keys()
-        for a in by_target[m]
-        for b in by_source[m]
-    ]
-    triples.sort(key=lambda t: -t[1])
+    # length 3: the ``fan`` strongest in- and out-edges of every middle head
+    def strongest(key: np.ndarray) -> dict[int, np.ndarray]:
+        order = np.lexsort((-score, key))
+        grouped = key[order]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+        sizes = np.diff(np.r_[starts, len(order)])
+        return {int(grouped[a]): order[a : a + min(n, fan)] for a, n in zip(starts, sizes,
+                                                                            strict=True)}
+
+    into, out_of = strongest(dst), strongest(src)
+    cand_src, cand_mid, cand_dst, cand_val = [], [], [], []
+    for m in into.keys() & out_of.keys():
+        a, b = into[m], out_of[m]
+        cand_src.append(np.repeat(src[a], len(b)))
+        cand_dst.append(np.tile(dst[b], len(a)))
+        cand_mid.append(np.full(len(a) * len(b), m))
+        cand_val.append(np.outer(score[a], score[b]).ravel())
+    triples = []
+    if cand_val:
+        vals = np.concatenate(cand_val)
+        best = np.argsort(-vals, kind="stable")[:top]
+        s_, m_, d_ = (np.concatenate(c)[best] for c in (cand_src, cand_mid, cand_dst))
+        triples = [((int(x), int(y), int(z)), float(v))
+                   for x, y, z, v in zip(s_, m_, d_, vals[best], strict=True)]
     chains[3] = triples[:top]
     return chains
 

@@ -1,0 +1,255 @@
+"""Read-side speed on a GPT-2-XL-sized database (issues: query layer; PostgreSQL backend).
+
+Prints, in one run, for ``random:gpt2-xl`` (1,200 heads, ~2.2M edges):
+
+* DuckDB: the per-query floor (``SELECT 1``), "feeders of a head's keys, top 10" through
+  ``headgraph.queries`` (p50/p99 over random heads) and the same as a plain scan without
+  the rank column, over HTTP (p50; requests/s with 8 concurrent clients), server start
+  time; the same question in Kùzu (an embedded graph database, installed only here);
+* PostgreSQL (a throwaway cluster): bulk write rows/s (``headgraph copy``), feeders p50
+  in-process and over HTTP, and p50/p99 with 8 concurrent HTTP clients while an ingest
+  writes (and, for contrast, what DuckDB clients see during an ingest).
+
+Run: ``.venv/bin/python benchmarks/bench_api.py --db /tmp/xl.duckdb`` (the database is
+made by an ingest if missing; ``--skip-kuzu``, ``--skip-pg`` to leave parts out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERY = ('query($t: String!) { node(model: "xl", name: $t) '
+         '{ feeders(kind: K, top: 10) { source { name } score } } }')
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def heads(n: int = 200) -> list[str]:
+    rng = random.Random(0)
+    return [f"L{rng.randrange(1, 48)}H{rng.randrange(25)}" for _ in range(n)]
+
+
+def in_process(db: str, label: str) -> None:
+    from sqlalchemy import text
+
+    from headgraph.queries.models import get_model
+    from headgraph.queries.nodes import feeders
+    from headgraph.queries.session import open_reader
+
+    reader = open_reader(db)
+    with reader.session() as s:
+        model = get_model(s, "xl")
+        floor, ranked = [], []
+        for t in heads():
+            start = time.perf_counter()
+            s.rows(text("SELECT 1"))
+            floor.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            feeders(s, model, t, "K", top=10)
+            ranked.append(time.perf_counter() - start)
+        scan = []
+        for t in heads(50):
+            start = time.perf_counter()
+            s.rows(text("SELECT source, score FROM edges WHERE model_id = :m AND target = :t "
+                        "AND kind = 'K' ORDER BY score DESC LIMIT 10"),
+                   {"m": model.model_id, "t": t})
+            scan.append(time.perf_counter() - start)
+    reader.close()
+    print(f"{label} in-process: floor SELECT 1 p50 {pct(floor, .5):.3f} ms; feeders top-10 "
+          f"p50 {pct(ranked, .5):.3f} ms, p99 {pct(ranked, .99):.3f} ms; plain scan (no rank "
+          f"column) p50 {pct(scan, .5):.3f} ms")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, db: str) -> None:
+        self.port = free_port()
+        start = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "headgraph.cli", "serve", "--db", db,
+                                      "--port", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.01)
+        self.start_s = time.perf_counter() - start
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def over_http(db: str, label: str) -> None:
+    srv = Served(db)
+    try:
+        client = httpx.Client(base_url=srv.url)
+        lat = []
+        for t in heads():
+            start = time.perf_counter()
+            r = client.post("/graphql", json={"query": QUERY, "variables": {"t": t}})
+            lat.append(time.perf_counter() - start)
+            assert r.status_code == 200 and "errors" not in r.json(), r.text
+        done, errors = load(srv.url, 8, 10.0)
+        print(f"{label} HTTP: server start {srv.start_s:.2f} s; feeders p50 {pct(lat, .5):.2f} ms, "
+              f"p99 {pct(lat, .99):.2f} ms; 8 concurrent clients: "
+              f"{len(done) / 10.0:.0f} req/s, p50 {pct(done, .5):.2f} ms, p99 "
+              f"{pct(done, .99):.2f} ms, {errors} errors")
+    finally:
+        srv.stop()
+
+
+def load(url: str, clients: int, seconds: float, stop: threading.Event | None = None
+         ) -> tuple[list[float], int]:
+    """``clients`` threads asking feeders questions for ``seconds`` (or until ``stop``)."""
+    lat: list[float] = []
+    errors = [0]
+    end = time.monotonic() + seconds
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            while time.monotonic() < end and not (stop and stop.is_set()):
+                t = f"L{rng.randrange(1, 48)}H{rng.randrange(25)}"
+                start = time.perf_counter()
+                r = c.post("/graphql", json={"query": QUERY, "variables": {"t": t}})
+                if r.status_code == 200 and "errors" not in r.json():
+                    lat.append(time.perf_counter() - start)
+                else:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return lat, errors[0]
+
+
+def during_ingest(db: str, label: str) -> None:
+    srv = Served(db)
+    try:
+        result: dict = {}
+
+        def clients() -> None:
+            result["lat"], result["errors"] = load(srv.url, 8, 25.0)
+
+        th = threading.Thread(target=clients)
+        th.start()
+        time.sleep(1)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "headgraph.cli", "ingest", "random:gpt2-small",
+                        "--db", db, "--name", "late", "--replace"], check=True,
+                       capture_output=True)
+        ingest_s = time.perf_counter() - t
+        th.join()
+        lat = result["lat"]
+        print(f"{label} 8 HTTP clients while an ingest (random:gpt2-small, {ingest_s:.1f} s) "
+              f"writes: {len(lat)} answered, p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} "
+              f"ms, {result['errors']} refused/failed")
+    finally:
+        srv.stop()
+
+
+def kuzu_bench(db: str) -> None:
+    try:
+        import kuzu
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "kuzu==0.11.3"], check=True)
+        import kuzu
+    import duckdb
+
+    con = duckdb.connect(db, read_only=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = Path(tmp) / "nodes.parquet"
+        rels = Path(tmp) / "rels.parquet"
+        con.execute(f"COPY (SELECT DISTINCT node AS name FROM nodes JOIN models USING (model_id)"
+                    f" WHERE models.name = 'xl') TO '{nodes}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT e.source AS src, e.target AS dst, kind, score FROM edges e "
+                    f"JOIN models m USING (model_id) WHERE m.name = 'xl') TO '{rels}' "
+                    "(FORMAT parquet)")
+        k = kuzu.Connection(kuzu.Database(str(Path(tmp) / "kz")))
+        k.execute("CREATE NODE TABLE Node(name STRING, PRIMARY KEY(name))")
+        k.execute("CREATE REL TABLE Feeds(FROM Node TO Node, kind STRING, score FLOAT)")
+        start = time.perf_counter()
+        k.execute(f"COPY Node FROM '{nodes}'")
+        k.execute(f"COPY Feeds FROM '{rels}'")
+        load_s = time.perf_counter() - start
+        q = ("MATCH (s:Node)-[e:Feeds]->(t:Node {name: $t}) WHERE e.kind = 'K' "
+             "RETURN s.name, e.score ORDER BY e.score DESC LIMIT 10")
+        lat = []
+        for t in heads(100):
+            start = time.perf_counter()
+            k.execute(q, {"t": t}).get_all()
+            lat.append(time.perf_counter() - start)
+        print(f"Kùzu 0.11.3 (same edges, loaded in {load_s:.1f} s): feeders top-10 p50 "
+              f"{pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", default="/tmp/headgraph-xl.duckdb")
+    parser.add_argument("--skip-kuzu", action="store_true")
+    parser.add_argument("--skip-pg", action="store_true")
+    args = parser.parse_args()
+    if not Path(args.db).exists():
+        print(f"making {args.db}: ingest random:gpt2-xl ...", flush=True)
+        from headgraph.ingest.pipeline import ingest
+
+        ingest("random:gpt2-xl", args.db, name="xl")
+    in_process(args.db, "DuckDB")
+    over_http(args.db, "DuckDB")
+    if not args.skip_kuzu:
+        kuzu_bench(args.db)
+    if args.skip_pg:
+        return
+    work = Path(tempfile.mkdtemp(prefix="headgraph-pg-bench-"))
+    url = subprocess.run([str(ROOT / "scripts" / "pg-cluster"), "start", str(work)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        from headgraph.schema.transfer import copy_models
+
+        start = time.perf_counter()
+        [result] = copy_models(args.db, url, ["xl"])
+        seconds = time.perf_counter() - start
+        rows = sum(result.rows.values())
+        print(f"PostgreSQL bulk write (headgraph copy of xl: {rows:,} rows incl. "
+              f"{result.rows['edges']:,} edges, one transaction): {seconds:.1f} s, "
+              f"{rows / seconds / 1e6:.2f} M rows/s (read from DuckDB included)")
+        in_process(url, "PostgreSQL")
+        over_http(url, "PostgreSQL")
+        during_ingest(url, "PostgreSQL")
+        copy = Path(work) / "during.duckdb"
+        import shutil
+
+        shutil.copy(args.db, copy)
+        during_ingest(str(copy), "DuckDB")
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "pg-cluster"), "stop", str(work)])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
