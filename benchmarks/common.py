@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -43,15 +42,29 @@ def compose_flops(L: int, H: int, d: int, dh: int, d_mlp: int, vocab: int, n_ctx
 
 
 def run_measured(code: str, *args: str, env: dict | None = None) -> tuple[dict, float, float]:
-    """Run ``python -c code args`` and return (its JSON stdout, wall seconds, peak RSS GB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run ``python -c code args``; return (its last stdout line as JSON, wall seconds, peak
+    RSS in GB of the child and its descendants, sampled every 20 ms).
+
+    Sampling, not ``RUSAGE_CHILDREN``: a forked child's ``ru_maxrss`` counts the parent's
+    pages it inherited before ``exec``, which overstates a small child of a big parent.
+    """
+    import psutil
+
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss + sum(c.memory_info().rss
+                                             for c in ps.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    out, err = proc.communicate()
     wall = time.perf_counter() - t
     if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("  (peak RSS not above an earlier child's; figure is an upper bound)")
-    return json.loads(proc.stdout.strip().splitlines()[-1]), wall, peak / 1024 / 1024
+        raise RuntimeError(err[-3000:])
+    return json.loads(out.strip().splitlines()[-1]), wall, peak / 2**30
