@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from sqlalchemy import select
 
 from headgraph.errors import BadInputError
-from headgraph.graph.view import fetch_arrow
+from headgraph.queries.arrow import fetch_arrow
 from headgraph.queries.models import get_model
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB

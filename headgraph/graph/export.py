@@ -29,11 +29,12 @@ import pyarrow as pa
 from sqlalchemy import and_, select
 
 from headgraph.errors import BadInputError
+from headgraph.queries.arrow import arrow_batches, edge_filter
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, node_scores, nodes, score_at_least
+from headgraph.schema.tables import edges, node_scores, nodes
 
 FORMATS = ("json", "cyjs", "graphml", "dot")
 NODE_FIELDS = ("kind", "layer", "head", "qk_norm", "ov_norm", "copying_positive_fraction",
@@ -82,32 +83,11 @@ def node_records(db: GraphDB, model: ModelRow) -> list[dict]:
 
 def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa.RecordBatch]:
     """The filtered edges in Arrow batches, strongest first within each target."""
-    cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
-    if flt.min_score is not None:
-        cond.append(score_at_least(flt.min_score))
-    if flt.top_per_target is not None:
-        cond.append(edges.c.rank <= flt.top_per_target)
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline, edges.c.rank).where(and_(*cond))
-    if db.target.dialect == "duckdb":
-        compiled = stmt.compile(dialect=db.engine.dialect,
-                                compile_kwargs={"render_postcompile": True})
-        params = [compiled.params[k] for k in compiled.positiontup or []]
-        with db.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            reader = raw.sql(str(compiled), params=params).to_arrow_reader(BATCH)
-            try:
-                for batch in reader:
-                    yield _keep(batch, flt)
-            finally:  # a consumer that stops early must not leave the result open
-                reader.close()
-        return
-    with db.engine.connect().execution_options(stream_results=True) as conn:
-        result = conn.execute(stmt)
-        while chunk := result.fetchmany(BATCH):
-            cols = list(zip(*chunk, strict=True))
-            names = ["source", "target", "kind", "score", "baseline", "rank"]
-            yield _keep(pa.record_batch([pa.array(c) for c in cols], names=names), flt)
+                  edges.c.baseline, edges.c.rank).where(
+        edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
+    for batch in arrow_batches(db, stmt, BATCH):
+        yield _keep(batch, flt)
 
 
 def _keep(batch: pa.RecordBatch, flt: ExportFilter) -> pa.RecordBatch:

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import and_, select
+from sqlalchemy import select
 
+from headgraph.queries.arrow import edge_filter, fetch_arrow
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, nodes, score_at_least
+from headgraph.schema.tables import edges, nodes
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,9 @@ def _node_attrs(db: GraphDB, model: ModelRow) -> tuple[list[str], dict[str, dict
 def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
     """Read the filtered edges of ``model`` in one query (Arrow, no row objects)."""
     names, attrs = _node_attrs(db, model)
-    cond = [edges.c.model_id == model.model_id, edges.c.kind.in_(flt.kinds)]
-    if flt.min_score is not None:
-        cond.append(score_at_least(flt.min_score))
-    if flt.top_per_target is not None:
-        cond.append(edges.c.rank <= flt.top_per_target)
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline).where(and_(*cond))
+                  edges.c.baseline).where(
+        edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
     table = fetch_arrow(db, stmt)
     src = _codes(table.column("source"), names)
     dst = _codes(table.column("target"), names)
@@ -120,21 +117,6 @@ def _codes(column: pa.ChunkedArray, vocabulary: list[str]) -> np.ndarray:
     mapping = np.asarray([lookup[v] for v in encoded.dictionary.to_pylist()], np.int32)
     return mapping[encoded.indices.to_numpy(zero_copy_only=False)] if len(mapping) else \
         np.empty(0, np.int32)
-
-
-def fetch_arrow(db: GraphDB, stmt) -> pa.Table:
-    """Run a SELECT and return an Arrow table: DuckDB hands Arrow over directly (millions
-    of rows in tenths of a second); other dialects go through rows."""
-    if db.target.dialect == "duckdb":
-        compiled = stmt.compile(dialect=db.engine.dialect,
-                                compile_kwargs={"render_postcompile": True})
-        params = [compiled.params[k] for k in compiled.positiontup or []]
-        with db.engine.connect() as conn:
-            raw = conn.connection.dbapi_connection
-            return raw.sql(str(compiled), params=params).to_arrow_table()
-    rows = db.rows(stmt)
-    cols = list(rows[0].keys()) if rows else [c.name for c in stmt.selected_columns]
-    return pa.table({c: [r[c] for r in rows] for c in cols})
 
 
 class ViewCache:
