@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 
 from headgraph.queries.arrow import edge_filter, fetch_arrow
 from headgraph.queries.models import get_model
@@ -85,8 +84,10 @@ class GraphView:
 
 
 def _node_attrs(db: GraphDB, model: ModelRow) -> tuple[list[str], dict[str, dict]]:
+    """Node names in id order (the order the edge query numbers them) and their metrics."""
     rows = db.rows(select(nodes).where(nodes.c.model_id == model.model_id))
-    names = sorted(r["node"] for r in rows)
+    ids = db.rows(select(_node_ids(model.model_id)))
+    names = [r["node"] for r in sorted(ids, key=lambda r: r["id"])]
     attrs = {}
     for r in rows:
         attrs[r["node"]] = {k: v for k, v in r.items()
@@ -95,28 +96,33 @@ def _node_attrs(db: GraphDB, model: ModelRow) -> tuple[list[str], dict[str, dict
     return names, attrs
 
 
+def _node_ids(model_id: int):
+    """Node name -> dense id (0..n-1 in the database's order of names)."""
+    return select(nodes.c.node, (func.row_number().over(order_by=nodes.c.node) - 1).label("id")
+                  ).where(nodes.c.model_id == model_id).subquery()
+
+
 def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
-    """Read the filtered edges of ``model`` in one query (Arrow, no row objects)."""
+    """Read the filtered edges of ``model`` in one query, numbered in the database
+    (joins on node names give integer ids, so no string crosses into Python)."""
     names, attrs = _node_attrs(db, model)
-    stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline).where(
-        edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
+    ids = _node_ids(model.model_id)
+    s_ids, t_ids = ids.alias("s_ids"), ids.alias("t_ids")
+    kind = case({k: i for i, k in enumerate(EDGE_KINDS)}, value=edges.c.kind)
+    stmt = (
+        select(s_ids.c.id.label("src"), t_ids.c.id.label("dst"), kind.label("kind"),
+               edges.c.score, edges.c.baseline)
+        .join(s_ids, s_ids.c.node == edges.c.source)
+        .join(t_ids, t_ids.c.node == edges.c.target)
+        .where(edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
+    )
     table = fetch_arrow(db, stmt)
-    src = _codes(table.column("source"), names)
-    dst = _codes(table.column("target"), names)
-    kind = _codes(table.column("kind"), list(EDGE_KINDS)).astype(np.int8)
-    score = table.column("score").to_numpy().astype(np.float64)
-    baseline = table.column("baseline").to_numpy().astype(np.float64)
-    return GraphView(model, names, attrs, src, dst, kind, score, baseline)
 
+    def col(name: str, dtype) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(), dtype=dtype)
 
-def _codes(column: pa.ChunkedArray, vocabulary: list[str]) -> np.ndarray:
-    """Positions of each string of ``column`` in ``vocabulary`` (vectorised)."""
-    encoded = column.combine_chunks().dictionary_encode()
-    lookup = {v: i for i, v in enumerate(vocabulary)}
-    mapping = np.asarray([lookup[v] for v in encoded.dictionary.to_pylist()], np.int32)
-    return mapping[encoded.indices.to_numpy(zero_copy_only=False)] if len(mapping) else \
-        np.empty(0, np.int32)
+    return GraphView(model, names, attrs, col("src", np.int32), col("dst", np.int32),
+                     col("kind", np.int8), col("score", np.float64), col("baseline", np.float64))
 
 
 class ViewCache:
