@@ -63,13 +63,13 @@ def _run(fn, *args, **kwargs):
 @app.command()
 def ingest(
     sources: Annotated[list[str] | None, typer.Argument(
-        help="Model directory, hub name, 'toy[@STEP]' or 'random:SHAPE'; several make a "
+        help="Model directory, hub name, 'toy', 'toy@STEP' or 'random:SHAPE'; several make a "
         "fleet (one task and one transaction per model).", show_default=False)] = None,
     db: DbOption = None,
     name: Annotated[str | None, typer.Option(help="Name to store it under (unique).")] = None,
     family: Annotated[str | None, typer.Option(help="Training-run family of checkpoints.")] = None,
-    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint (fleets: "
-                                             "read from names like checkpoint-1500).")] = None,
+    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint (default: "
+                                             "read from a name like checkpoint-1500).")] = None,
     manifest: Annotated[Path | None, typer.Option(help="CSV of the fleet: columns source,"
                                                   "name,family,step (only source needed).")]
     = None,
@@ -104,6 +104,9 @@ def ingest(
                                  "use --device cpu."))
     if executor != "ray" and (ray_address or ray_cpus):
         _fail(BadInputError("--ray-address and --ray-cpus need --executor ray."))
+    if ray_address and ray_cpus:
+        _fail(BadInputError("--ray-cpus sizes a Ray started here; a cluster joined with "
+                            "--ray-address has the CPUs its `ray start` gave it."))
     fleet = manifest is not None or len(sources or []) > 1
     if not sources and manifest is None:
         _fail(BadInputError("give a SOURCE (or several), or --manifest FILE.csv."))
@@ -111,16 +114,20 @@ def ingest(
         _fail(BadInputError("--name and --step label one model; for a fleet put them in a "
                             "--manifest (columns source,name,family,step)."))
     options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
-    runner = _run(make_executor, executor, **options)
-    with runner, StageProgress(console) as progress:
-        if not fleet:
-            report = _run(_ingest_one, sources[0], db, name=name, family=family, step=step,
-                          replace=replace, device=device, allow_pickle=allow_pickle,
-                          progress=progress.update, probes=probes, executor=runner)
-        else:
-            report = _run(_ingest_fleet, sources or [], manifest, db, family=family,
-                          replace=replace, device=device, allow_pickle=allow_pickle,
-                          probes=probes, executor=runner, progress=progress.update)
+    runner = _run(make_executor, executor, **options)  # Ray starts at the first task
+    try:
+        with StageProgress(console) as progress:
+            if not fleet:
+                report = _run(_ingest_one, sources[0], db, name=name, family=family,
+                              step=step, replace=replace, device=device,
+                              allow_pickle=allow_pickle, progress=progress.update,
+                              probes=probes, executor=runner)
+            else:
+                report = _run(_ingest_fleet, sources or [], manifest, db, family=family,
+                              replace=replace, device=device, allow_pickle=allow_pickle,
+                              probes=probes, executor=runner, tick=progress.update)
+    finally:
+        runner.__exit__(None, None, None)
     if not fleet:
         _print_report(report)
         return
@@ -137,13 +144,25 @@ def _ingest_one(source, db, *, executor, **kwargs):
     return run_ingest(source, db, executor=layers, **kwargs)
 
 
-def _ingest_fleet(sources, manifest, db, *, family, **kwargs):
+def _ingest_fleet(sources, manifest, db, *, family, tick, **kwargs):
     from headgraph.ingest.fleet import fleet_items, ingest_fleet, read_manifest
 
     items = fleet_items(sources, family)
     if manifest is not None:
         items += read_manifest(manifest, family)
-    return ingest_fleet(items, db, **kwargs)
+    written = [0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "models written":
+            written[0] = done
+        tick(stage, done, total)
+
+    try:
+        return ingest_fleet(items, db, progress=progress, **kwargs)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: {written[0]} of {len(items)} models were stored, "
+                          "each whole; nothing of the others was written.")
+        raise typer.Exit(130) from None
 
 
 def _print_report(report) -> None:
@@ -168,8 +187,11 @@ def _print_fleet(report) -> None:
             table.add_row(o.name, f"{o.n_nodes:,}", f"{o.n_edges:,}",
                           f"{o.compute_seconds:.2f}", f"{o.write_seconds:.2f}", "stored")
         else:
-            table.add_row(o.name, "", "", "", "", f"[red]failed[/]: {o.error}")
+            table.add_row(o.name, "", "", "", "", "[red]failed[/] (below)")
     console.print(table)
+    for o in report.failed:
+        console.print(f"[red]failed[/] {o.name} ({o.source}): {o.error}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -265,9 +287,11 @@ def _register_extensions() -> None:
     from headgraph.api.commands import register as register_api
     from headgraph.graph.commands import register as register_graph
     from headgraph.ingest.commands import register as register_ingest
+    from headgraph.ingest.import_command import register as register_import
 
     register_api(app)
     register_ingest(app)
+    register_import(app)
     register_graph(app)
 
 

@@ -1,21 +1,39 @@
-"""Where the per-layer scoring tasks run.
+"""Where the ingest's tasks run.
 
-:class:`LocalExecutor` runs them in this process, in order (the default; no Ray import).
-The Ray executor (:mod:`headgraph.ingest.ray_executor`, installed with
-``pip install headgraph[ray]``) runs the same task function on a cluster. Either way the
-driver reads each layer's attention weights from the reader and hands them to the task
-with the shared factors, and one committer writes the model in one transaction, so the
-database semantics do not depend on the executor.
+Two kinds of task, one protocol each:
+
+* :class:`Executor` (``score_layers``): the per-target-layer scoring tasks of one model
+  (:func:`headgraph.ingest.scoring.score_layer`), fed the shared factors and each layer's
+  attention weights, which the driver reads from the reader.
+* :class:`FleetExecutor` (``run_models``): one task per model of a fleet (load, compose,
+  virtual heads, optional evidence; :func:`headgraph.ingest.fleet.compute_model`), whose
+  results come back to the driver.
+
+:class:`LocalExecutor` runs both in this process, in order (the default; no Ray import).
+:class:`~headgraph.ingest.ray_executor.RayExecutor` (``pip install headgraph[ray]``) runs
+the same task functions on a Ray cluster. Either way one committer, the driver, writes each
+model in one transaction, so the database semantics do not depend on the executor.
+``make_executor`` picks one by name from :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
+from headgraph.errors import BadInputError, HeadgraphError
 from headgraph.ingest.factors import Factors
 from headgraph.ingest.reader import WeightReader, check_layer
 from headgraph.ingest.scoring import ScoreBlock, score_layer
+
+if TYPE_CHECKING:
+    from headgraph.ingest.fleet import ModelJob, ModelResult
+
+
+class TaskFailedError(HeadgraphError):
+    """A task that could not finish on the executor (its worker died on every retry)."""
+
+    code = "TASK_FAILED"
 
 
 class Executor(Protocol):
@@ -25,11 +43,61 @@ class Executor(Protocol):
         ...
 
 
+class FleetExecutor(Protocol):
+    def run_models(self, jobs: Iterable[ModelJob]
+                   ) -> Iterator[tuple[ModelJob, ModelResult | Exception]]:
+        """Yield each job with its result, or the exception that failed it (in any order).
+
+        ``jobs`` is consumed lazily, so a job built late sees what the driver learned from
+        the results before it (cached null baselines)."""
+        ...
+
+
 class LocalExecutor:
-    """Runs each layer's task here, one after another."""
+    """Runs each task here, one after another."""
 
     def score_layers(self, factors: Factors, reader: WeightReader, layers: list[int]
                      ) -> Iterator[list[ScoreBlock]]:
         for layer in layers:
             lw = check_layer(reader.layer(layer, mlp=False), factors.spec)
             yield score_layer(factors, lw)
+
+    def run_models(self, jobs: Iterable[ModelJob]
+                   ) -> Iterator[tuple[ModelJob, ModelResult | Exception]]:
+        from headgraph.ingest.fleet import compute_model
+
+        for job in jobs:
+            try:
+                result = compute_model(job)
+            except Exception as exc:  # one model's failure is reported; the fleet goes on
+                yield job, exc
+            else:
+                yield job, result
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _ray_executor(**options) -> Executor:
+    from headgraph.ingest.ray_executor import RayExecutor  # the only module that imports ray
+
+    return RayExecutor(**options)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "local": lambda **options: LocalExecutor(),
+    "ray": _ray_executor,
+}
+"""Executors by the name ``--executor`` takes."""
+
+
+def make_executor(name: str, **options) -> Executor:
+    """The executor called ``name`` (see :data:`EXECUTORS`); ``options`` go to the Ray one
+    (``address``, ``num_cpus``, ``device``, ``max_retries``...) and are ignored locally."""
+    if name not in EXECUTORS:
+        raise BadInputError(f"--executor {name}: not an executor; use one of "
+                            f"{', '.join(EXECUTORS)}.")
+    return EXECUTORS[name](**options)

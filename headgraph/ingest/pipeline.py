@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -34,6 +35,9 @@ from headgraph.schema.database import (
     resolve_target,
     schema_state,
 )
+
+if TYPE_CHECKING:
+    from headgraph.ingest.executors import Executor
 
 Progress = Callable[[str, int, int], None]
 
@@ -105,6 +109,7 @@ def ingest(
     virtual_top: int = 100,
     probes: str | None = None,
     evidence_options: EvidenceOptions | None = None,
+    executor: Executor | None = None,
 ) -> IngestReport:
     """Ingest ``source`` into database ``db`` (path or URL) as one model.
 
@@ -112,6 +117,9 @@ def ingest(
     also run on those probes after composition, and its evidence (role scores, ablations,
     path patching; :mod:`headgraph.ingest.evidence`) is written in the same transaction.
     Probes are checked against the model before any matrix work starts.
+
+    ``executor`` runs the per-layer scoring tasks (default: here, in order; see
+    :mod:`headgraph.ingest.executors`); the write is the same either way.
 
     Examples
     --------
@@ -147,7 +155,8 @@ def ingest(
 
     start = time.perf_counter()
     try:
-        graph = compose(reader, device=device, null=cached_null(nulls), progress=tick)
+        graph = compose(reader, device=device, null=cached_null(nulls), progress=tick,
+                        executor=executor)
         timings["compose"] = time.perf_counter() - start
         start = time.perf_counter()
         tick("virtual", 0, 1)

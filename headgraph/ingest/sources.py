@@ -20,7 +20,11 @@ from pathlib import Path
 from headgraph.errors import SourceError
 from headgraph.ingest.reader import WeightReader
 
-_STEP_PATTERNS = (re.compile(r"checkpoint-(\d+)$"), re.compile(r"step-?(\d+)$"))
+_STEP_PATTERNS = (  # a name's trailing step: HF Trainer, Pythia/OLMo, Megatron, Lightning
+    re.compile(r"(?:checkpoint|ckpt)[-_]?(\d+)$"),
+    re.compile(r"(?:^|[^A-Za-z])step[-_=]?(\d+)$"),
+    re.compile(r"(?:^|[^A-Za-z])iter[-_]?(\d+)$"),
+)
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -34,7 +38,19 @@ class SourceDefaults:
 
 
 def step_from_name(name: str) -> int | None:
-    """``checkpoint-1500`` or ``step1500`` / ``step-01500`` -> 1500."""
+    """The training step a directory name gives, or ``None``.
+
+    ``checkpoint-1500``, ``ckpt_1500``, ``step1500``, ``step-01500``, ``global_step1500``,
+    ``step=1500`` (Lightning), ``iter_0001500`` (Megatron) -> 1500; the number must end the
+    name (``checkpoint-1500-merged`` gives ``None``).
+
+    Examples
+    --------
+    >>> step_from_name("checkpoint-1500"), step_from_name("global_step200")
+    (1500, 200)
+    >>> step_from_name("iter_0001500"), step_from_name("twitter5")
+    (1500, None)
+    """
     for pattern in _STEP_PATTERNS:
         if m := pattern.search(name):
             return int(m.group(1))
