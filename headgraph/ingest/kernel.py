@@ -32,14 +32,20 @@ def qr_r(x: Tensor) -> Tensor:
     """A ``k x k`` factor ``R`` with ``R^T R = x^T x``, batched: ``[..., n, k] -> [..., k, k]``.
 
     Any such ``R`` serves the reduction (``‖x X‖_F^2 = tr(X^T x^T x X) = ‖R X‖_F^2``); the
-    QR's triangular ``R`` is one, the symmetric square root of the Gram ``x^T x`` another.
-    The latter is used: a ``k x k`` eigendecomposition in float64 is far cheaper than a
-    batched Householder QR on the CPU, and it stays exact for rank-deficient ``x``.
+    QR's triangular ``R`` is one. It is computed here from the Gram ``x^T x`` in float64:
+    its Cholesky factor ``L^T`` (far cheaper than a batched Householder QR on the CPU), or,
+    for a rank-deficient ``x`` where Cholesky fails, the Gram's symmetric square root.
     """
     gram = x.transpose(-1, -2).double() @ x.double()  # (..., k, k)
-    vals, vecs = torch.linalg.eigh(gram)
-    root = vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)  # V diag(sqrt λ)
-    return (root @ vecs.transpose(-1, -2)).to(x.dtype)
+    lower, info = torch.linalg.cholesky_ex(gram)
+    root = lower.transpose(-1, -2)
+    failed = info != 0
+    if bool(failed.any()):
+        vals, vecs = torch.linalg.eigh(gram[failed])
+        sym = (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2)) @ vecs.transpose(-1, -2)
+        root = root.clone()
+        root[failed] = sym
+    return root.to(x.dtype)
 
 
 def frob(x: Tensor) -> Tensor:
