@@ -11,12 +11,23 @@ Routes
 ``/``               the viewer page; ``/viewer/...`` its files (:mod:`headgraph.api.viewer`).
 ``/export/...``     a model's graph for viewers (JSON, Cytoscape, GraphML, DOT), streamed;
 ``/plot/...``       PNG plots (:mod:`headgraph.api.routes`).
+``/graphs/{slug}.json`` an attribution graph or a view of it, Neuronpedia JSON
+                    (:mod:`headgraph.api.graph_routes`).
 
 Responses are JSON: ``{"data": ..., "errors": [...]}``, HTTP 200 for every request that
 was executed (errors included, each with ``extensions.code``); 400 for a body that is not
 a GraphQL request (``BAD_INPUT``), 405 for a wrong method or a mutation over GET, 413 for
-a body over ``max_body_bytes`` (``LIMIT_EXCEEDED``), 503 + ``Retry-After`` while an ingest
-holds the database (``DATABASE_LOCKED``, see :mod:`headgraph.api.execute`).
+a body over ``max_body_bytes`` (``LIMIT_EXCEEDED``), 415 for a POST body that is not
+``Content-Type: application/json`` (``BAD_INPUT``; a browser cannot send that type to
+another origin without a CORS preflight), 503 + ``Retry-After`` while an ingest holds the
+database (``DATABASE_LOCKED``, see :mod:`headgraph.api.execute`).
+
+Safe defaults (:mod:`headgraph.api.settings`): no CORS headers unless ``cors_origins``
+names the origin (preflight ``OPTIONS`` answered 204 for those, 403 for others); with
+``auth_token`` set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``
+(compared in constant time; 401 ``UNAUTHENTICATED`` and ``WWW-Authenticate: Bearer``
+otherwise). Each request is logged on ``headgraph.access`` as method, path (no query
+string), status and duration; ``log_queries`` adds the GraphQL query.
 
 strawberry's own ASGI view is not used because it needs starlette, which headgraph does
 not otherwise depend on; this module is the whole transport (~150 lines).
@@ -25,9 +36,12 @@ not otherwise depend on; this module is the whole transport (~150 lines).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -36,6 +50,7 @@ from strawberry.http.ides import get_graphql_ide_html
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.graph_routes import AttributionRoutes
 from headgraph.api.routes import GraphRoutes
 from headgraph.api.settings import Settings
 from headgraph.api.viewer import Viewer
@@ -53,6 +68,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("headgraph.api")
+access_log = logging.getLogger("headgraph.access")
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+LOGGED_QUERY_CHARS = 4096
+_QUERY_KEY = "headgraph.query"  # where _graphql leaves the query for the log line
 
 
 class _ClientGone(Exception):
@@ -69,15 +89,31 @@ class HeadgraphApp:
         self._graphiql = get_graphql_ide_html("graphiql").encode()
         self._viewer = Viewer()
         self._graph_routes = GraphRoutes(executor)
+        self._attribution_routes = AttributionRoutes(executor)
+        token = self.settings.auth_token
+        self._token_digest = None if token is None else _digest(token.encode())
+        self._origins = frozenset(self.settings.cors_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
+            start, status = time.perf_counter(), [0]
+            extra = self._cors_headers(scope)
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                    if extra:
+                        message = {**message, "headers": [*message.get("headers", []), *extra]}
+                await send(message)
+
             try:
-                await self._http(scope, receive, send)
+                await self._http(scope, receive, send_with_headers)
             except _ClientGone:
                 pass
+            finally:
+                self._log(scope, status[0], time.perf_counter() - start)
         else:  # websockets: no subscriptions here
             await send({"type": "websocket.close", "code": 1008})
 
@@ -94,20 +130,31 @@ class HeadgraphApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         try:
-            if path == "/graphql":
+            if method == "OPTIONS" and self._origins and _header(scope, b"origin"):
+                await self._preflight(scope, send)
+            elif self._token_digest is not None and path != "/healthz" \
+                    and not self._authorized(scope):
+                await _respond(send, refusal(_Unauthenticated(
+                    "this server needs a bearer token: send `Authorization: Bearer <token>`."),
+                    401, {"WWW-Authenticate": 'Bearer realm="headgraph"'}))
+            elif path == "/graphql":
                 await self._graphql(scope, receive, send)
             elif path in ("/healthz", "/schema.graphql") and method != "GET":
                 await _respond(send, refusal(BadInputError(f"{method} is not allowed on "
                                                            f"{path}; use GET."), 405,
                                              {"Allow": "GET"}))
             elif path == "/healthz":
-                await _json(send, 200, await asyncio.to_thread(self._health))
+                async with self.executor.session_gate():
+                    health = await asyncio.to_thread(self._health)
+                await _json(send, 200, health)
             elif path == "/schema.graphql":
                 await _send(send, 200, self._sdl, "text/plain; charset=utf-8")
             elif self._viewer.handles(path):
                 await self._viewer(scope, send)
             elif self._graph_routes.handles(path):
                 await self._graph_routes(scope, receive, send)
+            elif self._attribution_routes.handles(path):
+                await self._attribution_routes(scope, receive, send)
             else:
                 await _respond(send, refusal(BadInputError(
                     f"no such path {path!r}; the API is at /graphql."), 404))
@@ -131,9 +178,16 @@ class HeadgraphApp:
             except BadInputError as exc:
                 await _respond(send, refusal(exc, 400))
                 return
+            if self.settings.log_queries:
+                scope[_QUERY_KEY] = {"operationName": params.get("operationName"),
+                                     "query": params.get("query"), "variables": variables}
             outcome = await self.executor.execute(params.get("query"), variables,
                                                   params.get("operationName"), query_only=True)
         elif method == "POST":
+            if not _is_json(scope):
+                await _respond(send, refusal(BadInputError(
+                    "send the request as JSON with Content-Type: application/json."), 415))
+                return
             try:
                 request = _request_body(await _read_body(scope, receive,
                                                          self.settings.max_body_bytes))
@@ -143,6 +197,9 @@ class HeadgraphApp:
             except BadInputError as exc:
                 await _respond(send, refusal(exc, 400))
                 return
+            if self.settings.log_queries:
+                scope[_QUERY_KEY] = {k: request.get(k)
+                                     for k in ("operationName", "query", "variables")}
             outcome = await self.executor.execute(request.get("query"), request.get("variables"),
                                                   request.get("operationName"))
         else:
@@ -151,8 +208,59 @@ class HeadgraphApp:
                               {"Allow": "GET, POST"})
         await _respond(send, outcome)
 
+    # --- safe defaults: CORS, bearer token, request log ---------------------------------
+
+    def _allowed_origin(self, scope: Scope) -> str | None:
+        origin = _header(scope, b"origin")
+        if not origin or not self._origins:
+            return None
+        if "*" in self._origins:
+            return "*"
+        return origin if origin.rstrip("/") in self._origins else None
+
+    def _cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """Headers for every response: none unless ``cors_origins`` is set."""
+        if not self._origins:
+            return []
+        headers = [(b"vary", b"Origin")]
+        allowed = self._allowed_origin(scope)
+        if allowed is not None:
+            headers += [(b"access-control-allow-origin", allowed.encode("latin-1")),
+                        (b"access-control-expose-headers", b"Retry-After, X-Headgraph-Edges, "
+                         b"X-Headgraph-Truncated, Content-Disposition")]
+        return headers
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        if self._allowed_origin(scope) is None:
+            await _respond(send, refusal(BadInputError(
+                "this origin may not call this server (cors_origins)."), 403))
+            return
+        await _send(send, 204, b"", "text/plain", {
+            "Access-Control-Allow-Methods": "GET, POST",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600"})
+
+    def _authorized(self, scope: Scope) -> bool:
+        scheme, _, token = _header(scope, b"authorization").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(_digest(token.strip().encode("latin-1")),
+                                   self._token_digest or b"")
+
+    def _log(self, scope: Scope, status: int, seconds: float) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        line = f"{scope['method']} {scope['path'][:256]!r} {status} {seconds * 1000:.1f}ms"
+        query = scope.get(_QUERY_KEY)
+        if query is not None:
+            text = json.dumps(query, default=str)
+            cut = "..." if len(text) > LOGGED_QUERY_CHARS else ""
+            line += f" {text[:LOGGED_QUERY_CHARS]}{cut}"
+        access_log.info(line)
+
     def _health(self) -> dict[str, Any]:
         try:
+            self.executor.check_writer()
             with self.executor.reader().session() as db:
                 n = len(list_models(db))
         except DatabaseLockedError:
@@ -178,9 +286,27 @@ def create_app(db: str | os.PathLike[str] | None, settings: Settings | None = No
     return HeadgraphApp(executor)
 
 
+class _Unauthenticated(HeadgraphError):
+    code = UNAUTHENTICATED
+
+
+def _digest(token: bytes) -> bytes:
+    """Tokens are compared as SHA-256 digests: equal lengths, so the comparison's time
+    says nothing about the token (not even its length)."""
+    return hashlib.sha256(token).digest()
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return dict(scope["headers"]).get(name, b"").decode("latin-1")
+
+
 def _accepts_html(scope: Scope) -> bool:
-    accept = dict(scope["headers"]).get(b"accept", b"").decode("latin-1")
-    return "text/html" in accept
+    return "text/html" in _header(scope, b"accept")
+
+
+def _is_json(scope: Scope) -> bool:
+    media = _header(scope, b"content-type").split(";", 1)[0].strip().lower()
+    return media == "application/json"
 
 
 def _json_param(raw: str | None, name: str) -> Any:

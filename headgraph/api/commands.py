@@ -26,7 +26,7 @@ DbOption = Annotated[
 def _settings_option() -> Any:
     from headgraph.api.settings import SETTINGS
 
-    listing = "; ".join(f"{s.name} ({s.default}): {s.help.rstrip('.')}" for s in SETTINGS)
+    listing = "; ".join(f"{s.name} ({s.shown}): {s.help.rstrip('.')}" for s in SETTINGS)
     return typer.Option("--setting", "-s", metavar="NAME=VALUE",
                         help=f"Change a limit; repeat for several. Settings: {listing}.")
 
@@ -41,16 +41,26 @@ def _refuse(exc: HeadgraphError) -> None:
 
 def serve(
     db: DbOption = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on. The default serves this machine only; give 0.0.0.0 "
+             "(with --auth-token) to share the server on a network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     setting: SettingOption = None,
+    auth_token: Annotated[str | None, typer.Option(
+        "--auth-token", envvar="HEADGRAPH_AUTH_TOKEN", show_envvar=True,
+        help="Require `Authorization: Bearer TOKEN` on every route but /healthz (the "
+             "auth_token setting). Prefer the environment variable: a command line is "
+             "visible to other users of the machine.")] = None,
 ) -> None:
     """Serve the GraphQL API read-only (GraphiQL at /graphql, /healthz, /schema.graphql)."""
     from headgraph.api.server import serve as run_server
     from headgraph.api.settings import parse_pairs
 
     try:
-        run_server(db, host=host, port=port, **parse_pairs(setting or []))
+        pairs: dict[str, Any] = dict(parse_pairs(setting or []))
+        if auth_token is not None:
+            pairs["auth_token"] = auth_token
+        run_server(db, host=host, port=port, **pairs)
     except HeadgraphError as exc:
         _refuse(exc)
 

@@ -6,6 +6,7 @@
 | a depth/alias/token limit                       | ``LIMIT_EXCEEDED``              |
 | a syntax or validation error, a bad variable    | ``BAD_INPUT``                   |
 | anything else raised while resolving (a bug)    | ``INTERNAL_ERROR``, message masked, traceback logged on the server |
+| no or a wrong bearer token (``auth_token`` set) | ``UNAUTHENTICATED`` (HTTP 401, :mod:`headgraph.api.app`) |
 
 ``DATABASE_LOCKED`` errors also carry ``extensions.retryable = true``. This replaces
 strawberry's ``MaskErrors`` (which masks every error, coded ones included).

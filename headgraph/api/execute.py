@@ -25,14 +25,30 @@ requests. What a client sees:
   a retry succeeds unless the server is answering requests back to back.
 * ``headgraph query`` and the Python API (``headgraph.open``) behave the same way.
 
+A writer that finds the file held can ask servers to step aside: while a file
+``<database>.write-pending`` holds the process id of a live process, a server opens the
+file for no new request (each gets the 503 above at once), the requests in flight finish,
+and the writer gets its gap. Without it, 32 clients asking back to back keep the file held
+without a break and an ingest waits in vain (measured: RELIABILITY.md). Only a marker whose
+process is alive counts, so a killed ingest never blocks a server.
+
 On PostgreSQL none of this applies: readers and the writer never wait for each other.
+
+At most :data:`MAX_OPEN_SESSIONS` requests hold a connection at once; the others wait
+their turn on the event loop (:meth:`Executor.session_gate`). Without this gate, on
+PostgreSQL, more concurrent requests than the pool has connections (SQLAlchemy's 5 + 10
+overflow) opened their sessions from all the event loop's worker threads: each blocked
+waiting for a connection that only a worker thread could give back, every request stalled
+for the pool's 30 s timeout and most ended in a 500 (found by the load test, 32 clients).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +59,7 @@ from strawberry.types.graphql import OperationType
 
 from headgraph.api.context import AsyncDB, Context
 from headgraph.api.errors import request_error
+from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
 from headgraph.api.settings import Settings
 from headgraph.errors import BadInputError, DatabaseLockedError, HeadgraphError
@@ -50,6 +67,11 @@ from headgraph.queries.session import GraphDB, open_reader
 from headgraph.schema.database import resolve_target
 
 QUERY_ONLY = frozenset({OperationType.QUERY})
+WRITE_PENDING = ".write-pending"  # suffix of the marker a waiting writer leaves
+# requests holding a connection at once: below PostgreSQL's pool (5 + 10 overflow) even with
+# the 8 exports that may stream beside them, and about the event loop's worker threads
+MAX_OPEN_SESSIONS = 6
+MAX_MESSAGE_CHARS = 1000  # an error message echoing a huge name is cut here
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,7 @@ class Executor:
         self.schema = build_schema(self.settings)
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def reader(self) -> GraphDB:
         """The read-only handle (opened once; it holds the file only per request)."""
@@ -96,22 +119,84 @@ class Executor:
         if self._reader is not None:
             self._reader.close()
 
+    def _slots(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()  # one gate per event loop (execute_sync makes many)
+        if self._gate is None or self._gate[0] is not loop:
+            self._gate = (loop, asyncio.Semaphore(MAX_OPEN_SESSIONS))
+        return self._gate[1]
+
+    @contextlib.asynccontextmanager
+    async def session_gate(self) -> AsyncIterator[None]:
+        """Wait (on the event loop, never in a worker thread) for one of the
+        :data:`MAX_OPEN_SESSIONS` turns to hold a connection; for work that opens and
+        closes its session inside the block."""
+        slots = self._slots()
+        async with slots:
+            yield
+
+    def check_writer(self) -> None:
+        """:class:`DatabaseLockedError` while a live writer waits for the DuckDB file (its
+        ``<file>.write-pending`` marker): no new request opens the file until it has
+        written. Called before every request opens the file."""
+        path = self.target.path
+        if path is None:
+            return
+        try:
+            pid = int(path.with_name(path.name + WRITE_PENDING).read_text().strip())
+        except (OSError, ValueError):
+            return
+        if _alive(pid):
+            raise DatabaseLockedError(f"{self.target}: an ingest is waiting to write the "
+                                      "database; requests are refused until it has written. "
+                                      "Retry after Retry-After seconds.")
+
     async def execute(self, query: object, variables: object = None,
                       operation_name: object = None, *, query_only: bool = False) -> Outcome:
-        """Answer one request; never raises for anything a client sent."""
+        """Answer one request; never raises for anything a client sent. Its error messages
+        name no file path or URL of the database (:meth:`public`)."""
+        return self.public(await self._execute(query, variables, operation_name,
+                                               query_only=query_only))
+
+    def public(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with each error message fit to leave the server: the database's path
+        or URL (which the queries layer puts in some messages) replaced by "the database",
+        and at most :data:`MAX_MESSAGE_CHARS` characters."""
+        errors = outcome.body.get("errors")
+        if not errors:
+            return outcome
+        where = str(self.target)
+        cleaned = []
+        for error in errors:
+            message = str(error.get("message", "")).replace(where, "the database")
+            if len(message) > MAX_MESSAGE_CHARS:
+                message = message[:MAX_MESSAGE_CHARS] + "... (cut)"
+            cleaned.append({**error, "message": message})
+        return Outcome(outcome.status, {**outcome.body, "errors": cleaned}, outcome.headers)
+
+    async def _execute(self, query: object, variables: object, operation_name: object, *,
+                       query_only: bool) -> Outcome:
         try:
             query, variables, operation_name = _checked(query, variables, operation_name)
         except BadInputError as exc:
             return refusal(exc, 400)
+        slots = self._slots()
+        await slots.acquire()
         stack = ExitStack()
+        stack.callback(_release_from_any_thread, slots, asyncio.get_running_loop())
         try:
             session = await asyncio.to_thread(self._open_session, stack)
         except DatabaseLockedError as exc:
+            await asyncio.to_thread(stack.close)
             return refusal(exc, 503, {"Retry-After": str(self.settings.retry_after_s)})
         except HeadgraphError as exc:
+            await asyncio.to_thread(stack.close)
             return refusal(exc, 500)
+        except BaseException:
+            await asyncio.to_thread(stack.close)
+            raise
+        db = AsyncDB(session, self.settings.max_query_seconds)
         try:
-            context = Context(db=AsyncDB(session), settings=self.settings)
+            context = Context(db=db, settings=self.settings)
             allowed = QUERY_ONLY if query_only else None
             result = await self.schema.execute(query, variable_values=variables,
                                                context_value=context,
@@ -126,19 +211,44 @@ class Executor:
             return refusal(BadInputError(f"no operation named {operation_name!r} in the "
                                          "document."), 400)
         finally:
-            await asyncio.to_thread(stack.close)
+            # a call abandoned at max_query_seconds still uses the connection: its thread
+            # closes the session when it returns; otherwise close it now
+            if not db.close_when_idle(stack.close):
+                await asyncio.to_thread(stack.close)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
         return Outcome(200, body)
 
     def _open_session(self, stack: ExitStack) -> GraphDB:
+        self.check_writer()
         return stack.enter_context(self.reader().session(max_rows=self.settings.max_rows))
 
     def execute_sync(self, query: object, variables: object = None,
                      operation_name: object = None) -> Outcome:
         """:meth:`execute` from synchronous code (the CLI); not inside a running loop."""
         return asyncio.run(self.execute(query, variables, operation_name))
+
+
+def _release_from_any_thread(slots: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
+    """Give a turn back from the loop's thread or a worker thread (a session closed late,
+    by a call abandoned at max_query_seconds)."""
+    try:
+        loop.call_soon_threadsafe(slots.release)
+    except RuntimeError:  # the loop has closed (execute_sync's): nobody waits for the turn
+        pass
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _checked(query: object, variables: object,
@@ -149,4 +259,21 @@ def _checked(query: object, variables: object,
         raise BadInputError("`variables` must be a JSON object (name: value).")
     if operation_name is not None and not isinstance(operation_name, str):
         raise BadInputError("`operationName` must be a string.")
+    _check_strings(variables)
     return query, variables, operation_name
+
+
+def _check_strings(variables: dict[str, Any] | None) -> None:
+    """Refuse variables holding a string that :func:`~headgraph.api.limits.unsafe_string`
+    flags (walked without recursion: JSON nesting depth is the client's)."""
+    stack: list[Any] = [variables]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if unsafe_string(value):
+                raise BadInputError(f"variables: {NUL_MESSAGE}")
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)

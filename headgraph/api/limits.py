@@ -3,69 +3,175 @@
 * document size: ``max_tokens`` (the parser stops early), ``max_aliases``, ``max_depth``;
 * list sizes: ``top`` and ``first`` at most ``max_first``;
 * total work: at most ``max_rows`` rows read per request (enforced in
-  :meth:`headgraph.queries.session.GraphDB.session`, while fetching).
+  :meth:`headgraph.queries.session.GraphDB.session`, while fetching), and at most
+  ``max_query_seconds`` of wall time (:class:`headgraph.api.context.AsyncDB`);
+* strings: no NUL character in a string literal (:class:`SafeStrings`; variables are
+  checked in :mod:`headgraph.api.execute`), so every backend answers the same BAD_INPUT.
 
-Depth and alias limits reuse strawberry's validation rules; their errors are given
-``extensions.code = LIMIT_EXCEEDED`` as they are reported, so a client can tell a refused
-query from a malformed one without parsing messages.
+Depth and alias limits are validation rules that report ``extensions.code =
+LIMIT_EXCEEDED``, so a client can tell a refused query from a malformed one without
+parsing messages. They count as strawberry's ``QueryDepthLimiter`` and
+``MaxAliasesLimiter`` do, but look each fragment up once: strawberry's walk every
+fragment spread anew, so a document of 20 fragments that each spread the next twice (200
+tokens) took 5 s to validate, on the event loop, and one of 30 would have taken hours.
+Unknown and cyclic fragments count 0 here; graphql-core's own rules refuse them
+(``BAD_INPUT``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from graphql import GraphQLError, ValidationContext, ValidationRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    StringValueNode,
+    ValidationContext,
+    ValidationRule,
 )
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from headgraph.api.settings import Settings
 from headgraph.errors import BadInputError, LimitExceededError
 
 LIMIT_EXCEEDED = LimitExceededError.code
+NUL_MESSAGE = ("a string may not contain a NUL character (\\u0000) or an unpaired surrogate: "
+               "no stored name holds one.")
 
 
-class _CodedContext:
-    """A validation context that stamps ``extensions.code`` on the errors one rule reports."""
-
-    def __init__(self, context: ValidationContext, code: str) -> None:
-        self._context = context
-        self._code = code
-
-    def report_error(self, error: GraphQLError) -> None:
-        error.extensions = {**(error.extensions or {}), "code": self._code}
-        self._context.report_error(error)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
+def unsafe_string(value: str) -> bool:
+    """A NUL character, or text that is not valid UTF-8 (a lone surrogate from JSON's
+    ``\\ud800``): DuckDB refuses the latter and PostgreSQL the former as parameters."""
+    if "\x00" in value:
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
-def _coded(rule: type[ValidationRule], code: str) -> type[ValidationRule]:
-    class Coded(rule):  # type: ignore[misc, valid-type]
+class SafeStrings(ValidationRule):
+    """Refuse string literals that :func:`unsafe_string` flags (``BAD_INPUT``)."""
+
+    def enter_string_value(self, node: StringValueNode, *_: object) -> None:
+        if unsafe_string(node.value):
+            self.report_error(GraphQLError(NUL_MESSAGE, node,
+                                           extensions={"code": BadInputError.code}))
+
+
+class _Fragments:
+    """Per-fragment sums and maxima over one document, each fragment computed once."""
+
+    def __init__(self, document: DocumentNode,
+                 measure: Callable[[SelectionSetNode, _Fragments], int]) -> None:
+        self._defs = {d.name.value: d for d in document.definitions
+                      if isinstance(d, FragmentDefinitionNode)}
+        self._measure = measure
+        self._done: dict[str, int] = {}
+        self._active: set[str] = set()
+
+    def __call__(self, name: str) -> int:
+        if name in self._done:
+            return self._done[name]
+        if name in self._active or name not in self._defs:
+            return 0  # a cycle or an unknown name: refused by graphql-core's own rules
+        self._active.add(name)
+        value = self._measure(self._defs[name].selection_set, self)
+        self._active.discard(name)
+        self._done[name] = value
+        return value
+
+
+def _depth(selections: SelectionSetNode, fragments: _Fragments) -> int:
+    """Levels of fields with sub-selections below this selection set, introspection
+    fields (``__schema``...) not counted (strawberry's ``QueryDepthLimiter``)."""
+    deepest = 0
+    for node in selections.selections:
+        if isinstance(node, FieldNode):
+            if node.selection_set is not None and not node.name.value.startswith("__"):
+                deepest = max(deepest, 1 + _depth(node.selection_set, fragments))
+        elif isinstance(node, InlineFragmentNode):
+            deepest = max(deepest, _depth(node.selection_set, fragments))
+        elif isinstance(node, FragmentSpreadNode):
+            deepest = max(deepest, fragments(node.name.value))
+    return deepest
+
+
+def _aliases(selections: SelectionSetNode, fragments: _Fragments) -> int:
+    """Aliased fields reached from this selection set, a fragment counted at each spread
+    (strawberry's ``MaxAliasesLimiter``)."""
+    count = 0
+    for node in selections.selections:
+        if isinstance(node, FieldNode):
+            count += node.alias is not None
+            if node.selection_set is not None:
+                count += _aliases(node.selection_set, fragments)
+        elif isinstance(node, InlineFragmentNode):
+            count += _aliases(node.selection_set, fragments)
+        elif isinstance(node, FragmentSpreadNode):
+            count += fragments(node.name.value)
+    return count
+
+
+def _limit_error(message: str, node: OperationDefinitionNode | None = None) -> GraphQLError:
+    return GraphQLError(message, node, extensions={"code": LIMIT_EXCEEDED})
+
+
+def depth_rule(max_depth: int) -> type[ValidationRule]:
+    """A rule refusing operations nested deeper than ``max_depth`` (``LIMIT_EXCEEDED``)."""
+
+    class DepthLimit(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
-            super().__init__(_CodedContext(context, code))  # type: ignore[arg-type]
+            super().__init__(context)
+            fragments = _Fragments(context.document, _depth)
+            for op in context.document.definitions:
+                if not isinstance(op, OperationDefinitionNode):
+                    continue
+                name = op.name.value if op.name else "anonymous"
+                try:
+                    depth = _depth(op.selection_set, fragments)
+                except RecursionError:
+                    depth = max_depth + 1
+                if depth > max_depth:
+                    context.report_error(_limit_error(
+                        f"'{name}' exceeds maximum operation depth of {max_depth} "
+                        "(max_depth)", op))
 
-    Coded.__name__ = Coded.__qualname__ = f"Coded{rule.__name__}"
-    return Coded
+    return DepthLimit
 
 
-class _LimitRules(AddValidationRules):
-    """Another extension's validation rules, their errors coded ``LIMIT_EXCEEDED``."""
+def aliases_rule(max_aliases: int) -> type[ValidationRule]:
+    """A rule refusing documents with more than ``max_aliases`` aliased fields."""
 
-    def __init__(self, inner: AddValidationRules) -> None:
-        super().__init__([_coded(r, LIMIT_EXCEEDED) for r in inner.validation_rules])
+    class AliasLimit(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            fragments = _Fragments(context.document, _aliases)
+            ops = [d for d in context.document.definitions
+                   if isinstance(d, OperationDefinitionNode)]
+            try:
+                total = sum(_aliases(op.selection_set, fragments) for op in ops)
+            except RecursionError:
+                total = max_aliases + 1
+            if total > max_aliases:
+                context.report_error(_limit_error(
+                    f"{total} aliases found. Allowed: {max_aliases} (max_aliases)"))
+
+    return AliasLimit
 
 
 def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Extension factories (strawberry wants classes or factories, not instances)."""
     return [
-        lambda: _LimitRules(QueryDepthLimiter(max_depth=settings.max_depth)),
-        lambda: _LimitRules(MaxAliasesLimiter(max_alias_count=settings.max_aliases)),
+        lambda: AddValidationRules([depth_rule(settings.max_depth),
+                                    aliases_rule(settings.max_aliases), SafeStrings]),
         lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
     ]
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
+from headgraph.queries.evidence import EdgeEvidence, edge_evidence_of, roles_of
 from headgraph.queries.models import models_by_id
 from headgraph.queries.nodes import feeders_of, nodes_named, readers_of
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
@@ -56,6 +57,25 @@ class ScoreAsk:
 
 
 @dataclass(frozen=True)
+class EvidenceAsk:
+    """Key of an edge-evidence load: one weight edge (source, target, kind), one probe."""
+
+    model_id: int
+    source: str
+    target: str
+    kind: str
+    probe: str | None
+
+    @property
+    def edge(self) -> tuple[str, str, str]:
+        return (self.source, self.target, self.kind)
+
+    @property
+    def group(self) -> tuple[int, str | None]:
+        return (self.model_id, self.probe)
+
+
+@dataclass(frozen=True)
 class NodeKey:
     model_id: int
     node: str
@@ -74,8 +94,8 @@ def _groups(keys: Iterable[K], group: Callable[[K], Hashable]) -> dict[Hashable,
 
 class Loaders:
     """The request's loaders: ``model`` (by id), ``node`` (by :class:`NodeKey`, ``None``
-    when absent), ``feeders`` and ``readers`` (by :class:`EdgeAsk`), ``scores``
-    (by :class:`ScoreAsk`)."""
+    when absent), ``feeders`` and ``readers`` (by :class:`EdgeAsk`), ``scores`` and
+    ``roles`` (by :class:`ScoreAsk`), ``evidence`` (by :class:`EvidenceAsk`)."""
 
     def __init__(self, db: AsyncDB) -> None:
         self._db = db
@@ -84,6 +104,8 @@ class Loaders:
         self.feeders: DataLoader[EdgeAsk, list[EdgeRow]] = DataLoader(self._feeders)
         self.readers: DataLoader[EdgeAsk, list[EdgeRow]] = DataLoader(self._readers)
         self.scores: DataLoader[ScoreAsk, list[ScoreRow]] = DataLoader(self._scores)
+        self.roles: DataLoader[ScoreAsk, list[str]] = DataLoader(self._roles)
+        self.evidence: DataLoader[EvidenceAsk, list[EdgeEvidence]] = DataLoader(self._evidence)
 
     def known_nodes(self, rows: Iterable[NodeRow]) -> None:
         """Remember nodes already read, so edges that point at them cost no SQL."""
@@ -121,4 +143,19 @@ class Loaders:
         for (model_id, probe), group in _groups(keys, lambda k: k.group).items():
             rows = await self._db.run(node_scores_of, model_id, [k.node for k in group], probe)
             found.update({k: rows[k.node] for k in group})
+        return [found[k] for k in keys]
+
+    async def _roles(self, keys: list[ScoreAsk]) -> Sequence[list[str]]:
+        found: dict[ScoreAsk, list[str]] = {}
+        for (model_id, probe), group in _groups(keys, lambda k: k.group).items():
+            rows = await self._db.run(roles_of, model_id, [k.node for k in group], probe)
+            found.update({k: [r.role for r in rows[k.node]] for k in group})
+        return [found[k] for k in keys]
+
+    async def _evidence(self, keys: list[EvidenceAsk]) -> Sequence[list[EdgeEvidence]]:
+        found: dict[EvidenceAsk, list[EdgeEvidence]] = {}
+        for (model_id, probe), group in _groups(keys, lambda k: k.group).items():
+            rows = await self._db.run(edge_evidence_of, model_id, [k.edge for k in group],
+                                      probe)
+            found.update({k: rows[k.edge] for k in group})
         return [found[k] for k in keys]

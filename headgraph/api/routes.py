@@ -47,6 +47,7 @@ from sqlalchemy import and_, func, select
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
 from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
+from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.settings import Settings
 from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
 from headgraph.errors import (
@@ -140,6 +141,8 @@ def _params(scope: Scope, allowed: tuple[str, ...]) -> dict[str, list[str]]:
     if unknown:
         raise BadInputError(f"unknown parameter {', '.join(unknown)}; this route takes "
                             f"{', '.join(allowed) or 'no parameters'}.")
+    if any(unsafe_string(v) for values in params.values() for v in values):
+        raise BadInputError(f"parameters: {NUL_MESSAGE}")
     return params
 
 
@@ -306,7 +309,8 @@ class GraphRoutes:
             if first[0] == "cancelled":
                 return
             if first[0] != "start":
-                await _respond(send, _refusal_for(first[1], self.settings))
+                await _respond(send, self.executor.public(_refusal_for(first[1],
+                                                                       self.settings)))
                 return
             start: ExportStart = first[1]
             await send({"type": "http.response.start", "status": 200, "headers": [
@@ -338,6 +342,7 @@ class GraphRoutes:
         from headgraph.graph.export import ExportFilter, write_export
 
         try:
+            self.executor.check_writer()
             with self.executor.reader().session(max_rows=self.settings.max_rows) as db:
                 model = get_model(db, ask.model)
                 flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
@@ -378,10 +383,10 @@ class GraphRoutes:
 
     async def _plot(self, ask: PlotAsk, send: Send) -> None:
         try:
-            async with self._plot_turn:
+            async with self._plot_turn, self.executor.session_gate():
                 png = await asyncio.to_thread(self._draw, ask)
         except HeadgraphError as exc:
-            await _respond(send, _refusal_for(exc, self.settings))
+            await _respond(send, self.executor.public(_refusal_for(exc, self.settings)))
             return
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"image/png"), (b"content-length", str(len(png)).encode())]})
@@ -390,6 +395,7 @@ class GraphRoutes:
     def _draw(self, ask: PlotAsk) -> bytes:
         from headgraph.graph.plot import composition_heatmap, copying_chart, series_chart
 
+        self.executor.check_writer()
         with _PLOT_LOCK, self.executor.reader().session(max_rows=self.settings.max_rows) as db:
             if ask.plot == "composition":
                 return composition_heatmap(db, ask.model, (ask.get("kind") or "K").upper())

@@ -17,7 +17,8 @@ from graphql import GraphQLError
 from strawberry import Info
 from strawberry.types import ExecutionContext
 
-from headgraph.api import graph_types
+from headgraph.api import attribution_types, graph_types
+from headgraph.api.attribution_types import AttributionGraph
 from headgraph.api.context import Context
 from headgraph.api.errors import CodedErrors, log_errors
 from headgraph.api.graph_types import Comparison, HeadMatching, SeriesPoint
@@ -73,6 +74,20 @@ class Query:
                      kind: EdgeKind | None = None,
                      metric: str | None = None) -> list[SeriesPoint]:
         return await graph_types.series(info, family, node, source, target, kind, metric)
+
+    @strawberry.field(description="Imported attribution graphs (circuit-tracer / Neuronpedia), "
+                      "by model and slug: of one `model` if given, whose prompt contains "
+                      "`prompt` (case-insensitive) if given; at most `first`.")
+    async def attribution_graphs(self, info: Info[Context, None], model: str | None = None,
+                                 prompt: str | None = None, first: int | None = None
+                                 ) -> list[AttributionGraph]:
+        return await attribution_types.attribution_graphs(info, model, prompt, first)
+
+    @strawberry.field(description="One attribution graph by slug; an error GRAPH_NOT_FOUND if "
+                      "there is none.")
+    async def attribution_graph(self, info: Info[Context, None], slug: str
+                                ) -> AttributionGraph | None:
+        return await attribution_types.attribution_graph(info, slug)
 
 
 class HeadgraphSchema(strawberry.Schema):

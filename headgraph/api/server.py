@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
 from headgraph.api.settings import Settings
+
+
+def log_config(log_level: str = "info") -> dict[str, Any]:
+    """uvicorn's logging setup plus the ``headgraph`` loggers on the same handler.
+
+    uvicorn's own access log is off (see :func:`serve`): it would print each GET query
+    string, which holds the GraphQL query; ``headgraph.access`` logs one line per request
+    (method, path without the query string, status, duration) instead.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["headgraph"] = {"handlers": ["default"], "level": log_level.upper(),
+                                      "propagate": False}
+    return config
 
 
 def serve(db: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -13,13 +29,16 @@ def serve(db: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", por
     """Serve ``db`` read-only at ``http://host:port/graphql`` until interrupted.
 
     ``settings`` are the names of :data:`headgraph.api.settings.SETTINGS`
-    (``serve(db, max_depth=12)``); unknown names are refused before anything starts.
+    (``serve(db, max_depth=12)``); unknown names are refused before anything starts. The
+    default ``host`` serves this machine only.
     """
     import uvicorn
 
     from headgraph.api.app import create_app
 
     app = create_app(db, Settings.of(settings))
-    print(f"headgraph: serving {app.executor.target} at http://{host}:{port}/graphql "
+    auth = " (bearer token required)" if app.settings.auth_token else ""
+    print(f"headgraph: serving {app.executor.target} at http://{host}:{port}/graphql{auth} "
           "(GraphiQL in a browser; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on",
+                access_log=False, log_config=log_config(log_level))

@@ -1,16 +1,24 @@
 """The server's settings, declared in one table (name, default, help).
 
-Every limit the API enforces is here, so ``headgraph serve --setting NAME=VALUE``, the
-Python ``serve(db, **settings)``, ``headgraph query`` and the docs all read the same
-list. All settings are non-negative integers.
+Every limit and switch the API has is here, so ``headgraph serve --setting NAME=VALUE``,
+the Python ``serve(db, **settings)``, ``headgraph query`` and the docs (README.md,
+"Server settings"; a test checks that every name is there) all read the same list. Most
+settings are non-negative integers; ``max_query_seconds`` is a number of seconds,
+``cors_origins`` a comma-separated list, ``auth_token`` a string, ``log_queries`` a
+boolean. The defaults are the safe ones: no CORS headers, no token needed (the server
+binds 127.0.0.1), no query text in the logs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from headgraph.errors import BadInputError
+
+SettingValue = int | float | bool | str | tuple[str, ...] | None
+MIN_TOKEN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -18,8 +26,23 @@ class Setting:
     """One documented setting."""
 
     name: str
-    default: int
+    default: SettingValue
     help: str
+
+    @property
+    def shown(self) -> str:
+        """The default as a person would write it (``none`` for no value)."""
+        return shown(self.default)
+
+
+def shown(value: SettingValue) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -41,6 +64,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_export_edges", 5_000_000,
             "Most edges one `/export/...` download may hold; a larger export is refused "
             "(LIMIT_EXCEEDED) before anything is sent."),
+    Setting("max_query_seconds", 30.0,
+            "Longest one GraphQL request may run, in seconds: work still running then (a "
+            "path search, a circuit, a comparison, a database read) is abandoned, its "
+            "fields and every later one answer LIMIT_EXCEEDED, and the response leaves at "
+            "once; 0 turns the limit off."),
+    Setting("cors_origins", (),
+            "Browser origins allowed to call the API from another origin, comma-separated "
+            "(https://lab.example.org,http://localhost:3000; * for any). Empty (the "
+            "default): no Access-Control-* headers and no preflight answers."),
+    Setting("auth_token", None,
+            "A bearer token (at least 16 printable characters, no spaces) that every route "
+            "but /healthz then requires as `Authorization: Bearer <token>` (401 "
+            "UNAUTHENTICATED otherwise); also `--auth-token` or $HEADGRAPH_AUTH_TOKEN."),
+    Setting("log_queries", False,
+            "Add each GraphQL request's query text, operation name and variables (cut at 4 "
+            "KB) to its request-log line; off by default, when a line has only method, "
+            "path, status and duration."),
 )
 
 
@@ -58,25 +98,50 @@ class Settings:
     retry_after_s: int = 1
     max_circuit_edges: int = 5000
     max_export_edges: int = 5_000_000
+    max_query_seconds: float = 30.0
+    cors_origins: tuple[str, ...] = ()
+    auth_token: str | None = field(default=None, repr=False)  # never printed
+    log_queries: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if f.name not in _PARSERS and (isinstance(value, bool) or not isinstance(value, int)
+                                           or value < 0):
                 raise BadInputError(f"setting {f.name} must be a non-negative integer, "
                                     f"not {value!r}.")
+        seconds = self.max_query_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not math.isfinite(seconds) or seconds < 0:
+            raise BadInputError("setting max_query_seconds must be a non-negative number of "
+                                f"seconds, not {seconds!r}.")
+        if not isinstance(self.log_queries, bool):
+            raise BadInputError(f"setting log_queries must be true or false, not "
+                                f"{self.log_queries!r}.")
+        if not isinstance(self.cors_origins, tuple) or not all(
+                isinstance(o, str) and _is_origin(o) for o in self.cors_origins):
+            raise BadInputError("setting cors_origins must list origins such as "
+                                "https://lab.example.org or http://localhost:3000 (scheme, "
+                                f"host, optional port; no path), or *; not {self.cors_origins!r}.")
+        token = self.auth_token
+        if token is not None and not (isinstance(token, str) and len(token) >= MIN_TOKEN_CHARS
+                                      and all(33 <= ord(c) <= 126 for c in token)):
+            raise BadInputError(f"setting auth_token must be at least {MIN_TOKEN_CHARS} "
+                                "printable ASCII characters without spaces (e.g. `python -c "
+                                "'import secrets; print(secrets.token_urlsafe(32))'`).")
 
     @classmethod
     def of(cls, values: Mapping[str, object] | None = None) -> Settings:
-        """Settings from ``{name: value}`` (ints or decimal strings); unknown names refused."""
+        """Settings from ``{name: value}`` (values of their type, or strings as the CLI
+        gives them); unknown names refused."""
         known = {s.name for s in SETTINGS}
-        parsed: dict[str, int] = {}
+        parsed: dict[str, object] = {}
         for name, value in (values or {}).items():
             if name not in known:
                 raise BadInputError(f"unknown setting {name!r}; settings are "
                                     f"{', '.join(sorted(known))}.")
-            parsed[name] = _as_int(name, value)
-        return cls(**parsed)
+            parsed[name] = _PARSERS.get(name, _as_int)(name, value)
+        return cls(**parsed)  # type: ignore[arg-type]
 
 
 def _as_int(name: str, value: object) -> int:
@@ -85,6 +150,55 @@ def _as_int(name: str, value: object) -> int:
     if isinstance(value, str) and value.strip().lstrip("+").isdigit():
         return int(value)
     raise BadInputError(f"setting {name} must be a non-negative integer, not {value!r}.")
+
+
+def _as_seconds(name: str, value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise BadInputError(f"setting {name} must be a number of seconds, not {value!r}.")
+
+
+def _as_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise BadInputError(f"setting {name} must be true or false, not {value!r}.")
+
+
+def _as_origins(name: str, value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise BadInputError(f"setting {name} must be a comma-separated list, not {value!r}.")
+    return tuple(dict.fromkeys(str(o).strip().rstrip("/") for o in items if str(o).strip()))
+
+
+def _as_token(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadInputError(f"setting {name} must be a string.")
+    return value
+
+
+def _is_origin(origin: str) -> bool:
+    if origin == "*":
+        return True
+    scheme, sep, rest = origin.partition("://")
+    return (scheme in ("http", "https") and bool(sep) and bool(rest)
+            and not any(c in rest for c in "/?#@ \\") and rest.isascii())
+
+
+_PARSERS = {"max_query_seconds": _as_seconds, "log_queries": _as_bool,
+            "cors_origins": _as_origins, "auth_token": _as_token}
 
 
 def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
@@ -100,4 +214,4 @@ def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
 
 def settings_help() -> str:
     """The settings table as text, for ``--help``."""
-    return "\n".join(f"{s.name} (default {s.default}): {s.help}" for s in SETTINGS)
+    return "\n".join(f"{s.name} (default {s.shown}): {s.help}" for s in SETTINGS)

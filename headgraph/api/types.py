@@ -28,19 +28,22 @@ from strawberry import Info, Private
 
 from headgraph.api.context import Context
 from headgraph.api.limits import check_first
-from headgraph.api.loaders import EdgeAsk, NodeKey, ScoreAsk
+from headgraph.api.loaders import EdgeAsk, EvidenceAsk, NodeKey, ScoreAsk
 from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
+from headgraph.queries.evidence import EdgeEvidence, heads_in_role
 from headgraph.queries.nodes import list_nodes, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
 
 if TYPE_CHECKING:
+    from headgraph.api.attribution_types import EvidenceGap
     from headgraph.api.graph_types import Path, Subgraph, VirtualHead
 
 _GRAPH_TYPES = "headgraph.api.graph_types"
 PathT = Annotated["Path", strawberry.lazy(_GRAPH_TYPES)]
 VirtualHeadT = Annotated["VirtualHead", strawberry.lazy(_GRAPH_TYPES)]
 SubgraphT = Annotated["Subgraph", strawberry.lazy(_GRAPH_TYPES)]
+EvidenceGapT = Annotated["EvidenceGap", strawberry.lazy("headgraph.api.attribution_types")]
 
 
 def f32(x: float | None) -> float | None:
@@ -110,15 +113,16 @@ class Copying:
                     "negative suppresses.")
 
 
-@strawberry.type(description="Evidence about a node from running the model.")
+@strawberry.type(description="Evidence about a node or an edge from running the model: "
+                 "`metric` = `value` on `probe`.")
 class Score:
-    row: Private[ScoreRow]
+    row: Private[ScoreRow | EdgeEvidence]
     metric: str
     probe: str = strawberry.field(description="The probe input set that produced it.")
     value: float
 
     @classmethod
-    def from_row(cls, row: ScoreRow) -> Score:
+    def from_row(cls, row: ScoreRow | EdgeEvidence) -> Score:
         return cls(row=row, metric=row.metric, probe=row.probe, value=f32(row.value))
 
 
@@ -146,6 +150,15 @@ class Edge:
     @strawberry.field
     async def source(self, info: Info[Context, None]) -> Node:
         return await _node(info, self.row.model_id, self.row.source)
+
+    @strawberry.field(description="Causal evidence on this edge from running the model "
+                      "(path patching: path_zero_dloss, path_mean_dloss...), of one probe "
+                      "if given; [] when none was measured.")
+    async def evidence(self, info: Info[Context, None], probe: str | None = None) -> list[Score]:
+        r = self.row
+        rows = await info.context.loaders.evidence.load(
+            EvidenceAsk(r.model_id, r.source, r.target, r.kind, probe))
+        return [Score.from_row(e) for e in rows]
 
     @strawberry.field
     async def target(self, info: Info[Context, None]) -> Node:
@@ -246,6 +259,15 @@ class Node:
         rows = await info.context.loaders.scores.load(
             ScoreAsk(self.row.model_id, self.row.node, probe))
         return [Score.from_row(r) for r in rows]
+
+    @strawberry.field(description="The roles this node plays (previous_token, induction, "
+                      "duplicate_token, first_token, copying, suppression), derived from its "
+                      "stored evidence and weights with the thresholds of "
+                      "headgraph.queries.evidence.ROLE_RULES (from one probe's evidence if "
+                      "given); [] for none.")
+    async def roles(self, info: Info[Context, None], probe: str | None = None) -> list[str]:
+        return await info.context.loaders.roles.load(
+            ScoreAsk(self.row.model_id, self.row.node, probe))
 
     @strawberry.field(description="Everything that reaches this node within `depth` hops "
                       "(1-6) through `kinds` (default all) over edges with score >= "
@@ -350,15 +372,21 @@ class Model:
 
     @strawberry.field(description="Heads in an order (default LAYER: residual-stream order). "
                       "Metric orders put the highest first unless descending is false; heads "
-                      "without the metric come last. `first` defaults to all heads.")
+                      "without the metric come last. `first` defaults to all heads. `role` "
+                      "keeps only the heads that play it (see Node.roles); an unknown role "
+                      "is BAD_INPUT.")
     async def heads(self, info: Info[Context, None],
                     order_by: HeadOrder | None = HeadOrder.LAYER, descending: bool | None = None,
-                    first: int | None = None) -> list[Node]:
+                    first: int | None = None, role: str | None = None) -> list[Node]:
         order_by = order_by or HeadOrder.LAYER
         if first is not None:
             check_first(info.context.settings, "first", first)
         down = (order_by is not HeadOrder.LAYER) if descending is None else descending
-        rows = await info.context.db.run(top_heads, self.row, order_by.value, down, first)
+        if role is None:
+            rows = await info.context.db.run(top_heads, self.row, order_by.value, down, first)
+        else:
+            rows = await info.context.db.run(heads_in_role, self.row, role, order_by.value,
+                                             down, first)
         info.context.loaders.known_nodes(rows)
         return [Node.from_row(r) for r in rows]
 
@@ -411,3 +439,18 @@ class Model:
 
         top = check_first(info.context.settings, "top", 10 if top is None else top)
         return await model_virtual_heads(info, self.row, length, top)
+
+    @strawberry.field(description="Where discovered circuits (ACDC, auto-circuit, EAP-IG) and "
+                      "weights disagree, per stored circuit: edges with weight z >= `minZ` "
+                      "that the circuit leaves out (strongest first), then circuit edges with "
+                      "weight z < `maxZ` (weakest first); z = (score - baseline) / nullStd. At "
+                      "most `top` of each per circuit; of one `tool` / `task` if given.")
+    async def evidence_gaps(self, info: Info[Context, None], kind: EdgeKind | None = None,
+                            top: int | None = 10, tool: str | None = None,
+                            task: str | None = None, min_z: float | None = 3.0,
+                            max_z: float | None = 1.0) -> list[EvidenceGapT]:
+        from headgraph.api.attribution_types import model_evidence_gaps
+
+        return await model_evidence_gaps(info, self.row, kind, 10 if top is None else top,
+                                         tool, task, 3.0 if min_z is None else min_z,
+                                         1.0 if max_z is None else max_z)

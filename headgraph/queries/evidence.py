@@ -57,8 +57,9 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select, tuple_
 
 from headgraph.errors import BadInputError
-from headgraph.queries.nodes import check_count, check_kind, get_node
-from headgraph.queries.records import ModelRow
+from headgraph.queries.nodes import check_count, check_kind, get_node, top_heads
+from headgraph.queries.records import ModelRow, NodeRow, ScoreRow
+from headgraph.queries.scores import node_scores_of
 from headgraph.queries.session import GraphDB
 from headgraph.schema import tables as t
 
@@ -102,16 +103,6 @@ ROLES = tuple(r.role for r in ROLE_RULES)
 
 
 @dataclass(frozen=True)
-class ScoreRecord:
-    """One piece of evidence about a node: ``metric`` = ``value`` on ``probe``."""
-
-    node: str
-    metric: str
-    probe: str
-    value: float
-
-
-@dataclass(frozen=True)
 class RoleRecord:
     """A role a head plays, and the number that earned it: ``metric`` = ``value`` on
     ``probe`` (``None`` for weight-based roles), against ``threshold``."""
@@ -144,26 +135,8 @@ def rule(role: str) -> RoleRule:
     raise BadInputError(f"unknown role {role!r}; use one of {', '.join(ROLES)}.")
 
 
-def node_scores_of(db: GraphDB, model_id: int, names: Iterable[str],
-                   probe: str | None = None) -> dict[str, list[ScoreRecord]]:
-    """For each node, its evidence rows (of ``probe`` if given), by metric then probe.
-    One statement for all nodes (for DataLoaders)."""
-    wanted = sorted(set(names))
-    out: dict[str, list[ScoreRecord]] = {n: [] for n in wanted}
-    if not wanted:
-        return out
-    c = t.node_scores.c
-    stmt = select(c.node, c.metric, c.probe, c.value).where(
-        and_(c.model_id == model_id, c.node.in_(wanted)))
-    if probe is not None:
-        stmt = stmt.where(c.probe == probe)
-    for r in db.rows(stmt.order_by(c.node, c.metric, c.probe)):
-        out[r["node"]].append(ScoreRecord(r["node"], r["metric"], r["probe"], r["value"]))
-    return out
-
-
 def node_scores(db: GraphDB, model: ModelRow, node: str,
-                probe: str | None = None) -> list[ScoreRecord]:
+                probe: str | None = None) -> list[ScoreRow]:
     """Every evidence row of one node (of one probe if given), by metric then probe.
 
     Raises :class:`~headgraph.errors.NodeNotFoundError` for a node the model lacks.
@@ -259,8 +232,28 @@ def heads_with_role(db: GraphDB, model: ModelRow, role: str,
     return sorted(found, key=lambda x: (sign * x.value, x.node))
 
 
+def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "layer",
+                  descending: bool = False, first: int | None = None,
+                  probe: str | None = None) -> list[NodeRow]:
+    """The heads that play ``role`` (:func:`heads_with_role`), in the order of
+    :func:`~headgraph.queries.nodes.top_heads` (``order_by``, ``descending``), at most
+    ``first``. Two statements; :class:`BadInputError` for an unknown role.
+
+    Examples
+    --------
+    >>> [h.node for h in heads_in_role(db, toy, "induction")]  # doctest: +SKIP
+    ['L1H0', 'L1H1', 'L1H2', 'L1H3']
+    """
+    check_count("first", first)
+    playing = {r.node for r in heads_with_role(db, model, role, probe)}
+    if not playing or first == 0:
+        return []
+    ordered = [h for h in top_heads(db, model, order_by, descending, None) if h.node in playing]
+    return ordered if first is None else ordered[:first]
+
+
 def top_scores(db: GraphDB, model: ModelRow, metric: str, probe: str | None = None,
-               top: int | None = 10, descending: bool = True) -> list[ScoreRecord]:
+               top: int | None = 10, descending: bool = True) -> list[ScoreRow]:
     """The nodes with the largest (or smallest) ``metric``, one row per (node, probe).
 
     Examples
@@ -270,14 +263,14 @@ def top_scores(db: GraphDB, model: ModelRow, metric: str, probe: str | None = No
     """
     check_count("top", top)
     c = t.node_scores.c
-    stmt = select(c.node, c.metric, c.probe, c.value).where(
+    stmt = select(t.node_scores).where(
         and_(c.model_id == model.model_id, c.metric == metric))
     if probe is not None:
         stmt = stmt.where(c.probe == probe)
     stmt = stmt.order_by(c.value.desc() if descending else c.value.asc(), c.node, c.probe)
     if top is not None:
         stmt = stmt.limit(top)
-    return [ScoreRecord(r["node"], r["metric"], r["probe"], r["value"]) for r in db.rows(stmt)]
+    return [ScoreRow.from_row(r) for r in db.rows(stmt)]
 
 
 def edge_evidence_of(db: GraphDB, model_id: int, keys: Iterable[EdgeKey],
@@ -342,7 +335,7 @@ def probes_of(db: GraphDB, model: ModelRow) -> list[str]:
 
 
 __all__ = [
-    "ROLES", "ROLE_RULES", "EdgeEvidence", "RoleRecord", "RoleRule", "ScoreRecord",
-    "edge_evidence", "edge_evidence_of", "heads_with_role", "node_scores", "node_scores_of",
+    "ROLES", "ROLE_RULES", "EdgeEvidence", "RoleRecord", "RoleRule", "ScoreRow",
+    "edge_evidence", "edge_evidence_of", "heads_in_role", "heads_with_role", "node_scores", "node_scores_of",
     "probes_of", "roles", "roles_of", "rule", "top_edge_evidence", "top_scores",
 ]

@@ -1,5 +1,9 @@
 """Evidence rows about nodes (``node_scores``): role scores and effects from running the
-model, each tagged with the probe that produced it."""
+model, each tagged with the probe that produced it.
+
+:func:`node_scores_of` is the one reader of these rows and :class:`ScoreRow` their one
+record: :mod:`headgraph.queries.evidence` (``node_scores``, ``top_scores``), the API's
+DataLoaders (``Node.scores``) and the Python API all go through them."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from headgraph.schema.tables import node_scores
 
 def node_scores_of(db: GraphDB, model_id: int, names: Iterable[str],
                    probe: str | None = None) -> dict[str, list[ScoreRow]]:
-    """For each node, its evidence rows (of one probe if given), by metric and probe."""
+    """For each node, its evidence rows (of one probe if given), by metric then probe.
+    One statement for all nodes (for DataLoaders); a node without evidence gets ``[]``."""
     wanted = sorted(set(names))
     out: dict[str, list[ScoreRow]] = {n: [] for n in wanted}
     if not wanted:

@@ -20,7 +20,7 @@ Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.
                            unique); ``document`` keeps every top-level field but nodes/links.
 ``attribution_nodes``      its nodes; ``nid`` is the node's rank in keep order (tokens and
                            logits first, then by computed influence), ``idx`` its file position.
-``attribution_links``      its links by node ``nid``, stored sorted by (graph, target, source):
+``attribution_links``      its links by node ``nid``, stored sorted by (graph, target):
                            a pruned view reads a prefix, a node's in-links one zone.
 ``attribution_out_links``  the same links sorted by (graph, source): a node's out-links.
 ``circuits``               one row per imported head-level circuit (ACDC, auto-circuit,

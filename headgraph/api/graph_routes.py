@@ -1,0 +1,250 @@
+"""``GET /graphs/{slug}.json``: attribution graphs as Neuronpedia graph JSON, whole or in
+views, so Neuronpedia's frontend can open a big graph piece by piece.
+
+===========================================  ==============================================
+request                                      answer
+===========================================  ==============================================
+``/graphs/{slug}.json``                      the graph as imported (every node and link;
+                                             refused over ``max_export_edges`` links)
+``?node_threshold=0.8&edge_threshold=0.98``  circuit-tracer's pruned view (either alone
+                                             takes the other's default)
+``?around=NODE_ID&top=10&depth=1``           the neighbourhood of one node;
+``&direction=in|out|both``                   ``direction`` defaults to both
+===========================================  ==============================================
+
+The body streams in ~64 KB chunks from a worker thread (:mod:`headgraph.api.streaming`);
+``X-Headgraph-Links`` gives the number of links. Errors use the API's JSON error shape:
+400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``GRAPH_NOT_FOUND`` / ``NODE_NOT_FOUND``, 405
+for a method other than GET, 503 ``DATABASE_LOCKED`` while an import writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote_to_bytes
+
+from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
+from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
+from headgraph.errors import (
+    BadInputError,
+    DatabaseLockedError,
+    HeadgraphError,
+    LimitExceededError,
+    NodeNotFoundError,
+)
+from headgraph.queries import attribution as q
+from headgraph.queries import attribution_near as near
+from headgraph.queries.attribution_export import write_graph, write_view
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("headgraph.api")
+PREFIX = "/graphs/"
+PARAMS = ("node_threshold", "edge_threshold", "around", "top", "depth", "direction")
+
+
+@dataclass(frozen=True)
+class GraphAsk:
+    """One checked request: the whole graph, a pruned view or a neighbourhood."""
+
+    slug: str
+    node_threshold: float | None = None
+    edge_threshold: float | None = None
+    around: str | None = None
+    top: int = 10
+    depth: int = 1
+    direction: str = "both"
+
+    @property
+    def pruned(self) -> bool:
+        return self.node_threshold is not None or self.edge_threshold is not None
+
+
+def parse_ask(raw_path: bytes, query_string: bytes) -> GraphAsk:
+    """``raw_path`` is the percent-encoded path after ``/graphs/``: ``{slug}.json``."""
+    if not raw_path.endswith(b".json") or b"/" in raw_path:
+        raise BadInputError("an attribution graph is /graphs/{slug}.json.")
+    try:
+        slug = unquote_to_bytes(raw_path[:-5]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError("the slug in the path is not UTF-8.") from None
+    if not slug or any(ord(c) < 32 for c in slug) or "/" in slug or ".." in slug:
+        raise BadInputError(f"{slug[:80]!r} is not a graph slug.")
+    params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise BadInputError(f"unknown parameter {', '.join(unknown)}; this route takes "
+                            f"{', '.join(PARAMS)}.")
+    last = {k: v[-1] for k, v in params.items()}
+    ask = GraphAsk(slug, _share(last, "node_threshold"), _share(last, "edge_threshold"),
+                   last.get("around") or None, _int(last, "top", 10), _int(last, "depth", 1),
+                   last.get("direction", "both"))
+    if ask.around is None and any(k in last for k in ("top", "depth", "direction")):
+        raise BadInputError("top, depth and direction go with around=NODE_ID.")
+    if ask.around is not None and ask.pruned:
+        raise BadInputError("give either thresholds (a pruned view) or around= (a "
+                            "neighbourhood), not both.")
+    if ask.around is not None:
+        near.check_neighbourhood(ask.top, ask.depth, ask.direction)
+    return ask
+
+
+def _share(params: dict[str, str], name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise BadInputError(f"{name} must be a share between 0 and 1, not {raw[:40]!r}.")
+    return value
+
+
+def _int(params: dict[str, str], name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit():
+        raise BadInputError(f"{name} must be a positive integer, not {raw[:40]!r}.")
+    return int(raw)
+
+
+class AttributionRoutes:
+    """The ``/graphs/`` route of :class:`headgraph.api.app.HeadgraphApp`."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.settings = executor.settings
+
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path.startswith(PREFIX)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "GET":
+            await _respond(send, refusal(BadInputError(
+                f"{scope['method']} is not allowed on {scope['path']}; use GET."), 405,
+                {"Allow": "GET"}))
+            return
+        raw = (scope.get("raw_path") or quote(scope["path"]).encode()).split(b"?", 1)[0]
+        try:
+            ask = parse_ask(raw[len(PREFIX):], scope.get("query_string", b""))
+        except BadInputError as exc:
+            await _respond(send, refusal(exc, 400))
+            return
+        channel = Channel(asyncio.get_running_loop())
+        worker = asyncio.create_task(asyncio.to_thread(self._write, channel, ask))
+        watcher = asyncio.create_task(_watch_disconnect(receive, channel))
+        try:
+            first = await channel.get()
+            if first[0] == "cancelled":
+                return
+            if first[0] != "start":
+                await _respond(send, self._refusal(first[1]))
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"),
+                (b"x-headgraph-links", str(first[1]).encode())]})
+            while True:
+                item = await channel.get()
+                if item[0] == "data":
+                    await send({"type": "http.response.body", "body": item[1],
+                                "more_body": True})
+                elif item[0] == "end":
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                else:  # cancelled, or failed after the headers left: no final chunk, so
+                    if item[0] != "cancelled":  # the client sees a broken transfer
+                        log.error("graph %r failed mid-stream: %s", ask.slug, item[1])
+                    return
+        finally:
+            channel.cancel()
+            watcher.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    def _write(self, channel: Channel, ask: GraphAsk) -> None:
+        try:
+            with self.executor.reader().session() as db:
+                writer = ChunkWriter(channel)
+                if ask.around is not None:
+                    view = near.neighbourhood(db, ask.slug, ask.around, top=ask.top,
+                                           depth=ask.depth, direction=ask.direction,
+                                           max_links=self.settings.max_export_edges)
+                elif ask.pruned:
+                    view = q.pruned_view(
+                        db, ask.slug, 0.8 if ask.node_threshold is None else ask.node_threshold,
+                        0.98 if ask.edge_threshold is None else ask.edge_threshold,
+                        max_links=self.settings.max_export_edges)
+                else:
+                    graph = q.get_graph(db, ask.slug)
+                    self._check_size(graph)
+                    channel.put(("start", graph.n_links))
+                    write_graph(db, ask.slug, writer)
+                    view = None
+                if view is not None:
+                    channel.put(("start", view.links.num_rows))
+                    write_view(view, writer)
+                writer.flush()
+            _finish(channel, ("end", None))
+        except Cancelled:
+            _finish(channel, ("cancelled", None))
+        except HeadgraphError as exc:
+            _finish(channel, ("error", exc))
+        except Exception as exc:
+            log.exception("internal error writing graph %r", ask.slug)
+            _finish(channel, ("bug", exc))
+
+    def _check_size(self, graph: q.GraphRow) -> None:
+        limit = self.settings.max_export_edges
+        if graph.n_links > limit:
+            raise LimitExceededError(
+                f"graph {graph.slug!r} has {graph.n_links:,} links, over this server's limit "
+                f"of {limit:,} (max_export_edges). Ask for a pruned view (node_threshold=, "
+                "edge_threshold=) or a neighbourhood (around=).")
+
+    def _refusal(self, exc: BaseException) -> Outcome:
+        if not isinstance(exc, HeadgraphError):  # a bug, logged with its traceback
+            return Outcome(500, {"errors": [{"message": INTERNAL_MESSAGE,
+                                             "extensions": {"code": INTERNAL_ERROR}}]})
+        if isinstance(exc, DatabaseLockedError):
+            return refusal(exc, 503, {"Retry-After": str(self.settings.retry_after_s)})
+        if isinstance(exc, q.GraphNotFoundError | NodeNotFoundError):
+            return refusal(exc, 404)
+        if isinstance(exc, BadInputError | LimitExceededError):
+            return refusal(exc, 400)
+        return refusal(exc, 500)
+
+
+def _finish(channel: Channel, item: tuple) -> None:
+    try:
+        channel.close(item)
+    except Exception:  # noqa: BLE001 - the loop is gone; nobody is listening
+        pass
+
+
+async def _watch_disconnect(receive: Receive, channel: Channel) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            channel.cancel()
+            return
+
+
+async def _respond(send: Send, outcome: Outcome) -> None:
+    body = json.dumps(outcome.body, default=str).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
+    await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

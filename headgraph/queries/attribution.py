@@ -1,0 +1,367 @@
+"""The read side of attribution graphs: list them, and serve views of a big graph piece
+by piece, from the database alone (no torch, no JSON file).
+
+Views
+-----
+``pruned_view``   circuit-tracer's pruning (:mod:`headgraph.queries.pruning`). The node
+                  step runs in SQL on numbers stored at import: with ``score`` each node's
+                  influence on the whole graph and ``cum`` its cumulative share,
+                  ``thr = max(score where cum >= node_threshold)`` (``min(score)`` if none),
+                  and the kept nodes are exactly ``nid < K``, ``K = n_pinned + #{non-pinned
+                  nodes with score >= thr}`` (``nid`` is the keep order). Their links are
+                  a prefix of ``attribution_links`` (sorted by target ``nid``), filtered by
+                  source; the edge step (influence on the pruned adjacency, edge scores,
+                  edge threshold, clean-up) runs in numpy on that subgraph only.
+``neighbourhood`` around one node (:mod:`headgraph.queries.attribution_near`).
+
+Views are returned as :class:`GraphView` records; :mod:`headgraph.queries.attribution_export`
+writes them (and whole graphs) as Neuronpedia JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Connection, Select, and_, func, inspect, select
+from sqlalchemy.exc import DBAPIError
+
+from headgraph.errors import (
+    DatabaseError,
+    HeadgraphError,
+    NodeNotFoundError,
+)
+from headgraph.queries import pruning
+from headgraph.queries.attribution_format import decode_node
+from headgraph.queries.session import GraphDB
+from headgraph.schema import tables as t
+from headgraph.schema.database import connect_error
+
+_CACHE_LOCK = threading.Lock()
+
+
+class GraphNotFoundError(HeadgraphError):
+    """An attribution graph slug that is not in the database."""
+
+    code = "GRAPH_NOT_FOUND"
+
+
+@dataclass(frozen=True)
+class GraphRow:
+    """One stored attribution graph (``attribution_graphs``)."""
+
+    graph_id: int
+    slug: str
+    model: str
+    prompt: str | None
+    n_nodes: int
+    n_links: int
+    n_pinned: int
+    n_link_extras: int
+    source: str
+    imported_at: dt.datetime
+    document: str  # JSON: the file's fields but nodes and links
+
+    @classmethod
+    def from_row(cls, row: Any) -> GraphRow:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return json.loads(self.document)
+
+
+@dataclass(frozen=True)
+class ViewNode:
+    """A node of a view: its place (``nid`` keep order, ``idx`` file order), role,
+    computed influence ``score`` and cumulative share ``cum``, and its fields as in the
+    file (``fields``)."""
+
+    nid: int
+    idx: int
+    node_id: str
+    role: int
+    score: float
+    cum: float
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ViewLink:
+    """A link of a view, by node id; ``edge_score`` is ``E`` of a pruned view (None in a
+    neighbourhood); ``extra`` the link's other file fields as JSON."""
+
+    idx: int
+    source: str
+    target: str
+    weight: float
+    edge_score: float | None
+    extra: str | None
+
+
+@dataclass(frozen=True)
+class GraphView:
+    """Part of a graph: nodes in file order, and links as an Arrow table (``idx``,
+    ``source`` and ``target`` nids, ``weight``, ``extra``, ``edge_score``; a big view never
+    becomes one Python object per link) in stored order: grouped by target, strongest
+    node first. ``truncated`` when ``max_links`` cut links (the strongest were kept)."""
+
+    graph: GraphRow
+    nodes: list[ViewNode]
+    links: pa.Table
+    truncated: bool
+    params: dict[str, Any]
+
+    def node_ids(self) -> pa.Array:
+        """``node_id`` by nid (null for nids not in the view), for ``pc.take``."""
+        size = 1 + max((n.nid for n in self.nodes), default=-1)
+        ids: list[str | None] = [None] * size
+        for n in self.nodes:
+            ids[n.nid] = n.node_id
+        return pa.array(ids, pa.string())
+
+    def link_records(self, limit: int | None = None) -> list[ViewLink]:
+        """The first ``limit`` links (all if None) as records with node ids."""
+        table = self.links if limit is None else self.links.slice(0, limit)
+        ids = self.node_ids().to_pylist()
+        cols = [table.column(c).to_pylist() for c in
+                ("idx", "source", "target", "weight", "edge_score", "extra")]
+        return [ViewLink(i, ids[s], ids[d], w, e, x)
+                for i, s, d, w, e, x in zip(*cols, strict=True)]
+
+
+def has_table(db: GraphDB, name: str) -> bool:
+    """Whether the database has table ``name`` (files older than the attribution and
+    circuit tables do not have them)."""
+    try:
+        with _connection(db) as conn:
+            return bool(inspect(conn).has_table(name))
+    except DBAPIError as exc:
+        raise connect_error(db.target, exc.orig or exc, read_only=True) from None
+
+
+def has_attribution_tables(db: GraphDB) -> bool:
+    return has_table(db, "attribution_graphs")
+
+
+def list_graphs(db: GraphDB, model: str | None = None, prompt: str | None = None,
+                first: int | None = None) -> list[GraphRow]:
+    """Stored graphs by model then slug; ``model`` exact, ``prompt`` a case-insensitive
+    substring of the prompt."""
+    if not has_attribution_tables(db):
+        return []
+    g = t.attribution_graphs.c
+    stmt = select(t.attribution_graphs)
+    if model is not None:
+        stmt = stmt.where(g.model == model)
+    if prompt is not None:
+        stmt = stmt.where(func.lower(g.prompt).contains(prompt.lower(), autoescape=True))
+    stmt = stmt.order_by(g.model, g.slug)
+    if first is not None:
+        stmt = stmt.limit(first)
+    return [GraphRow.from_row(r) for r in db.rows(stmt)]
+
+
+def get_graph(db: GraphDB, slug: str) -> GraphRow:
+    """The graph ``slug``; :class:`GraphNotFoundError` if there is none."""
+    return graph_and_node(db, slug, None)[0]
+
+
+def graph_and_node(db: GraphDB, slug: str, node_id: str | None) -> tuple[GraphRow, int | None]:
+    """The graph ``slug`` and the ``nid`` of its node ``node_id`` (when given);
+    :class:`GraphNotFoundError` / :class:`NodeNotFoundError`."""
+    g = t.attribution_graphs.c
+    try:
+        rows = db.rows(select(t.attribution_graphs).where(g.slug == slug))
+    except DatabaseError:
+        if has_attribution_tables(db):
+            raise
+        rows = []  # a file older than the attribution tables
+    if not rows:
+        known = [x.slug for x in list_graphs(db, first=20)]
+        raise GraphNotFoundError(f"no attribution graph with slug {slug!r} in {db.target}. "
+                                 f"Stored: {', '.join(known) or 'none'}.")
+    graph = GraphRow.from_row(rows[0])
+    if node_id is None:
+        return graph, None
+    nid = graph_nodes(db, graph).by_id.get(node_id)
+    if nid is None:
+        raise NodeNotFoundError(f"graph {slug!r} has no node {node_id!r}.")
+    return graph, nid
+
+
+@dataclass(frozen=True)
+class GraphNodes:
+    """Every node of a graph: ``nodes[nid]``, and ``by_id`` node_id -> nid."""
+
+    nodes: tuple[ViewNode, ...]
+    by_id: dict[str, int]
+
+
+_NODES: OrderedDict[tuple, GraphNodes] = OrderedDict()
+CACHED_NODES = 400_000  # nodes held by the node cache of one process, all graphs together
+
+
+def graph_nodes(db: GraphDB, graph: GraphRow) -> GraphNodes:
+    """The graph's nodes, read once per process (least recently used graph first out,
+    at most :data:`CACHED_NODES` nodes in all; keyed by database, graph id and import
+    time: a stored graph never changes, a re-imported one has a new id)."""
+    key = (str(db.target), graph.graph_id, graph.imported_at)
+    with _CACHE_LOCK:
+        if key in _NODES:
+            _NODES.move_to_end(key)
+            return _NODES[key]
+    n = t.attribution_nodes.c
+    rows = fetch_arrow(db, select(t.attribution_nodes).where(n.graph_id == graph.graph_id)
+                       .order_by(n.nid)).to_pylist()
+    found = GraphNodes(tuple(ViewNode(r["nid"], r["idx"], r["node_id"], r["role"], r["score"],
+                                      r["cum"], decode_node(r)) for r in rows),
+                       {r["node_id"]: r["nid"] for r in rows})
+    with _CACHE_LOCK:
+        _NODES[key] = found
+        while len(_NODES) > 1 and sum(len(x.nodes) for x in _NODES.values()) > CACHED_NODES:
+            _NODES.popitem(last=False)
+    return found
+
+
+@contextmanager
+def _connection(db: GraphDB) -> Iterator[Connection]:
+    """The request's connection (a :meth:`GraphDB.session`) or a new one."""
+    conn = getattr(db, "_conn", None)
+    if conn is not None:
+        yield conn
+        return
+    with db.engine.connect() as conn:
+        yield conn
+
+
+def fetch_arrow(db: GraphDB, stmt: Select) -> pa.Table:
+    """A statement's result as an Arrow table (DuckDB natively; rows elsewhere)."""
+    try:
+        with _connection(db) as conn:
+            if conn.dialect.name == "duckdb":
+                compiled = stmt.compile(dialect=conn.dialect,
+                                        compile_kwargs={"render_postcompile": True})
+                params = [compiled.params[k] for k in compiled.positiontup or []]
+                raw = conn.connection.dbapi_connection
+                return raw.sql(str(compiled), params=params).to_arrow_table()
+            result = conn.execute(stmt)
+            names = list(result.keys())
+            rows = result.fetchall()
+    except DBAPIError as exc:
+        raise connect_error(db.target, exc.orig or exc, read_only=True) from None
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
+
+
+def _np(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
+    col = table.column(name)
+    if col.null_count:
+        col = col.fill_null(np.nan if np.dtype(dtype).kind == "f" else 0)
+    return col.to_numpy().astype(dtype, copy=False)
+
+
+def _node_records(db: GraphDB, graph: GraphRow, nids: np.ndarray) -> dict[int, ViewNode]:
+    nodes = graph_nodes(db, graph).nodes
+    return {int(i): nodes[int(i)] for i in nids}
+
+
+_VIEWS: OrderedDict[tuple, GraphView] = OrderedDict()
+CACHED_LINKS = 4_000_000  # links held by the view cache of one process, all views together
+
+
+def pruned_view(db: GraphDB, slug: str, node_threshold: float = 0.8,
+                edge_threshold: float = 0.98, *, max_links: int | None = None,
+                cache: bool = True) -> GraphView:
+    """circuit-tracer's pruned graph at these thresholds (see the module doc and
+    :mod:`headgraph.queries.pruning` for the formulas).
+
+    With ``cache``, views are kept in this process (least recently used first out, at
+    most :data:`CACHED_LINKS` links in all), keyed by database, graph id and import time,
+    so a graph imported again (a new id) is never answered from an old view.
+
+    Examples
+    --------
+    >>> view = pruned_view(db, "my-graph", 0.8, 0.98)  # doctest: +SKIP
+    >>> len(view.nodes), view.links.num_rows  # doctest: +SKIP
+    (312, 4410)
+    """
+    pruning.check_thresholds(node_threshold, edge_threshold)
+    graph = get_graph(db, slug)
+    key = (str(db.target), graph.graph_id, graph.imported_at, float(node_threshold),
+           float(edge_threshold), max_links)
+    with _CACHE_LOCK:
+        if cache and key in _VIEWS:
+            _VIEWS.move_to_end(key)
+            return _VIEWS[key]
+    view = _compute_pruned(db, graph, node_threshold, edge_threshold, max_links)
+    if cache and view.links.num_rows <= CACHED_LINKS:
+        with _CACHE_LOCK:
+            _VIEWS[key] = view
+            while sum(v.links.num_rows for v in _VIEWS.values()) > CACHED_LINKS:
+                _VIEWS.popitem(last=False)
+    return view
+
+
+def _compute_pruned(db: GraphDB, graph: GraphRow, node_threshold: float,
+                    edge_threshold: float, max_links: int | None) -> GraphView:
+    n = t.attribution_nodes.c
+    gid = graph.graph_id
+    thr = db.rows(select(func.coalesce(func.max(n.score).filter(n.cum >= node_threshold),
+                                       func.min(n.score)).label("thr"))
+                  .where(n.graph_id == gid))[0]["thr"]
+    k = graph.n_pinned
+    if thr is not None:
+        k += int(db.rows(select(func.count().label("k")).where(and_(
+            n.graph_id == gid, n.role < pruning.TOKEN, n.score >= thr)))[0]["k"])
+    nodes = fetch_arrow(db, select(n.nid, n.role, n.token_prob)
+                        .where(and_(n.graph_id == gid, n.nid < k)).order_by(n.nid))
+    c = t.attribution_links.c
+    links = fetch_arrow(db, select(c.idx, c.source, c.target, c.weight).where(and_(
+        c.graph_id == gid, c.target < k, c.source < k)))
+    roles = _np(nodes, "role", np.int16)
+    src, tgt = _np(links, "source", np.int64), _np(links, "target", np.int64)
+    pr = pruning.prune_links(k, src, tgt, _np(links, "weight", np.float64), roles,
+                             pruning.logit_weights(roles, _np(nodes, "token_prob", np.float64)),
+                             np.ones(k, bool), edge_threshold)
+    keep, scores = pr.links, pr.edge_scores
+    truncated = max_links is not None and keep.size > max_links
+    if truncated:
+        top = np.argsort(-scores, kind="stable")[:max_links]
+        keep, scores = keep[top], scores[top]
+    records = _node_records(db, graph, np.flatnonzero(pr.nodes))
+    view_links = _view_links(links, np.sort(keep), scores[np.argsort(keep)])
+    if graph.n_link_extras:
+        view_links = _with_extras(db, graph, view_links)
+    return GraphView(graph, _in_file_order(records), view_links, bool(truncated),
+                     {"node_threshold": node_threshold, "edge_threshold": edge_threshold})
+
+
+def _in_file_order(nodes: dict[int, ViewNode]) -> list[ViewNode]:
+    return sorted(nodes.values(), key=lambda x: x.idx)
+
+
+def _view_links(table: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """Rows ``rows`` of a link table with their edge scores (stored order: by target)."""
+    picked = table.select(["idx", "source", "target", "weight"]).take(pa.array(rows))
+    return picked.append_column("extra", pa.nulls(len(rows), pa.string())).append_column(
+        "edge_score", pa.array(scores)).combine_chunks()
+
+
+def _with_extras(db: GraphDB, graph: GraphRow, links: pa.Table) -> pa.Table:
+    """``links`` with the ``extra`` fields of those that have some (rare: read apart)."""
+    c = t.attribution_links.c
+    found = fetch_arrow(db, select(c.idx, c.extra).where(and_(
+        c.graph_id == graph.graph_id, c.extra.is_not(None))))
+    extras = dict(zip(found.column("idx").to_pylist(), found.column("extra").to_pylist(),
+                      strict=True))
+    column = pa.array([extras.get(i) for i in links.column("idx").to_pylist()], pa.string())
+    return links.set_column(links.column_names.index("extra"), "extra", column)

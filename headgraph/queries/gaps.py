@@ -1,0 +1,116 @@
+"""Where weights and discovered circuits disagree: ``Model.evidenceGaps``.
+
+Each weight edge has a calibrated strength ``z = (score - baseline) / null_std``: how many
+null standard deviations its composition score stands above that of random matrices of
+the same shapes (``edges.baseline``, ``edges.null_std``). A circuit (:mod:`headgraph.ingest.
+circuits`) says which edges a tool found to matter for a task.
+
+Definitions, per stored circuit (tool, task) of the model:
+
+* **absent** (``ABSENT_FROM_CIRCUIT``): a weight edge with ``z >= min_z`` (default 3) that
+  the circuit does not include: no ``<tool>:in_graph`` row of value 1 on the circuit's
+  probe for that (source, target, kind). Edges whose end the circuit's naming cannot
+  name (``POS_EMBED`` in EAP-IG and auto-circuit names) are left out. Strongest ``z``
+  first.
+* **weak** (``WEAK_IN_WEIGHTS``): an edge the circuit includes whose weight edge has
+  ``z < max_z`` (default 1): weight composition barely above chance. Weakest ``z`` first.
+  A circuit edge with no weight edge stored (MLP sources, say) is outside what weights
+  measure and is not listed.
+
+Edges without a null spread (``null_std`` NULL or 0) have no ``z`` and are never listed.
+Both lists hold at most ``top`` edges per circuit; the circuit's own score of the edge
+(``<tool>:score``) comes along where the file had one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, literal, select
+
+from headgraph.errors import BadInputError
+from headgraph.queries.circuits import CircuitRow, list_circuits
+from headgraph.queries.nodes import check_count, check_kind
+from headgraph.queries.records import EdgeRow, ModelRow
+from headgraph.queries.session import GraphDB
+from headgraph.schema import tables as t
+
+ABSENT = "absent"
+WEAK = "weak"
+NO_POS_EMBED = ("eap", "auto-circuit")
+
+
+@dataclass(frozen=True)
+class EvidenceGap:
+    """One disagreement: ``gap`` (absent or weak), the ``circuit``, the weight ``edge``
+    (with its ``z``), the circuit's score of it and whether the circuit includes it."""
+
+    gap: str
+    circuit: CircuitRow
+    edge: EdgeRow
+    circuit_score: float | None
+    in_circuit: bool
+
+
+def _z():
+    e = t.edges.c
+    return (e.score - e.baseline) / e.null_std
+
+
+def _matches(s, e):
+    return and_(s.model_id == e.model_id, s.source == e.source, s.target == e.target,
+                s.kind == e.kind)
+
+
+def _gaps_of(db: GraphDB, model: ModelRow, circuit: CircuitRow, kind: str | None, top: int,
+             min_z: float, max_z: float) -> list[EvidenceGap]:
+    e = t.edges.c
+    member = t.edge_scores.alias("member")
+    score = t.edge_scores.alias("score")
+    in_circuit = and_(_matches(member.c, e), member.c.metric == circuit.in_graph_metric,
+                      member.c.probe == circuit.probe, member.c.value > 0.5)
+    scored = and_(_matches(score.c, e), score.c.metric == circuit.score_metric,
+                  score.c.probe == circuit.probe)
+    base = [e.model_id == model.model_id, e.null_std > 0]
+    if kind is not None:
+        base.append(e.kind == kind)
+    cols = [*t.edges.c, score.c.value.label("circuit_score")]
+    absent = select(*cols, literal(False).label("member")).select_from(
+        t.edges.outerjoin(score, scored)).where(and_(
+            *base, _z() >= min_z, ~exists().where(in_circuit)))
+    if circuit.naming in NO_POS_EMBED:
+        absent = absent.where(e.source != "POS_EMBED")
+    absent = absent.order_by(_z().desc(), e.source, e.target, e.kind).limit(top)
+    weak = select(*cols, literal(True).label("member")).select_from(
+        t.edges.join(member, in_circuit).outerjoin(score, scored)).where(and_(
+            *base, _z() < max_z)).order_by(_z().asc(), e.source, e.target, e.kind).limit(top)
+    out = []
+    for gap, stmt in ((ABSENT, absent), (WEAK, weak)):
+        for r in db.rows(stmt):
+            out.append(EvidenceGap(gap, circuit, EdgeRow.from_row(r), r["circuit_score"],
+                                   bool(r["member"])))
+    return out
+
+
+def evidence_gaps(db: GraphDB, model: ModelRow, kind: str | None = None, top: int = 10, *,
+                  tool: str | None = None, task: str | None = None, min_z: float = 3.0,
+                  max_z: float = 1.0) -> list[EvidenceGap]:
+    """Edges strong by weight but absent from a circuit, then circuit edges weak by
+    weight, per circuit (see the module doc for the definitions).
+
+    Examples
+    --------
+    >>> [(g.gap, g.edge.source, g.edge.target, round(g.edge.z, 1))
+    ...  for g in evidence_gaps(db, toy, "K", top=1)]  # doctest: +SKIP
+    [('absent', 'L0H2', 'L1H2', 18.8), ('weak', 'L0H1', 'L1H2', -0.1)]
+    """
+    check_count("top", top)
+    if kind is not None:
+        check_kind(kind)
+    for name, value in (("min_z", min_z), ("max_z", max_z)):
+        if not isinstance(value, int | float) or value != value:
+            raise BadInputError(f"{name} must be a number, not {value!r}.")
+    out: list[EvidenceGap] = []
+    for circuit in list_circuits(db, model, tool, task):
+        out.extend(_gaps_of(db, model, circuit, kind, top, min_z, max_z))
+    return out

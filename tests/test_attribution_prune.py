@@ -1,0 +1,117 @@
+"""circuit-tracer's influence and pruning on links (headgraph.queries.pruning) against a
+brute-force dense numpy version of circuit-tracer's own code, on random layered graphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headgraph.errors import BadInputError
+from headgraph.queries import pruning as P
+
+
+def dense_reference(n, src, tgt, w, roles, lw, node_threshold, edge_threshold):
+    """circuit-tracer's graph.py, line for line, with numpy dense matrices (rows are
+    targets): normalize_matrix, compute_influence by summing powers until they vanish,
+    find_threshold, prune_graph."""
+    W = np.zeros((n, n))
+    W[tgt, src] = w
+
+    def normalize(m):
+        m = np.abs(m)
+        return m / np.maximum(m.sum(1, keepdims=True), 1e-10)
+
+    def influence(a, x):
+        cur = x @ a
+        total = cur.copy()
+        for _ in range(1000):
+            if not cur.any():
+                return total
+            cur = cur @ a
+            total += cur
+        raise AssertionError("no convergence")
+
+    def threshold(scores, q):
+        desc = np.sort(scores)[::-1]
+        with np.errstate(invalid="ignore"):  # all-zero scores: NaN shares, index 0, keep all
+            cum = np.cumsum(desc) / desc.sum()
+        return desc[min(np.searchsorted(cum, q), len(cum) - 1)]
+
+    node_influence = influence(normalize(W), lw)
+    node_mask = node_influence >= threshold(node_influence, node_threshold)
+    node_mask |= (roles == P.TOKEN) | (roles == P.LOGIT)
+    pruned = W.copy()
+    pruned[~node_mask] = 0
+    pruned[:, ~node_mask] = 0
+    a = normalize(pruned)
+    edge_scores = a * (influence(a, lw) + lw)[:, None]
+    if not edge_scores.any():  # nothing reaches the logits: 0/0 shares (documented apart)
+        return None
+    edge_mask = edge_scores >= threshold(edge_scores.flatten(), edge_threshold)
+    fe, f = (roles == P.FEATURE) | (roles == P.ERROR), roles == P.FEATURE
+    old = node_mask.copy()
+    node_mask[fe] &= edge_mask[:, fe].any(0)
+    node_mask[f] &= edge_mask[f].any(1)
+    while not (node_mask == old).all():
+        old[:] = node_mask
+        edge_mask[~node_mask] = False
+        edge_mask[:, ~node_mask] = False
+        node_mask[fe] &= edge_mask[:, fe].any(0)
+        node_mask[f] &= edge_mask[f].any(1)
+    return node_influence, node_mask, edge_mask
+
+
+def random_graph(rng: np.random.Generator):
+    """A layered DAG: layer 0 tokens, the last layer logits, errors among the middle."""
+    n = int(rng.integers(6, 40))
+    layer = np.sort(np.r_[0, 5, rng.integers(0, 6, n - 2)])
+    roles = np.full(n, P.FEATURE)
+    roles[layer == 0], roles[layer == 5] = P.TOKEN, P.LOGIT
+    roles[(layer > 0) & (layer < 5) & (rng.random(n) < 0.2)] = P.ERROR
+    s, t = np.nonzero((layer[:, None] < layer[None, :]) & (rng.random((n, n)) < 0.4))
+    w = rng.standard_normal(s.size) * rng.lognormal(0, 1, s.size)
+    return n, s, t, w, roles, P.logit_weights(roles, rng.random(n))
+
+
+def test_influence_and_pruning_match_circuit_tracers_dense_definitions():
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(120):
+        n, s, t, w, roles, lw = random_graph(rng)
+        if s.size == 0:
+            continue
+        nt, et = rng.uniform(0.3, 0.99), rng.uniform(0.3, 0.99)
+        ref = dense_reference(n, s, t, w, roles, lw, nt, et)
+        if ref is None:
+            continue
+        ref_influence, ref_nodes, ref_links = ref
+        compared += 1
+        np.testing.assert_allclose(P.influence(n, s, t, w, lw), ref_influence,
+                                   rtol=1e-9, atol=1e-12)
+        got = P.prune(n, s, t, w, roles, lw, nt, et)
+        links = np.zeros((n, n), bool)
+        links[t[got.links], s[got.links]] = True
+        assert (got.nodes == ref_nodes).all()
+        assert (links == ref_links).all()
+    assert compared > 100
+
+
+def test_find_threshold_keeps_the_fewest_largest_values_holding_the_share():
+    scores = np.array([1.0, 4.0, 3.0, 2.0])  # shares 0.4, 0.7, 0.9, 1.0
+    assert P.find_threshold(scores, 0.4) == 4.0
+    assert P.find_threshold(scores, 0.5) == 3.0
+    assert P.find_threshold(scores, 0.95) == 1.0
+    assert P.find_threshold(scores, 1.5) == 1.0  # past the end: the last index
+    cum = P.cumulative_share(scores)
+    for q in (0.1, 0.4, 0.5, 0.8, 0.95, 1.0):
+        assert P.find_threshold(scores, q) == max(scores[cum >= q], default=scores.min())
+
+
+def test_a_cycle_is_refused():
+    with pytest.raises(BadInputError, match="cycle"):
+        P.influence(3, np.array([0, 1, 2]), np.array([1, 2, 1]), np.ones(3), np.ones(3))
+
+
+def test_thresholds_must_be_shares():
+    with pytest.raises(BadInputError, match="node_threshold"):
+        P.check_thresholds(1.5, 0.9)
