@@ -118,7 +118,7 @@ def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
 
 
 def _delete_model(conn, model_id: int) -> None:
-    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores, t.virtual_heads):
+    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores, t.virtual_heads, t.circuits):
         conn.execute(delete(table).where(table.c.model_id == model_id))
     conn.execute(delete(t.models).where(t.models.c.model_id == model_id))
 

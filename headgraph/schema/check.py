@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.schema.database import (
@@ -61,7 +61,10 @@ def check_database(db: str | os.PathLike[str] | None) -> CheckReport:
                 if (got_nodes, got_edges) != (n_nodes, n_edges):
                     problems.append(f"model {name!r} is incomplete: {got_nodes}/{n_nodes} nodes, "
                                     f"{got_edges}/{n_edges} edges")
-            for table in CHILDREN:
+            present = set(inspect(conn).get_table_names())
+            for table in (*CHILDREN, "circuits"):
+                if table not in present:
+                    continue
                 orphans = conn.execute(text(
                     f"SELECT count(*) FROM {table} c WHERE NOT EXISTS "
                     "(SELECT 1 FROM models m WHERE m.model_id = c.model_id)")).scalar_one()

@@ -132,6 +132,7 @@ def ensure_schema(conn: Connection, target: DatabaseTarget) -> None:
         conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
         return
     check_version(version, target)
+    metadata.create_all(conn)  # tables added within this version (checkfirst: only missing)
 
 
 def driver_connection(conn: Connection) -> Any:

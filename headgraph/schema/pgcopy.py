@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import REAL, BigInteger, Boolean, Integer, SmallInteger, String, Table, Text
+from sqlalchemy import REAL, BigInteger, Boolean, Double, Integer, SmallInteger, String, Table, Text
 
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
-_FIXED = {SmallInteger: ">i2", BigInteger: ">i8", Integer: ">i4", REAL: ">f4", Boolean: "?"}
+_FIXED = {SmallInteger: ">i2", BigInteger: ">i8", Integer: ">i4", REAL: ">f4", Double: ">f8",
+          Boolean: "?"}
 
 
 def _pg_dtype(sql_type) -> str | None:
