@@ -9,8 +9,9 @@ edges (clients walk the cursors), exact top paths, heads by copying ratio, and h
 role. It prints whether every answer was clean, p50/p99 latency, requests/s and the
 server's RSS at the start and the end (and its peak), and exits 1 on any error.
 
-``--during-ingest`` runs a second pass while ``headgraph ingest`` writes a new model into
-the same database: on PostgreSQL every request must still be answered; on DuckDB requests
+``--during-ingest`` runs a second pass while ``headgraph ingest`` writes a new model
+(``load-test-ingest``, replaced on each run; it stays in a ``--db`` you gave) into the
+same database: on PostgreSQL every request must still be answered; on DuckDB requests
 may instead get HTTP 503 ``DATABASE_LOCKED`` with ``Retry-After`` (counted apart; a client
 waits as told) and nothing else, and the new model must be visible once the ingest is done.
 
@@ -46,6 +47,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "headgraph.cli"]
 PORT_LINE = re.compile(rb"Uvicorn running on http://([0-9.]+):(\d+)")
+INGESTED = "load-test-ingest"  # the model --during-ingest writes (replaced on each run)
 
 
 class ServerProcess:
@@ -235,7 +237,9 @@ async def _load(url: str, shape: Shape, clients: int, seconds: float, max_reques
 
 @dataclass
 class LoadResult:
-    """One pass: counts, latencies of the clean answers (s), wall time, server RSS (bytes)."""
+    """One pass: counts, latencies of the clean answers, wall time, server RSS (bytes) when
+    the pass began (``rss_launch``), after the warm-up requests (``rss_start``), at the
+    end and at its peak (sampled every 0.5 s)."""
 
     requests: int
     ok: int
@@ -246,6 +250,7 @@ class LoadResult:
     p99_ms: float
     req_per_s: float
     seconds: float
+    rss_launch: int
     rss_start: int
     rss_end: int
     rss_peak: int
@@ -256,8 +261,8 @@ class LoadResult:
         return (f"{self.requests} requests in {self.seconds:.1f} s: {self.ok} ok, "
                 f"{self.locked} DATABASE_LOCKED, {self.errors} errors; p50 {self.p50_ms:.1f} ms, "
                 f"p99 {self.p99_ms:.1f} ms, {self.req_per_s:.0f} req/s; server RSS "
-                f"{self.rss_start / mb:.0f} MB -> {self.rss_end / mb:.0f} MB "
-                f"(peak {self.rss_peak / mb:.0f} MB)")
+                f"{self.rss_launch / mb:.0f} MB idle, {self.rss_start / mb:.0f} MB warm -> "
+                f"{self.rss_end / mb:.0f} MB at the end (peak {self.rss_peak / mb:.0f} MB)")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -270,10 +275,11 @@ def percentile(values: list[float], q: float) -> float:
 def shape_of(url: str, model: str | None = None) -> Shape:
     r = httpx.post(f"{url}/graphql", json={"query": "{ models { name nLayers nHeads } }"},
                    timeout=60)
-    models = r.json()["data"]["models"]
+    models = [m for m in r.json()["data"]["models"] if m["name"] != INGESTED]
     if not models:
         raise SystemExit("the database holds no model")
-    chosen = next((m for m in models if m["name"] == model), None) if model else models[0]
+    biggest = max(models, key=lambda m: m["nLayers"] * m["nHeads"])
+    chosen = next((m for m in models if m["name"] == model), None) if model else biggest
     if chosen is None:
         raise SystemExit(f"no model {model!r}; stored: {[m['name'] for m in models]}")
     return Shape(chosen["name"], chosen["nLayers"], chosen["nHeads"])
@@ -285,12 +291,13 @@ def run_load(server: ServerProcess, *, clients: int = 32, seconds: float = 60.0,
     """One pass of the mix against a running server; ``warm`` first asks each kind once
     (the first path search loads the model's graph view)."""
     shape = shape_of(server.url, model)
-    rss_start = server.rss()
+    rss_launch = server.rss()
     if warm:
         rng = random.Random(seed)
         for kind, _ in MIX:
             httpx.post(f"{server.url}/graphql", json=request_for(kind, shape, rng, {}),
                        timeout=120)
+    rss_start = server.rss()
     stats, elapsed, peak = asyncio.run(_load(server.url, shape, clients, seconds,
                                              max_requests, seed, server))
     rss_end = server.rss()
@@ -299,11 +306,58 @@ def run_load(server: ServerProcess, *, clients: int = 32, seconds: float = 60.0,
                       p50_ms=percentile(stats.ok, 0.5) * 1000,
                       p99_ms=percentile(stats.ok, 0.99) * 1000,
                       req_per_s=stats.count / elapsed if elapsed else 0.0, seconds=elapsed,
-                      rss_start=rss_start, rss_end=rss_end, rss_peak=max(peak, rss_end),
+                      rss_launch=rss_launch, rss_start=rss_start, rss_end=rss_end,
+                      rss_peak=max(peak, rss_end),
                       by_kind=stats.by_kind)
 
 
 # --- the database and the ingest pass ---------------------------------------------------
+
+def install_writer_marker() -> None:
+    """Make this process's writers leave ``<db>.write-pending`` while they wait for a DuckDB
+    file that readers hold (the server then steps aside: :mod:`headgraph.api.execute`).
+
+    The writer half of that protocol, patched in for ``--writer-marker``: it is the change
+    RELIABILITY.md proposes for ``headgraph.schema.database.begin_writing``. Call before
+    anything imports ``begin_writing`` by name."""
+    import contextlib
+
+    from sqlalchemy.exc import DBAPIError
+
+    import headgraph.schema.database as database
+
+    @contextlib.contextmanager
+    def begin_writing(engine: Any, target: Any, *, wait_s: float | None = None) -> Any:
+        if wait_s is None:
+            wait_s = float(os.environ.get("HEADGRAPH_LOCK_WAIT", "10"))
+        deadline, delay, marker = time.monotonic() + wait_s, 0.02, None
+        try:
+            while True:
+                try:
+                    conn = engine.connect()
+                    break
+                except DBAPIError as exc:
+                    if not database._is_lock_error(exc.orig or exc) \
+                            or time.monotonic() + delay > deadline:
+                        raise database.connect_error(target, exc.orig or exc,
+                                                     read_only=False) from None
+                    if marker is None and target.path is not None:
+                        marker = target.path.with_name(target.path.name + ".write-pending")
+                        marker.write_text(str(os.getpid()))
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            with conn, conn.begin():
+                yield conn
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+
+    database.begin_writing = begin_writing
+
+
+COOPERATIVE_INGEST = ("import sys; sys.path.insert(0, {here!r}); import load_test; "
+                      "load_test.install_writer_marker(); import headgraph.cli as cli; "
+                      "sys.argv = ['headgraph', *sys.argv[1:]]; cli.main()")
 
 def has_models(db: str) -> bool:
     from headgraph.errors import HeadgraphError
@@ -330,9 +384,12 @@ def during_ingest(server: ServerProcess, db: str, source: str, args: argparse.Na
                   ) -> tuple[LoadResult, int, float, bool]:
     """A pass while ``headgraph ingest SOURCE`` writes a new model into ``db``; it lasts
     until the ingest ends (at least ``args.seconds``, at most ``3 * args.seconds + 120``)."""
-    name = f"load-test-ingest-{os.getpid()}"
+    name = INGESTED
     t = time.perf_counter()
-    writer = subprocess.Popen([*CLI, "ingest", source, "--db", db, "--name", name, "--replace"],
+    cli = CLI
+    if args.writer_marker:
+        cli = [sys.executable, "-c", COOPERATIVE_INGEST.format(here=str(Path(__file__).parent))]
+    writer = subprocess.Popen([*cli, "ingest", source, "--db", db, "--name", name, "--replace"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                               env={**os.environ, "HEADGRAPH_LOCK_WAIT": "60"})
     import threading
@@ -380,7 +437,8 @@ def _merge(passes: list[LoadResult]) -> LoadResult:
         error_samples=[s for p in passes for s in p.error_samples][:5],
         p50_ms=max(p.p50_ms for p in passes), p99_ms=max(p.p99_ms for p in passes),
         req_per_s=sum(p.requests for p in passes) / total if total else 0.0, seconds=total,
-        rss_start=passes[0].rss_start, rss_end=passes[-1].rss_end,
+        rss_launch=passes[0].rss_launch, rss_start=passes[0].rss_start,
+        rss_end=passes[-1].rss_end,
         rss_peak=max(p.rss_peak for p in passes),
         by_kind={k: sum(p.by_kind.get(k, 0) for p in passes) for k, _ in MIX})
 
@@ -399,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="then a second pass while an ingest writes into the database")
     ap.add_argument("--ingest-source", default="random:L4H8D128V500,ctx=64",
                     help="what --during-ingest ingests")
+    ap.add_argument("--writer-marker", action="store_true",
+                    help="--during-ingest's ingest leaves <db>.write-pending while it waits "
+                         "for the file (the writer half RELIABILITY.md proposes)")
     ap.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                     help="a server setting (repeatable)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -430,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                 server_db = "://" in db
                 merged, code, ingest_s, visible = during_ingest(server, db, args.ingest_source,
                                                                 args)
-                print(f"during ingest ({'PostgreSQL' if server_db else 'DuckDB'}; the ingest "
+                how = " with the writer's marker" if args.writer_marker else ""
+                print(f"during ingest ({'PostgreSQL' if server_db else 'DuckDB'}{how}; the ingest "
                       f"took {ingest_s:.1f} s, exit {code}, new model visible after: "
                       f"{visible}): {merged.line()}")
                 ok = merged.errors == 0 and code == 0 and visible

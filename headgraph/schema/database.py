@@ -150,19 +150,30 @@ def begin_writing(engine: Engine, target: DatabaseTarget, *, wait_s: float | Non
     """``engine.begin()``, retrying for up to ``wait_s`` seconds (default
     ``$HEADGRAPH_LOCK_WAIT`` or 10) while another process holds a DuckDB file (a server
     answering a request holds it for milliseconds), then failing with
-    :class:`DatabaseLockedError`."""
+    :class:`DatabaseLockedError`. While it waits it leaves ``<file>.write-pending`` (its
+    PID): a headgraph server then answers new requests 503 + Retry-After and lets the ones
+    in flight finish, so a writer gets in even under back-to-back load."""
     if wait_s is None:
         wait_s = float(os.environ.get("HEADGRAPH_LOCK_WAIT", "10"))
     deadline = time.monotonic() + wait_s
     delay = 0.02
-    while True:
-        try:
-            conn = engine.connect()
-            break
-        except DBAPIError as exc:
-            if not _is_lock_error(exc.orig or exc) or time.monotonic() + delay > deadline:
-                raise connect_error(target, exc.orig or exc, read_only=False) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-    with conn, conn.begin():
-        yield conn
+    marker = None
+    try:
+        while True:
+            try:
+                conn = engine.connect()
+                break
+            except DBAPIError as exc:
+                if not _is_lock_error(exc.orig or exc) or time.monotonic() + delay > deadline:
+                    raise connect_error(target, exc.orig or exc, read_only=False) from None
+                if marker is None and target.path is not None:
+                    # ask a busy server to pause new requests (it honours a live PID here)
+                    marker = target.path.with_name(target.path.name + ".write-pending")
+                    marker.write_text(str(os.getpid()))
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        with conn, conn.begin():
+            yield conn
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
