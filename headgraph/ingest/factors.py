@@ -20,8 +20,6 @@ from headgraph.ingest.kernel import (
     frob,
     head_read_factors,
     head_write_factor,
-    read_gram,
-    write_gram,
 )
 from headgraph.ingest.nodes import NodeTable, build_nodes
 from headgraph.ingest.null import Shape
@@ -86,32 +84,41 @@ def to_device(lw: LayerWeights, device: torch.device) -> LayerWeights:
 
 
 class _DenseCollector:
+    """Grams of dense writers or readers, written into one preallocated stack in
+    residual-stream order (so "every writer before layer l" is a prefix and "every reader
+    after it" a suffix: slices, never copies)."""
+
     def __init__(self, nodes: NodeTable, d: int, centred: bool, side: str,
-                 metrics: dict[str, np.ndarray]) -> None:
+                 metrics: dict[str, np.ndarray], names: list[str], device: torch.device
+                 ) -> None:
         self.nodes, self.d, self.centred, self.side = nodes, d, centred, side
         self.metrics = metrics
-        self.ids: list[int] = []
-        self.grams: list[torch.Tensor] = []
-        self.sq: list[torch.Tensor] = []
-        self.shapes: list[Shape] = []
+        order = sorted(names, key=lambda n: nodes.positions[nodes.index(n)])
+        self.slot = {name: k for k, name in enumerate(order)}
+        self.ids = np.asarray([nodes.index(n) for n in order], np.int64)
+        self.grams = torch.empty(len(order), d, d, device=device)
+        self.sq = torch.zeros(len(order), device=device)
+        self.shapes: list[Shape | None] = [None] * len(order)
 
     def add(self, name: str, W: torch.Tensor) -> None:
         """``W`` is ``(rows, d)`` for a writer, ``(d, cols)`` for a reader."""
-        i = self.nodes.index(name)
-        self.ids.append(i)
-        self.grams.append(write_gram(W) if self.side == "write" else read_gram(W))
-        self.sq.append(W.square().sum())
+        k = self.slot[name]
+        torch.matmul(*((W.T, W) if self.side == "write" else (W, W.T)), out=self.grams[k])
+        self.sq[k] = W.square().sum()
         rows = W.shape[0] if self.side == "write" else W.shape[1]
-        self.shapes.append(Shape("dense", self.d, rows, self.centred))
+        self.shapes[k] = Shape("dense", self.d, rows, self.centred)
         metric = "out_norm" if self.side == "write" else "in_norm"
-        self.metrics[metric][i] = float(self.sq[-1].sqrt())
+        self.metrics[metric][self.ids[k]] = float(self.sq[k].sqrt())
 
     def build(self) -> DenseSide:
-        ids = np.asarray(self.ids, np.int64)
-        side = DenseSide(ids=ids, grams=torch.stack(self.grams), sq_norms=torch.stack(self.sq),
-                         shapes=tuple(self.shapes), positions=self.nodes.positions[ids])
-        self.grams.clear()
-        return side
+        filled = [k for k, s in enumerate(self.shapes) if s is not None]
+        if len(filled) != len(self.shapes):  # e.g. an MLP the reader did not give
+            keep = torch.as_tensor(filled, dtype=torch.long)
+            self.grams, self.sq = self.grams[keep], self.sq[keep]
+            self.ids = self.ids[filled]
+            self.shapes = [self.shapes[k] for k in filled]
+        return DenseSide(ids=self.ids, grams=self.grams, sq_norms=self.sq,
+                         shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids])
 
 
 def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
@@ -126,8 +133,10 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     metrics = {m: np.full(len(nodes.names), np.nan, np.float32) for m in NODE_METRICS}
     read_centred = "fold_ln" in spec.processing  # folded LayerNorm centres reading weights
     write_centred = "center_writing_weights" in spec.processing
-    writers = _DenseCollector(nodes, d, write_centred, "write", metrics)
-    readers = _DenseCollector(nodes, d, read_centred, "read", metrics)
+    mlps = [f"MLP{layer}" for layer in range(spec.n_layers)] if spec.d_mlp else []
+    embeds = ["EMBED", "POS_EMBED"] if spec.has_pos_embed else ["EMBED"]
+    writers = _DenseCollector(nodes, d, write_centred, "write", metrics, embeds + mlps, dev)
+    readers = _DenseCollector(nodes, d, read_centred, "read", metrics, mlps + ["UNEMBED"], dev)
     with torch.inference_mode():
         g = reader.globals()
         for name in ("W_E", "W_U", "W_pos"):

@@ -142,7 +142,7 @@ def gram_inner(left: Tensor, right: Tensor) -> Tensor:
 
 
 def gram_pairs(
-    thin: Tensor, grams: Tensor, side: str, max_elems: int = 1 << 26
+    thin: Tensor, grams: Tensor, side: str, max_elems: int = 1 << 25
 ) -> Tensor:
     """``‖W M‖_F^2`` between thin factors and dense Grams, by the Gram trick.
 

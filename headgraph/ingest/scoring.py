@@ -71,7 +71,8 @@ def score_layer(f: Factors, lw: LayerWeights) -> list[ScoreBlock]:
         n_src = layer * H  # heads are the first L * H rows of A, in node order
         src_heads = np.concatenate([nodes.head_ids(s, H) for s in range(layer)]) if layer else None
         w = f.writers
-        dense = np.flatnonzero(w.positions < 2 * layer)
+        n_dense = int(np.searchsorted(w.positions, 2 * layer))  # writers before: a prefix
+        dense = np.arange(n_dense)
         for kind in ("Q", "K", "V"):
             Bk = B[kind]
             B_sq = frob(Bk).square()
@@ -84,18 +85,19 @@ def score_layer(f: Factors, lw: LayerWeights) -> list[ScoreBlock]:
                 blocks.append(ScoreBlock(src_heads, targets, kind,
                                          _np(ratio(num, f.A_sq[:n_src], B_sq)),
                                          f.head_writer, f.head_reader))
-            if len(dense):
-                num = gram_pairs(Bk, w.grams[dense], side="read").T  # (n_writers, H)
-                scores = _np(ratio(num, w.sq_norms[dense], B_sq))
+            if n_dense:
+                num = gram_pairs(Bk, w.grams[:n_dense], side="read").T  # (n_writers, H)
+                scores = _np(ratio(num, w.sq_norms[:n_dense], B_sq))
                 for row, j in enumerate(dense):
                     blocks.append(ScoreBlock(w.ids[j : j + 1], targets, kind,
                                              scores[row : row + 1], w.shapes[j], f.head_reader))
         r = f.readers
-        later = np.flatnonzero(r.positions > 2 * layer)
+        first = int(np.searchsorted(r.positions, 2 * layer, side="right"))  # a suffix
+        later = np.arange(first, len(r.ids))
         if len(later):
             A_layer = f.A[n_src : n_src + H]
-            num = gram_pairs(A_layer, r.grams[later], side="write")  # (H, n_readers)
-            scores = _np(ratio(num, f.A_sq[n_src : n_src + H], r.sq_norms[later]))
+            num = gram_pairs(A_layer, r.grams[first:], side="write")  # (H, n_readers)
+            scores = _np(ratio(num, f.A_sq[n_src : n_src + H], r.sq_norms[first:]))
             for col, j in enumerate(later):
                 blocks.append(ScoreBlock(targets, r.ids[j : j + 1], _dense_kind(f, r.ids[j]),
                                          scores[:, col : col + 1], f.head_writer, r.shapes[j]))
