@@ -146,11 +146,11 @@ class GPT2StreamReader:
         self.info = info
 
     def globals(self) -> GlobalWeights:
-        wte = self._get("wte.weight").float()
-        W_E = _center_rows(wte, -1)
-        W_pos = _center_rows(self._get("wpe.weight").float(), -1)
+        wte = self._get("wte.weight").float().clone()  # ours to centre in place
         W_U = wte.T * self._get("ln_f.weight").float()[:, None]  # tied unembedding
-        W_U = _center_rows(_center_rows(W_U, 0), -1)
+        W_U.sub_(W_U.mean(dim=0, keepdim=True)).sub_(W_U.mean(dim=-1, keepdim=True))
+        W_E = wte.sub_(wte.mean(dim=-1, keepdim=True))  # in place: vocabulary-sized copies
+        W_pos = _center_rows(self._get("wpe.weight").float(), -1)  # add up on big models
         return GlobalWeights(W_E=W_E, W_U=W_U, W_pos=W_pos)
 
     def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
