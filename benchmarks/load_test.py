@@ -313,52 +313,6 @@ def run_load(server: ServerProcess, *, clients: int = 32, seconds: float = 60.0,
 
 # --- the database and the ingest pass ---------------------------------------------------
 
-def install_writer_marker() -> None:
-    """Make this process's writers leave ``<db>.write-pending`` while they wait for a DuckDB
-    file that readers hold (the server then steps aside: :mod:`headgraph.api.execute`).
-
-    The writer half of that protocol, patched in for ``--writer-marker``: it is the change
-    RELIABILITY.md proposes for ``headgraph.schema.database.begin_writing``. Call before
-    anything imports ``begin_writing`` by name."""
-    import contextlib
-
-    from sqlalchemy.exc import DBAPIError
-
-    import headgraph.schema.database as database
-
-    @contextlib.contextmanager
-    def begin_writing(engine: Any, target: Any, *, wait_s: float | None = None) -> Any:
-        if wait_s is None:
-            wait_s = float(os.environ.get("HEADGRAPH_LOCK_WAIT", "10"))
-        deadline, delay, marker = time.monotonic() + wait_s, 0.02, None
-        try:
-            while True:
-                try:
-                    conn = engine.connect()
-                    break
-                except DBAPIError as exc:
-                    if not database._is_lock_error(exc.orig or exc) \
-                            or time.monotonic() + delay > deadline:
-                        raise database.connect_error(target, exc.orig or exc,
-                                                     read_only=False) from None
-                    if marker is None and target.path is not None:
-                        marker = target.path.with_name(target.path.name + ".write-pending")
-                        marker.write_text(str(os.getpid()))
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-            with conn, conn.begin():
-                yield conn
-        finally:
-            if marker is not None:
-                marker.unlink(missing_ok=True)
-
-    database.begin_writing = begin_writing
-
-
-COOPERATIVE_INGEST = ("import sys; sys.path.insert(0, {here!r}); import load_test; "
-                      "load_test.install_writer_marker(); import headgraph.cli as cli; "
-                      "sys.argv = ['headgraph', *sys.argv[1:]]; cli.main()")
-
 def has_models(db: str) -> bool:
     from headgraph.errors import HeadgraphError
     from headgraph.queries.models import list_models
@@ -386,9 +340,7 @@ def during_ingest(server: ServerProcess, db: str, source: str, args: argparse.Na
     until the ingest ends (at least ``args.seconds``, at most ``3 * args.seconds + 120``)."""
     name = INGESTED
     t = time.perf_counter()
-    cli = CLI
-    if args.writer_marker:
-        cli = [sys.executable, "-c", COOPERATIVE_INGEST.format(here=str(Path(__file__).parent))]
+    cli = CLI  # headgraph's writer leaves <db>.write-pending while it waits (database.py)
     writer = subprocess.Popen([*cli, "ingest", source, "--db", db, "--name", name, "--replace"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
                               env={**os.environ, "HEADGRAPH_LOCK_WAIT": "60"})
@@ -457,9 +409,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="then a second pass while an ingest writes into the database")
     ap.add_argument("--ingest-source", default="random:L4H8D128V500,ctx=64",
                     help="what --during-ingest ingests")
-    ap.add_argument("--writer-marker", action="store_true",
-                    help="--during-ingest's ingest leaves <db>.write-pending while it waits "
-                         "for the file (the writer half RELIABILITY.md proposes)")
     ap.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                     help="a server setting (repeatable)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -491,8 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 server_db = "://" in db
                 merged, code, ingest_s, visible = during_ingest(server, db, args.ingest_source,
                                                                 args)
-                how = " with the writer's marker" if args.writer_marker else ""
-                print(f"during ingest ({'PostgreSQL' if server_db else 'DuckDB'}{how}; the ingest "
+                print(f"during ingest ({'PostgreSQL' if server_db else 'DuckDB'}; the ingest "
                       f"took {ingest_s:.1f} s, exit {code}, new model visible after: "
                       f"{visible}): {merged.line()}")
                 ok = merged.errors == 0 and code == 0 and visible
