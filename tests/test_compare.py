@@ -165,3 +165,15 @@ def test_diff_between_first_and_last_checkpoint_ranks_the_induction_edges_first(
     assert all(m.a == m.b for m in cmp.matches)  # one run: heads keep their names
     assert {(c.source_b, c.target_b) for c in changes} == {(prev, h) for h in induction}
     assert all(c.change > 0 and c.status == "appeared" for c in changes)
+
+
+def test_minilm_against_the_toy_model_says_the_shapes_differ(tmp_path: Path, minilm_dir):
+    db = tmp_path / "mixed.duckdb"
+    ingest("toy", db)
+    ingest(str(minilm_dir), db, name="minilm")
+    with open_reader(db) as r:
+        cmp = match_heads(r, "minilm", "toy")
+        changes = diff_edges(r, cmp, top=5)
+    assert not cmp.same_shape and "different shapes (6x12 vs 2x4)" in cmp.note
+    assert len(cmp.matches) == 8 and len(cmp.unmatched_a) == 72 - 8
+    assert changes and all(c.kind in ("Q", "K", "V") for c in changes)
