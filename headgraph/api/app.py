@@ -49,8 +49,11 @@ from urllib.parse import parse_qs
 from strawberry.http.ides import get_graphql_ide_html
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
-from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.execute import Executor, refusal
 from headgraph.api.graph_routes import AttributionRoutes
+from headgraph.api.http import respond as _respond
+from headgraph.api.http import send_bytes as _send
+from headgraph.api.http import send_json as _json
 from headgraph.api.routes import GraphRoutes
 from headgraph.api.settings import Settings
 from headgraph.api.viewer import Viewer
@@ -350,21 +353,3 @@ def _request_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise BadInputError("the body must be a JSON object {\"query\": \"...\"}.")
     return request
-
-
-async def _respond(send: Send, outcome: Outcome) -> None:
-    await _json(send, outcome.status, outcome.body, outcome.headers)
-
-
-async def _json(send: Send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-    await _send(send, status, json.dumps(body, default=str).encode(), "application/json",
-                headers)
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: str,
-                headers: dict[str, str] | None = None) -> None:
-    raw = [(b"content-type", content_type.encode()),
-           (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})

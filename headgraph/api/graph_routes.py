@@ -21,7 +21,6 @@ for a method other than GET, 503 ``DATABASE_LOCKED`` while an import writes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,6 +30,8 @@ from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.http import respond as _respond
+from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
 from headgraph.errors import (
     BadInputError,
@@ -233,18 +234,3 @@ def _finish(channel: Channel, item: tuple) -> None:
         pass
 
 
-async def _watch_disconnect(receive: Receive, channel: Channel) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            channel.cancel()
-            return
-
-
-async def _respond(send: Send, outcome: Outcome) -> None:
-    body = json.dumps(outcome.body, default=str).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
-    await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -33,7 +33,6 @@ a long download gets ``DATABASE_LOCKED`` and should retry.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
@@ -47,6 +46,8 @@ from sqlalchemy import and_, func, select
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
 from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
+from headgraph.api.http import respond as _respond
+from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.settings import Settings
 from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
@@ -440,18 +441,3 @@ def _disposition(filename: str) -> bytes:
             f"filename*=UTF-8''{quote(filename, safe='')}").encode("latin-1")
 
 
-async def _watch_disconnect(receive: Receive, channel: Channel) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            channel.cancel()
-            return
-
-
-async def _respond(send: Send, outcome: Outcome) -> None:
-    body = json.dumps(outcome.body, default=str).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
-    await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
