@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -51,6 +50,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, refusal
 from headgraph.api.graph_routes import AttributionRoutes
+from headgraph.api.http import Message, Receive, Scope, Send
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import send_bytes as _send
 from headgraph.api.http import send_json as _json
@@ -64,11 +64,6 @@ from headgraph.errors import (
     LimitExceededError,
 )
 from headgraph.queries.models import list_models
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("headgraph.api")
 access_log = logging.getLogger("headgraph.access")

@@ -23,13 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
+from headgraph.api.http import Receive, Scope, Send
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
@@ -43,10 +42,6 @@ from headgraph.errors import (
 from headgraph.queries import attribution as q
 from headgraph.queries import attribution_near as near
 from headgraph.queries.attribution_export import write_graph, write_view
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("headgraph.api")
 PREFIX = "/graphs/"

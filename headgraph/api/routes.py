@@ -36,9 +36,7 @@ import asyncio
 import logging
 import math
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from sqlalchemy import and_, func, select
@@ -46,6 +44,7 @@ from sqlalchemy import and_, func, select
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
 from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
+from headgraph.api.http import Receive, Scope, Send
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
@@ -64,10 +63,6 @@ from headgraph.queries.nodes import check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
 from headgraph.schema.tables import edges, score_at_least
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("headgraph.api")
 

@@ -20,13 +20,13 @@ import datetime as dt
 import math
 import struct
 from collections.abc import Iterable
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry import Info, Private
 
 from headgraph.api.context import Context
+from headgraph.api.enums import EdgeKind, HeadOrder, NodeKind, PathRank, PathWeight
 from headgraph.api.limits import check_first
 from headgraph.api.loaders import EdgeAsk, EvidenceAsk, NodeKey, ScoreAsk
 from headgraph.errors import BadInputError, NodeNotFoundError
@@ -58,49 +58,6 @@ def f32(x: float | None) -> float | None:
     except OverflowError:
         pass
     return x
-
-
-@strawberry.enum(description="What a node is.")
-class NodeKind(Enum):
-    HEAD = "head"
-    MLP = "mlp"
-    EMBED = "embed"
-    POS_EMBED = "pos_embed"
-    UNEMBED = "unembed"
-
-
-@strawberry.enum(description="How the target reads the source's write: through its queries "
-                 "(Q), keys (K) or values (V) for a head; as input for an MLP; or as logits.")
-class EdgeKind(Enum):
-    Q = "Q"
-    K = "K"
-    V = "V"
-    MLP = "MLP"
-    UNEMBED = "UNEMBED"
-
-
-@strawberry.enum(description="Orders for Model.heads.")
-class HeadOrder(Enum):
-    LAYER = "layer"
-    COPYING_RATIO = "copying_ratio"
-    COPYING_POSITIVE_FRACTION = "copying_positive_fraction"
-    OV_NORM = "ov_norm"
-    QK_NORM = "qk_norm"
-
-
-@strawberry.enum(description="The weight of a path's edge: its stored score (SCORE) or the "
-                 "score over its random baseline (RATIO, 'times chance').")
-class PathWeight(Enum):
-    SCORE = "score"
-    RATIO = "ratio"
-
-
-@strawberry.enum(description="How paths of different lengths are ranked: by the product of "
-                 "their weights (PRODUCT; weights are <= 1 for scores, so short paths win) "
-                 "or by its geometric mean per hop (PER_HOP; compares lengths fairly).")
-class PathRank(Enum):
-    PRODUCT = "product"
-    PER_HOP = "per_hop"
 
 
 @strawberry.type(description="Copying scores from the eigenvalues of the full OV circuit "
