@@ -76,12 +76,14 @@ def tl_bytes(L: int, H: int, dh: int, d: int) -> float:
 
 
 def llama_flops() -> dict[str, float]:
-    L, H, KV, d, dh = 32, 32, 8, 4096, 128
-    sources = [layer * H for layer in range(L)]
-    q = sum(2 * n * dh * d * H * dh for n in sources)
-    kv = sum(2 * n * dh * d * KV * dh + 2 * n * dh * H * dh * dh for n in sources)
-    naive_kv = q
-    return {"shared": q + 2 * kv, "unshared": 3 * q, "saved": 2 * (naive_kv - kv)}
+    """Head->head FLOPs of the llama-3-8b attention shape on the QR route (its block Grams
+    would need 36 GB, so ``auto`` picks QR), with and without shared KV factors."""
+    from headgraph.ingest.cost import choose_head_method, head_pair_flops
+
+    assert choose_head_method(32, 32, 8, 4096, 128) == "qr"
+    shared = head_pair_flops(32, 32, 8, 4096, 128)["qr"]
+    unshared = head_pair_flops(32, 32, 32, 4096, 128)["qr"]
+    return {"shared": shared, "unshared": unshared, "saved": unshared - shared}
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import compose_flops, matmul_floor, run_measured
+from benchmarks.common import matmul_floor, run_measured
 
 XL_CODE = """
 import json, sys, time
@@ -30,34 +30,50 @@ print(json.dumps({"timings": r.timings, "edges": r.n_edges, "nodes": r.n_nodes})
 """
 
 
-def head_to_head_only(shape: str) -> int:
-    """Q/K/V scores of every head pair by the compose kernel (factors, one product per
-    target layer), without the MLP/embedding edges: the work TransformerLens does."""
+def head_to_head_only(shape: str, method: str) -> tuple[int, float]:
+    """Q/K/V scores of every head pair by the compose kernel's ``method`` route (factors,
+    then per target layer one QR product or the block-Gram inner products), without the
+    MLP/embedding edges: the work TransformerLens does. Returns (scores, seconds)."""
+    from headgraph.ingest.cost import gram_edges
     from headgraph.ingest.gpt2_stream import random_gpt2_reader
-    from headgraph.ingest.kernel import block_sq_norms, head_read_factors, head_write_factor
+    from headgraph.ingest.kernel import (
+        block_sq_norms,
+        gram_block_inner,
+            head_read_factors,
+        head_write_factor,
+        read_gram_blocks,
+        write_gram_blocks,
+    )
 
     reader = random_gpt2_reader(shape)
     H = reader.spec.n_heads
     kv = torch.arange(H)
     layers = [reader.layer(i, mlp=False) for i in range(reader.spec.n_layers)]  # not timed
+    edges = gram_edges(reader.spec.d_model)
     start = time.perf_counter()
-    A = [head_write_factor(lw.W_V, lw.W_O, kv) for lw in layers]
     n = 0
     with torch.inference_mode():
+        A = torch.cat([head_write_factor(lw.W_V, lw.W_O, kv) for lw in layers])
+        grams = write_gram_blocks(A, edges) if method == "gram" else None
         for i, lw in enumerate(layers[1:], 1):
             B = head_read_factors(lw.W_Q, lw.W_K, lw.W_V, lw.W_O, kv)
-            src = torch.cat(A[:i])
-            for kind in "QKV":
-                n += block_sq_norms(src, B[kind]).numel()
-    head_to_head_only.seconds = time.perf_counter() - start
-    return n
+            if grams is not None:
+                reads = read_gram_blocks(torch.cat([B[k] for k in "QKV"]), edges)
+                n += gram_block_inner(grams, reads, i * H).numel()
+            else:
+                for kind in "QKV":
+                    n += block_sq_norms(A[: i * H], B[kind]).numel()
+    return n, time.perf_counter() - start
 
 
 def bench_small(skip_tl: bool, floor: float) -> None:
     from headgraph.ingest.compose import compose
+    from headgraph.ingest.cost import head_pair_flops
     from headgraph.ingest.gpt2_stream import random_gpt2_reader
     from headgraph.ingest.pipeline import cached_null
+    from headgraph.ingest.plan import head_method, shape_of, stage_flops
 
+    shape = shape_of("random:gpt2-small")
     nulls: dict = {}
     t = time.perf_counter()
     compose(random_gpt2_reader("gpt2-small"), null=cached_null(nulls))  # warms imports, nulls
@@ -68,19 +84,24 @@ def bench_small(skip_tl: bool, floor: float) -> None:
     print(f"first compose of the shape {first:.2f} s, of which sampling the Gaussian null for "
           f"its {len(nulls)} edge types ~{first - ours:.2f} s (cached per shape in the database "
           "afterwards)")
-    flops = compose_flops(12, 12, 768, 64, 3072, 50257, 1024)
-    print(f"headgraph compose random:gpt2-small: {ours:.2f} s, {len(graph.edges):,} edges "
-          f"(all kinds), {flops['total'] / 1e9:.0f} GFLOP -> "
-          f"{flops['total'] / ours / 1e9:.0f} GFLOP/s = {ours / (flops['total'] / floor / 1e9):.2f}x "
-          "the matmul floor")
+    flops = stage_flops(shape)
+    total = sum(flops.values())
+    print(f"headgraph compose random:gpt2-small (head pairs by {head_method(shape)}): "
+          f"{ours:.2f} s, {len(graph.edges):,} edges (all kinds), {total / 1e9:.0f} GFLOP -> "
+          f"{total / ours / 1e9:.0f} GFLOP/s = {ours / (total / floor / 1e9):.2f}x the matmul floor")
     for stage, f in flops.items():
         print(f"    {stage:<38} {f / 1e9:9.1f} GFLOP")
-    n_pairs = head_to_head_only("gpt2-small")
-    kernel = head_to_head_only.seconds
-    qkv = flops["head->head QR products"] + flops["head factors (read+write)"]
-    print(f"head->head Q/K/V only (what TransformerLens computes; same kernel as compose): "
-          f"{kernel:.2f} s for {n_pairs:,} scores, {qkv / 1e9:.0f} GFLOP -> "
-          f"{kernel / (qkv / floor / 1e9):.2f}x the matmul floor")
+    t = time.perf_counter()
+    compose(random_gpt2_reader("gpt2-small"), null=cached_null(nulls), head_method="qr")
+    print(f"same compose with head pairs forced onto the QR route: {time.perf_counter() - t:.2f} s")
+    routes = head_pair_flops(12, 12, 12, 768, 64)
+    kernel = {}
+    for method in ("qr", "gram"):
+        n_pairs, kernel[method] = head_to_head_only("gpt2-small", method)
+        need = routes[method] + flops["head factors"]
+        print(f"head->head Q/K/V only by {method} (what TransformerLens computes; compose's "
+              f"kernel): {kernel[method]:.2f} s for {n_pairs:,} scores, {need / 1e9:.0f} GFLOP "
+              f"-> {kernel[method] / (need / floor / 1e9):.2f}x the matmul floor")
     if skip_tl:
         return
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
@@ -118,7 +139,8 @@ def bench_small(skip_tl: bool, floor: float) -> None:
         want = ref[kind][n.layers[s], n.heads[s], n.layers[tt], n.heads[tt]].numpy()
         worst = max(worst, float(abs(want - e.score[sel]).max()))
     print(f"TransformerLens all_composition_scores Q+K+V: {tl:.2f} s -> headgraph's head->head "
-          f"kernel is {tl / kernel:.1f}x faster; its full compose (which also scores MLP, "
+          f"kernel is {tl / kernel['gram']:.1f}x faster by block Grams ({tl / kernel['qr']:.1f}x "
+          "by QR products); its full compose (which also scores MLP, "
           f"embedding and unembedding edges and copying) {tl / ours:.1f}x; max |diff| {worst:.2e}")
 
 
@@ -129,7 +151,9 @@ def bench_xl(keep: str | None) -> None:
             stale.unlink(missing_ok=True)
         out, wall, peak = run_measured(XL_CODE, "random:gpt2-xl", str(db))
         t = out["timings"]
-        flops = compose_flops(48, 25, 1600, 64, 6400, 50257, 1024)["total"]
+        from headgraph.ingest.plan import shape_of, stage_flops
+
+        flops = sum(stage_flops(shape_of("random:gpt2-xl")).values())
         print(f"full ingest random:gpt2-xl: {wall:.1f} s wall ({', '.join(f'{k} {v:.1f} s' for k, v in t.items())}), "
               f"peak RSS {peak:.2f} GB, {out['edges']:,} edges, written at "
               f"{out['edges'] / t['write'] / 1e6:.2f} M edges/s, compose at "

@@ -1,5 +1,5 @@
-"""Shared measuring tools for the benchmark scripts: the machine's matmul floor, FLOP
-counts of an ingest, and running a command while sampling its peak memory."""
+"""Shared measuring tools for the benchmark scripts: the machine's matmul floor, and
+running a command while sampling its peak memory (FLOP counts: ``headgraph.ingest.plan``)."""
 
 from __future__ import annotations
 
@@ -22,23 +22,6 @@ def matmul_floor(n: int = 2048, k: int = 1024, m: int = 4096, reps: int = 5) -> 
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n * k * m / best / 1e9
-
-
-def compose_flops(L: int, H: int, d: int, dh: int, d_mlp: int, vocab: int, n_ctx: int) -> dict:
-    """Multiply-add FLOPs (x2) of :func:`headgraph.ingest.compose.compose` by stage."""
-    head_pairs = sum(layer * H * H for layer in range(L))
-    f = {
-        "head->head QR products": 3 * 2 * head_pairs * dh * d * dh,
-        "head factors (read+write)": L * H * 2 * d * dh * dh * 8,
-        "dense Grams (W_E, W_pos, W_U, MLPs)": 2 * d * d * (2 * vocab + n_ctx + 2 * L * d_mlp),
-        "readout W_U W_E + copying cores": 2 * d * d * vocab + L * H * 2 * dh * d * d,
-        "dense->head (Gram trick)": 3 * sum(H * 2 * d * d * dh + 2 * H * d * d * (2 + layer)
-                                            for layer in range(L)),
-        "head->dense (Gram trick)": sum(H * 2 * d * d * dh + 2 * H * d * d * (L - layer + 1)
-                                        for layer in range(L)),
-    }
-    f["total"] = sum(f.values())
-    return f
 
 
 def run_measured(code: str, *args: str, env: dict | None = None) -> tuple[dict, float, float]:

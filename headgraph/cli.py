@@ -211,6 +211,8 @@ def plan(
                   + (" (loaded whole, through the bridge)" if s.loads_whole_model
                      else " (streamed layer by layer)"))
     table.add_row("edges", f"{p.edges['total']:,} ({p.edges['head->head (Q+K+V)']:,} head->head)")
+    table.add_row("head pairs by", "block Grams (fewer FLOPs for this shape)"
+                  if p.head_method == "gram" else "QR-reduced products")
     for stage, flops in p.flops.items():
         table.add_row(f"FLOPs: {stage}", f"{flops / 1e12:,.3f} T")
     table.add_row("peak memory", f"{p.peak_bytes / 2**30:,.1f} GiB")

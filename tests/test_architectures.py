@@ -49,6 +49,15 @@ def test_head_scores_equal_the_bridge(family):
         assert sel.sum() == H * H * L * (L - 1) // 2
 
 
+def test_both_head_routes_give_the_same_edges(family):
+    """QR products and block Grams (:mod:`headgraph.ingest.cost`) store the same rows."""
+    _, reader, _ = family
+    qr, gram = (compose(reader, head_method=m).edges for m in ("qr", "gram"))
+    for col in ("source", "target", "kind", "rank"):
+        np.testing.assert_array_equal(getattr(qr, col), getattr(gram, col))
+    np.testing.assert_allclose(gram.score, qr.score, atol=1e-6)
+
+
 def test_copying_equals_the_bridge_ov_eigenvalues(family):
     _, reader, graph = family
     b = reader.bridge

@@ -25,14 +25,18 @@ def _models() -> list[str]:
 
 
 @pytest.fixture(scope="module", params=_models())
-def composed(request, minilm_dir: Path) -> tuple[object, ComposedGraph]:
+def reader(request, minilm_dir: Path):
     if request.param == "toy":
         from headgraph.toy import checkpoint_dir
 
-        reader = read_directory(checkpoint_dir(), "toy")
-    else:
-        reader = read_directory(minilm_dir, "minilm")
-    return reader.bridge, compose(reader)
+        return read_directory(checkpoint_dir(), "toy")
+    return read_directory(minilm_dir, "minilm")
+
+
+@pytest.fixture(scope="module", params=["qr", "gram"])
+def composed(request, reader) -> tuple[object, ComposedGraph]:
+    """Both exact head-pair routes (QR products and block Grams), whichever ``auto`` picks."""
+    return reader.bridge, compose(reader, head_method=request.param)
 
 
 def _dense(graph: ComposedGraph, kind: str) -> np.ndarray:

@@ -146,6 +146,7 @@ def compose(
     null: NullProvider = sample_null,
     progress: Progress | None = None,
     executor: Executor | None = None,
+    head_method: str = "auto",
 ) -> ComposedGraph:
     """Compute every node metric and composition edge of the model behind ``reader``.
 
@@ -156,11 +157,13 @@ def compose(
     null : the Gaussian-null provider for baselines (cached by the caller).
     progress : called as ``progress(stage, done, total)``.
     executor : runs the per-layer scoring tasks (default: in this process, in order).
+    head_method : ``"qr"``, ``"gram"`` or ``"auto"`` (fewer FLOPs within the memory
+        budget): how head pairs are scored; both are exact (:mod:`.cost`).
     """
     from headgraph.ingest.executors import LocalExecutor
 
     tick = progress or (lambda stage, done, total: None)
-    factors = compute_factors(reader, device=device, progress=tick)
+    factors = compute_factors(reader, device=device, progress=tick, head_method=head_method)
     spec = factors.spec
     buf = _EdgeBuffer(null)
     run = executor or LocalExecutor()

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from headgraph.ingest.cost import choose_head_method, gram_edges
 from headgraph.ingest.kernel import (
     copying_scores,
     frob,
+    gram_block_pairs,
     head_read_factors,
     head_write_factor,
+    write_gram_blocks,
 )
 from headgraph.ingest.nodes import NodeTable, build_nodes
 from headgraph.ingest.null import Shape
@@ -62,6 +65,9 @@ class Factors:
     head_writer: Shape
     head_reader: Shape
     metrics: dict[str, np.ndarray]
+    # the block-Gram route (:mod:`.cost`): every head's source Gram blocks, else None
+    A_grams: tuple[torch.Tensor, ...] | None = None
+    gram_edges: tuple[int, ...] = ()
 
     def to(self, device: str | torch.device) -> Factors:
         """A copy with the tensors on ``device`` (tasks on a GPU)."""
@@ -70,9 +76,10 @@ class Factors:
         def side(s: DenseSide) -> DenseSide:
             return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions)
 
+        grams = None if self.A_grams is None else tuple(g.to(dev) for g in self.A_grams)
         return Factors(self.spec, self.nodes, self.A.to(dev), self.A_sq.to(dev),
                        side(self.writers), side(self.readers), self.head_writer,
-                       self.head_reader, self.metrics)
+                       self.head_reader, self.metrics, grams, self.gram_edges)
 
 
 def to_device(lw: LayerWeights, device: torch.device) -> LayerWeights:
@@ -121,9 +128,16 @@ class _DenseCollector:
                          shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids])
 
 
+def _gram_stacks(n: int, edges: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    return [torch.empty(n, p.stop - p.start, q.stop - q.start, device=device)
+            for p, q, _ in gram_block_pairs(edges)]
+
+
 def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
-                    progress: Progress | None = None) -> Factors:
-    """Pass 1 over the layers of ``reader``."""
+                    progress: Progress | None = None, head_method: str = "auto") -> Factors:
+    """Pass 1 over the layers of ``reader``. ``head_method`` picks how head pairs are
+    scored (:func:`~.cost.choose_head_method`); for ``"gram"`` every head's source Gram
+    blocks are formed here, layer by layer, into preallocated stacks."""
     spec = reader.spec
     dev = torch.device(device)
     nodes = build_nodes(spec)
@@ -137,6 +151,9 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     embeds = ["EMBED", "POS_EMBED"] if spec.has_pos_embed else ["EMBED"]
     writers = _DenseCollector(nodes, d, write_centred, "write", metrics, embeds + mlps, dev)
     readers = _DenseCollector(nodes, d, read_centred, "read", metrics, mlps + ["UNEMBED"], dev)
+    method = choose_head_method(spec.n_layers, H, spec.n_kv_heads, d, dh, head_method)
+    edges = gram_edges(d) if method == "gram" else ()
+    grams = _gram_stacks(spec.n_layers * H, edges, dev) if edges else None
     with torch.inference_mode():
         g = reader.globals()
         for name in ("W_E", "W_U", "W_pos"):
@@ -154,6 +171,8 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
             lw = to_device(check_layer(reader.layer(layer), spec), dev)
             A = head_write_factor(lw.W_V, lw.W_O, kv)
             A_layers.append(A)
+            if grams is not None:
+                write_gram_blocks(A, edges, [g[layer * H : (layer + 1) * H] for g in grams])
             B_Q = head_read_factors(lw.W_Q, lw.W_K, lw.W_V, lw.W_O, kv)["Q"]
             ids = nodes.head_ids(layer, H)
             metrics["ov_norm"][ids] = frob(A).cpu().numpy()
@@ -172,4 +191,5 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
             writers=writers.build(), readers=readers.build(),
             head_writer=Shape("head", d, dh, write_centred),
             head_reader=Shape("head", d, dh, read_centred), metrics=metrics,
+            A_grams=None if grams is None else tuple(grams), gram_edges=edges,
         )

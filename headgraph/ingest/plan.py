@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headgraph.errors import SourceError
+from headgraph.ingest.cost import (
+    HeadMethod,
+    choose_head_method,
+    gram_bytes,
+    gram_fraction,
+    head_pair_flops,
+)
 
 BYTES_PER_EDGE = 9.0  # measured on DuckDB for gpt2-xl-sized models (BENCHMARKS.md)
 
@@ -45,6 +52,7 @@ class Plan:
     database_bytes: float
     seconds: float
     gflops_rate: float
+    head_method: HeadMethod = "qr"
 
 
 def edge_counts(s: Shape) -> dict[str, int]:
@@ -63,26 +71,34 @@ def edge_counts(s: Shape) -> dict[str, int]:
             "head->head (Q+K+V)": 3 * head_pairs}
 
 
+def head_method(s: Shape) -> HeadMethod:
+    """How head pairs of this shape are scored (:func:`~.cost.choose_head_method`)."""
+    return choose_head_method(s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head)
+
+
 def stage_flops(s: Shape) -> dict[str, float]:
-    """FLOPs (2 per multiply-add) of each stage of ``compose``."""
+    """FLOPs (2 per multiply-add) of each stage of ``compose``, on the head-pair route that
+    :func:`head_method` picks. "Gram pairs" are the edges between heads and dense nodes:
+    on the QR route each head's read and write Grams are formed for them (full ``d x d``);
+    on the block-Gram route those Grams already exist, and only upper blocks are multiplied."""
     L, H, kv, d, dh = s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head
     d_in = s.d_mlp * (2 if s.gated else 1)
-    sources = [layer * H for layer in range(L)]
-    q = sum(2 * n * dh * d * H * dh for n in sources)
-    if kv < H:  # one product per KV head, then a d_head core per query head
-        kv_cost = sum(2 * n * dh * d * kv * dh + 2 * n * dh * H * dh * dh for n in sources)
-    else:
-        kv_cost = q
+    method = head_method(s)
     n_w = (2 if s.pos_embed else 1) + (L if s.d_mlp else 0)
     n_r = 1 + (L if s.d_mlp else 0)
+    if method == "gram":
+        f = gram_fraction(d)
+        dense_pairs = 3 * L * H * 2 * d * d * f * n_w + L * H * 2 * d * d * f * n_r
+    else:
+        dense_pairs = (3 * L * H * 2 * d * d * dh + 3 * L * H * 2 * d * d * n_w
+                       + L * H * 2 * d * d * dh + L * H * 2 * d * d * n_r)
     return {
-        "head->head": q + 2 * kv_cost,
+        "head->head": head_pair_flops(L, H, kv, d, dh)[method],
         "head factors": L * H * 2 * d * dh * dh * 8,
         "dense Grams": 2 * d * d * (2 * s.d_vocab + (s.n_ctx if s.pos_embed else 0)
                                     + L * (d_in + s.d_mlp)),
         "readout and copying": 2 * d * d * s.d_vocab + L * H * 2 * dh * d * d,
-        "Gram pairs": 3 * L * H * 2 * d * d * dh + 3 * L * H * 2 * d * d * n_w
-        + L * H * 2 * d * d * dh + L * H * 2 * d * d * n_r,
+        "Gram pairs": dense_pairs,
     }
 
 
@@ -96,7 +112,8 @@ def peak_bytes(s: Shape) -> float:
         4 * s.d_model * (d_in + s.d_mlp)
     vocab = 3 * s.d_vocab * s.d_model * 4
     model = 3.2 * s.n_parameters * 4 if s.loads_whole_model else 0
-    return model + factors + grams + max(layer + 134e6, vocab)
+    head_grams = gram_bytes(s.n_layers, s.n_heads, s.d_model) if head_method(s) == "gram" else 0
+    return model + factors + grams + head_grams + max(layer + 134e6, vocab)
 
 
 def matmul_rate(seconds: float = 0.3) -> float:
@@ -186,4 +203,5 @@ def make_plan(source: str, rate: float | None = None) -> Plan:
     rate = rate or matmul_rate()
     return Plan(shape=s, edges={**edges, "total": total_edges}, flops=flops,
                 peak_bytes=peak_bytes(s), database_bytes=total_edges * BYTES_PER_EDGE + 1e6,
-                seconds=flops["total"] / (rate * 1e9), gflops_rate=rate)
+                seconds=flops["total"] / (rate * 1e9), gflops_rate=rate,
+                head_method=head_method(s))

@@ -19,11 +19,15 @@ from headgraph.ingest.factors import Factors, to_device
 from headgraph.ingest.kernel import (
     block_sq_norms,
     block_sq_norms_grouped,
+    dense_gram_blocks,
     frob,
+    gram_block_inner,
+    gram_block_pairs,
     gram_inner,
     gram_pairs,
     grouped_read_parts,
     head_read_factors,
+    read_gram_blocks,
 )
 from headgraph.ingest.null import Shape
 from headgraph.ingest.spec import LayerWeights
@@ -66,42 +70,89 @@ def score_layer(f: Factors, lw: LayerWeights) -> list[ScoreBlock]:
     with torch.inference_mode():
         lw = to_device(lw, dev)
         B = head_read_factors(lw.W_Q, lw.W_K, lw.W_V, lw.W_O, kv)
-        grouped = grouped_read_parts(lw.W_Q, lw.W_K, lw.W_V, lw.W_O) if spec.group > 1 else {}
         targets = nodes.head_ids(layer, H)
         n_src = layer * H  # heads are the first L * H rows of A, in node order
         src_heads = np.concatenate([nodes.head_ids(s, H) for s in range(layer)]) if layer else None
         w = f.writers
         n_dense = int(np.searchsorted(w.positions, 2 * layer))  # writers before: a prefix
-        dense = np.arange(n_dense)
-        for kind in ("Q", "K", "V"):
-            Bk = B[kind]
-            B_sq = frob(Bk).square()
-            if n_src:
-                A_src = f.A[:n_src]
-                if kind in grouped:
-                    num = block_sq_norms_grouped(A_src, *grouped[kind], kv)
-                else:
-                    num = block_sq_norms(A_src, Bk)
-                blocks.append(ScoreBlock(src_heads, targets, kind,
-                                         _np(ratio(num, f.A_sq[:n_src], B_sq)),
-                                         f.head_writer, f.head_reader))
-            if n_dense:
-                num = gram_pairs(Bk, w.grams[:n_dense], side="read").T  # (n_writers, H)
-                scores = _np(ratio(num, w.sq_norms[:n_dense], B_sq))
-                for row, j in enumerate(dense):
-                    blocks.append(ScoreBlock(w.ids[j : j + 1], targets, kind,
-                                             scores[row : row + 1], w.shapes[j], f.head_reader))
         r = f.readers
         first = int(np.searchsorted(r.positions, 2 * layer, side="right"))  # a suffix
-        later = np.arange(first, len(r.ids))
-        if len(later):
-            A_layer = f.A[n_src : n_src + H]
-            num = gram_pairs(A_layer, r.grams[first:], side="write")  # (H, n_readers)
-            scores = _np(ratio(num, f.A_sq[n_src : n_src + H], r.sq_norms[first:]))
-            for col, j in enumerate(later):
+        B_sq = {kind: frob(B[kind]).square() for kind in "QKV"}
+        if f.A_grams is not None:
+            heads, dense, to_dense = _gram_route(f, B, n_src, n_dense, first)
+        else:
+            heads, dense, to_dense = _qr_route(f, B, lw, kv, n_src, n_dense, first)
+        for kind in "QKV":
+            if n_src:
+                blocks.append(ScoreBlock(src_heads, targets, kind,
+                                         _np(ratio(heads[kind], f.A_sq[:n_src], B_sq[kind])),
+                                         f.head_writer, f.head_reader))
+            if n_dense:
+                scores = _np(ratio(dense[kind], w.sq_norms[:n_dense], B_sq[kind]))
+                for row in range(n_dense):
+                    blocks.append(ScoreBlock(w.ids[row : row + 1], targets, kind,
+                                             scores[row : row + 1], w.shapes[row],
+                                             f.head_reader))
+        if first < len(r.ids):
+            scores = _np(ratio(to_dense, f.A_sq[n_src : n_src + H], r.sq_norms[first:]))
+            for col, j in enumerate(range(first, len(r.ids))):
                 blocks.append(ScoreBlock(targets, r.ids[j : j + 1], _dense_kind(f, r.ids[j]),
                                          scores[:, col : col + 1], f.head_writer, r.shapes[j]))
     return blocks
+
+
+Squares = dict[str, torch.Tensor]
+
+
+def _qr_route(f: Factors, B: Squares, lw: LayerWeights, kv: torch.Tensor, n_src: int,
+              n_dense: int, first: int) -> tuple[Squares, Squares, torch.Tensor | None]:
+    """Squared numerators by the QR products (and the full-Gram trick for dense nodes):
+    ``(heads into the layer per kind, dense writers into it per kind, its heads into the
+    later dense readers)``."""
+    spec, w, r = f.spec, f.writers, f.readers
+    grouped = grouped_read_parts(lw.W_Q, lw.W_K, lw.W_V, lw.W_O) if spec.group > 1 else {}
+    heads: Squares = {}
+    dense: Squares = {}
+    for kind in "QKV":
+        if n_src:
+            A_src = f.A[:n_src]
+            heads[kind] = (block_sq_norms_grouped(A_src, *grouped[kind], kv) if kind in grouped
+                           else block_sq_norms(A_src, B[kind]))
+        if n_dense:
+            dense[kind] = gram_pairs(B[kind], w.grams[:n_dense], side="read").T
+    to_dense = None
+    if first < len(r.ids):
+        H = spec.n_heads
+        to_dense = gram_pairs(f.A[n_src : n_src + H], r.grams[first:], side="write")
+    return heads, dense, to_dense
+
+
+def _gram_route(f: Factors, B: Squares, n_src: int, n_dense: int, first: int
+                ) -> tuple[Squares, Squares, torch.Tensor | None]:
+    """The same numerators by block Grams (:mod:`.cost`): the layer's read Grams are formed
+    once for all three kinds and meet the stored source Grams, the dense writers' Grams and
+    (for its own heads' writes) the later dense readers' Grams."""
+    H, edges = f.spec.n_heads, f.gram_edges
+    assert f.A_grams is not None
+    heads: Squares = {}
+    dense: Squares = {}
+    if n_src or n_dense:
+        reads = read_gram_blocks(torch.cat([B[k] for k in "QKV"]), edges)  # (3H, ...)
+        if n_src:
+            for i, part in enumerate(gram_block_inner(list(f.A_grams), reads, n_src).split(H, 1)):
+                heads["QKV"[i]] = part
+        if n_dense:
+            writers = dense_gram_blocks(f.writers.grams[:n_dense], edges)
+            for i, part in enumerate(gram_block_inner(writers, reads).split(H, 1)):
+                dense["QKV"[i]] = part
+    to_dense = None
+    if first < len(f.readers.ids):
+        own = [g[n_src : n_src + H] for g in f.A_grams]
+        later = [g.mul_(2.0) if not diagonal else g for g, (_, _, diagonal) in zip(
+            dense_gram_blocks(f.readers.grams[first:], edges), gram_block_pairs(edges),
+            strict=True)]
+        to_dense = gram_block_inner(own, later)
+    return heads, dense, to_dense
 
 
 def score_dense(f: Factors) -> list[ScoreBlock]:
