@@ -4,8 +4,11 @@ either backend, fresh PostgreSQL databases."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +30,33 @@ def sql(store: Any, query: str, *params: Any) -> list[tuple]:
     url = text.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as con:
         return [tuple(r) for r in con.execute(query.replace("?", "%s"), params).fetchall()]
+
+
+_WRITER = ("import sys; from headgraph.schema.database import begin_writing, "
+           "create_db_engine, resolve_target; t = resolve_target(sys.argv[1]); "
+           "e = create_db_engine(t, read_only=False)\n"
+           "with begin_writing(e, t, wait_s=float(sys.argv[2])):\n"
+           "    print('locked', flush=True); sys.stdin.read()")
+
+
+def hold_for_writing(db: Path, wait_s: float = 20.0) -> subprocess.Popen:
+    """A process that takes ``db`` for writing as headgraph's writers do (leaving the
+    write-pending marker while it waits, so a server lets go) and holds it until its stdin
+    closes. Returns once it holds the file."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(wait_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if line != "locked":
+        proc.kill()
+        raise AssertionError(f"the writer did not get {db} (exit {proc.wait()})")
+    return proc
+
+
+def write_briefly(db: Path, wait_s: float = 20.0) -> int:
+    """Take ``db`` for writing as headgraph does and let go at once; the exit status."""
+    proc = subprocess.run([sys.executable, "-c", _WRITER, str(db), str(wait_s)], input="",
+                          capture_output=True, text=True, timeout=wait_s + 30)
+    return proc.returncode
 
 
 def new_pg_database(server_url: str, name: str) -> str:

@@ -11,13 +11,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import networkx as nx
 import pytest
-from support import BACKENDS, Server, new_pg_database, sql
+from support import BACKENDS, Server, hold_for_writing, new_pg_database, sql, write_briefly
 
 from headgraph.api import streaming
 from headgraph.api.app import create_app
@@ -496,11 +495,7 @@ def test_routes_answer_database_locked_while_a_writer_holds_the_file(duck: Path,
     writer = None
     try:
         assert s.client.get("/export/toy.dot").status_code == 200
-        writer = subprocess.Popen(
-            [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-             "print('locked', flush=True); sys.stdin.read()", str(copy)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert writer.stdout.readline().strip() == "locked"
+        writer = hold_for_writing(copy)  # the server lets go of the file for it
         for path in ("/export/toy.json", "/plot/toy/copying.png"):
             r = s.client.get(path)
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
@@ -528,15 +523,9 @@ def test_a_client_that_leaves_mid_download_frees_the_database(
     try:
         with s.client.stream("GET", "/export/toy.json") as r:
             assert r.status_code == 200 and next(r.iter_raw())
-        deadline = time.monotonic() + 10
-        while True:  # the export stops at its next chunk and closes its connection
-            writer = subprocess.run([sys.executable, "-c", "import duckdb, sys; "
-                                     "duckdb.connect(sys.argv[1]).close()", str(copy)],
-                                    capture_output=True, timeout=30)
-            if writer.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert writer.returncode == 0, writer.stderr
+        # the export stops at its next chunk and closes its connection, so a writer (for
+        # whom the server also lets go of its idle hold on the file) gets in
+        assert write_briefly(copy, wait_s=10) == 0
         assert s.client.get("/export/toy.json").status_code == 200
     finally:
         s.stop()

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 from sqlalchemy import text
-from support import Server
+from support import Server, write_briefly
 from typer.testing import CliRunner
 
 import headgraph.api.server as server_module
@@ -276,14 +276,7 @@ def test_a_graph_operation_over_max_query_seconds_is_stopped(
         assert "errors" not in s.gql(README_QUERY)  # the server answers on meanwhile
         # the abandoned search ends by itself and its connection is closed right after:
         # the file is free for a writer again
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                duckdb.connect(str(db)).close()
-                break
-            except duckdb.Error:
-                assert time.monotonic() < deadline, "the timed-out request kept the file"
-                time.sleep(0.2)
+        assert write_briefly(db, wait_s=20) == 0, "the timed-out request kept the file"
         assert finished
     finally:
         s.stop()

@@ -258,8 +258,7 @@ class HeadgraphApp:
 
     def _health(self) -> dict[str, Any]:
         try:
-            self.executor.check_writer()
-            with self.executor.reader().session() as db:
+            with self.executor.open_session() as db:
                 n = len(list_models(db))
         except DatabaseLockedError:
             return {"status": "ok", "database": "locked", "retryable": True}

@@ -2,14 +2,17 @@
 ``headgraph query`` share.
 
 Each request holds one read-only connection from its start to its end and closes it
-before the response leaves, so the file is held only while a request runs.
+before the response leaves.
 
 Serving while an ingest runs (DuckDB)
 -------------------------------------
 DuckDB lets no process read a file that another holds for writing, and no process write
-one that another reads (STACK-NOTES.md). headgraph's server therefore holds the file
-only *during* each request (about 10-20 ms to open it, plus the query), never between
-requests. What a client sees:
+one that another reads (STACK-NOTES.md). Opening the file costs 10-30 ms, so between
+requests the server keeps it open (an idle anchor connection: each request then connects
+in about 0.5 ms) for as long as no writer waits. A writer that finds the file held leaves a
+``<database>.write-pending`` marker (below); the server sees it within
+:data:`WATCH_SECONDS` even when idle, lets go of the file, and takes it again at the
+first request after the writer has gone. What a client sees:
 
 * While an ingest writes (from the moment it opens the file read-write until it commits
   and closes it, usually the "write" stage of ``headgraph ingest``, a few seconds): every
@@ -25,10 +28,10 @@ requests. What a client sees:
   a retry succeeds unless the server is answering requests back to back.
 * ``headgraph query`` and the Python API (``headgraph.open``) behave the same way.
 
-A writer that finds the file held can ask servers to step aside: while a file
-``<database>.write-pending`` holds the process id of a live process, a server opens the
-file for no new request (each gets the 503 above at once), the requests in flight finish,
-and the writer gets its gap. Without it, 32 clients asking back to back keep the file held
+A writer that finds the file held asks servers to step aside: while a file
+``<database>.write-pending`` holds the process id of a live process, a server lets go of
+the file and opens it for no new request (each gets the 503 above at once), the requests
+in flight finish, and the writer gets its gap. Without it, 32 clients asking back to back keep the file held
 without a break and an ingest waits in vain (measured: RELIABILITY.md). Only a marker whose
 process is alive counts, so a killed ingest never blocks a server.
 
@@ -48,7 +51,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +75,7 @@ WRITE_PENDING = ".write-pending"  # suffix of the marker a waiting writer leaves
 # the 8 exports that may stream beside them, and about the event loop's worker threads
 MAX_OPEN_SESSIONS = 6
 MAX_MESSAGE_CHARS = 1000  # an error message echoing a huge name is cut here
+WATCH_SECONDS = 0.1  # how often a server holding a DuckDB file looks for a waiting writer
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ class Executor:
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._closed = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def reader(self) -> GraphDB:
         """The read-only handle (opened once; it holds the file only per request)."""
@@ -116,8 +122,50 @@ class Executor:
             return self._reader
 
     def close(self) -> None:
+        self._closed.set()
         if self._reader is not None:
             self._reader.close()
+
+    @contextlib.contextmanager
+    def open_session(self, max_rows: int | None = None) -> Iterator[GraphDB]:
+        """One unit of work on the database, for every route: refused with
+        :class:`DatabaseLockedError` while a writer waits; the file is held between units
+        (:meth:`GraphDB.hold`) and a watcher lets go of it when a writer comes."""
+        self.check_writer()
+        reader = self.reader()
+        reader.hold()
+        self._watch(reader)
+        with reader.session(max_rows=max_rows) as db:
+            yield db
+
+    def _watch(self, reader: GraphDB) -> None:
+        """Start (once) the thread that unholds the file when a writer's marker appears,
+        so an idle server never keeps a writer waiting."""
+        if self._watcher is not None or self.target.path is None:
+            return
+        with self._opening:
+            if self._watcher is not None:
+                return
+
+            def watch() -> None:
+                while not self._closed.wait(WATCH_SECONDS):
+                    if reader.held and self.writer_waiting():
+                        reader.unhold()
+
+            self._watcher = threading.Thread(target=watch, name="headgraph-writer-watch",
+                                             daemon=True)
+            self._watcher.start()
+
+    def writer_waiting(self) -> bool:
+        """Whether a live writer has left its ``<file>.write-pending`` marker."""
+        path = self.target.path
+        if path is None:
+            return False
+        try:
+            pid = int(path.with_name(path.name + WRITE_PENDING).read_text().strip())
+        except (OSError, ValueError):
+            return False
+        return _alive(pid)
 
     def _slots(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()  # one gate per event loop (execute_sync makes many)
@@ -137,15 +185,10 @@ class Executor:
     def check_writer(self) -> None:
         """:class:`DatabaseLockedError` while a live writer waits for the DuckDB file (its
         ``<file>.write-pending`` marker): no new request opens the file until it has
-        written. Called before every request opens the file."""
-        path = self.target.path
-        if path is None:
-            return
-        try:
-            pid = int(path.with_name(path.name + WRITE_PENDING).read_text().strip())
-        except (OSError, ValueError):
-            return
-        if _alive(pid):
+        written (and the file is let go). Called before every request opens the file."""
+        if self.writer_waiting():
+            if self._reader is not None:
+                self._reader.unhold()
             raise DatabaseLockedError(f"{self.target}: an ingest is waiting to write the "
                                       "database; requests are refused until it has written. "
                                       "Retry after Retry-After seconds.")
@@ -221,8 +264,7 @@ class Executor:
         return Outcome(200, body)
 
     def _open_session(self, stack: ExitStack) -> GraphDB:
-        self.check_writer()
-        return stack.enter_context(self.reader().session(max_rows=self.settings.max_rows))
+        return stack.enter_context(self.open_session(max_rows=self.settings.max_rows))
 
     def execute_sync(self, query: object, variables: object = None,
                      operation_name: object = None) -> Outcome:

@@ -338,8 +338,7 @@ class GraphRoutes:
         from headgraph.graph.export import ExportFilter, write_export
 
         try:
-            self.executor.check_writer()
-            with self.executor.reader().session(max_rows=self.settings.max_rows) as db:
+            with self.executor.open_session(max_rows=self.settings.max_rows) as db:
                 model = get_model(db, ask.model)
                 flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
                                    top_per_target=ask.top_per_target)
@@ -391,8 +390,7 @@ class GraphRoutes:
     def _draw(self, ask: PlotAsk) -> bytes:
         from headgraph.graph.plot import composition_heatmap, copying_chart, series_chart
 
-        self.executor.check_writer()
-        with _PLOT_LOCK, self.executor.reader().session(max_rows=self.settings.max_rows) as db:
+        with _PLOT_LOCK, self.executor.open_session(max_rows=self.settings.max_rows) as db:
             if ask.plot == "composition":
                 return composition_heatmap(db, ask.model, (ask.get("kind") or "K").upper())
             if ask.plot == "copying":
