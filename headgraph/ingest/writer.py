@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
 import headgraph
@@ -33,6 +33,7 @@ from headgraph.schema.database import (
     ensure_schema,
     raise_db_error,
 )
+from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
 
 FAULT_ENV = "HEADGRAPH_FAULT"
 
@@ -117,12 +118,6 @@ def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
     })
 
 
-def _delete_model(conn, model_id: int) -> None:
-    for table in (t.edges, t.nodes, t.node_scores, t.edge_scores, t.virtual_heads, t.circuits):
-        conn.execute(delete(table).where(table.c.model_id == model_id))
-    conn.execute(delete(t.models).where(t.models.c.model_id == model_id))
-
-
 def write_model(
     target: DatabaseTarget,
     graph: ComposedGraph,
@@ -149,7 +144,7 @@ def write_model(
                     "to overwrite it, or --name to store this one under another name."
                 )
             if old is not None:
-                _delete_model(conn, old[0])
+                delete_model(conn, old[0])
             _store_nulls(conn, graph.nulls)
             model_id = conn.execute(
                 insert(t.models)
@@ -180,11 +175,12 @@ def write_model(
                 .returning(t.models.c.model_id)
             ).scalar_one()
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
-            bulk_insert(conn, "edges", edges_table(model_id, graph))
+            insert_model_edges(conn, model_id, edges_table(model_id, graph))
             bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
             if evidence is not None:
                 store_evidence(conn, model_id, evidence)
             fault_point("before_commit")
+        sweep_partitions(engine)  # PostgreSQL: drop the partition a replace left empty
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)
     finally:

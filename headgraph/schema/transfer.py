@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import ModelExistsError, ModelNotFoundError
@@ -29,6 +29,7 @@ from headgraph.schema.database import (
     resolve_target,
     schema_state,
 )
+from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
 
 CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.virtual_heads)
 
@@ -114,9 +115,7 @@ def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
             raise ModelExistsError(f"{target}: a model named {row['name']!r} is already stored; "
                                    "pass --replace to overwrite it.")
         if old is not None:
-            for tb in CHILD_TABLES:
-                conn.execute(delete(tb).where(tb.c.model_id == old[0]))
-            conn.execute(delete(t.models).where(t.models.c.model_id == old[0]))
+            delete_model(conn, old[0])
         have = {r[0] for r in conn.execute(select(t.baselines.c.key))}
         fresh = [n for n in nulls if n["key"] not in have]
         if fresh:
@@ -127,5 +126,8 @@ def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
         counts = {}
         for name, table in data.items():
             ids = pa.array([model_id] * table.num_rows, pa.int32())
-            counts[name] = bulk_insert(conn, name, table.append_column("model_id", ids))
+            table = table.append_column("model_id", ids)
+            counts[name] = (insert_model_edges(conn, model_id, table) if name == "edges"
+                            else bulk_insert(conn, name, table))
+    sweep_partitions(engine)  # PostgreSQL: drop the partition a replace left empty
     return CopyResult(name=row["name"], rows=counts, replaced=old is not None)
