@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import REAL, ColumnElement, Select, and_, bindparam, cast, func, select
 
 from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.models import get_model
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, nodes, score_at_least
+from headgraph.schema.tables import edges, nodes
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
 NODE_KINDS = ("head", "mlp", "embed", "pos_embed", "unembed")
@@ -120,53 +120,76 @@ def top_heads(db: GraphDB, model: ModelRow, order_by: str = "copying_ratio",
     return [NodeRow.from_row(r) for r in db.rows(stmt)]
 
 
+def _edge_lookup(by: str, many: bool, floor: bool) -> Select:
+    """Edges of one model and kind whose ``by`` column (target or source) is one name or
+    any of several, optionally with ``score >= min_score`` (compared as REAL)."""
+    col = edges.c[by]
+    # model_id is written into the SQL text (an integer, rendered per execution): each
+    # model's statement is then prepared on its own (psycopg prepares a statement after
+    # five runs) and PostgreSQL prunes to that model's partition once, when it plans, not
+    # on every execution; with 31 partitions, 0.04 ms a lookup instead of 0.08 ms.
+    cond = [edges.c.model_id == bindparam("model_id", literal_execute=True),
+            edges.c.kind == bindparam("kind"),
+            col.in_(bindparam("names", expanding=True)) if many else col == bindparam("name")]
+    if floor:
+        cond.append(edges.c.score >= cast(bindparam("min_score", type_=REAL), REAL))
+    return select(edges).where(and_(*cond))
+
+
+def _feeders_stmt(many: bool, floor: bool) -> Select:
+    return (_edge_lookup("target", many, floor).where(edges.c.rank <= bindparam("top"))
+            .order_by(edges.c.target, edges.c.rank))
+
+
+def _readers_stmt(many: bool, floor: bool) -> Select:
+    pos = func.row_number().over(partition_by=edges.c.source,
+                                 order_by=(edges.c.score.desc(), edges.c.target)).label("pos")
+    sub = _edge_lookup("source", many, floor).add_columns(pos).subquery()
+    return (select(*[sub.c[c.name] for c in edges.columns])
+            .where(sub.c.pos <= bindparam("top")).order_by(sub.c.source, sub.c.pos))
+
+
+# Built once, run with parameters: building a Select and its cache key on every call cost
+# SQLAlchemy more (~0.1 ms) than PostgreSQL took to answer the feeders question.
+_SHAPES = [(many, floor) for many in (False, True) for floor in (False, True)]
+_FEEDERS = {shape: _feeders_stmt(*shape) for shape in _SHAPES}
+_READERS = {shape: _readers_stmt(*shape) for shape in _SHAPES}
+
+
+def _lookup(db: GraphDB, stmts: dict[tuple[bool, bool], Select], key: str, model_id: int,
+            names: Iterable[str], kind: str, top: int, min_score: float | None
+            ) -> dict[str, list[EdgeRow]]:
+    check_kind(kind)
+    check_count("top", top)
+    wanted = sorted(set(names))
+    out: dict[str, list[EdgeRow]] = {n: [] for n in wanted}
+    if not wanted or top == 0:
+        return out
+    many = len(wanted) > 1
+    params = {"model_id": model_id, "kind": kind, "top": top,
+              **({"names": wanted} if many else {"name": wanted[0]})}
+    if min_score is not None:
+        params["min_score"] = min_score
+    for r in db.rows(stmts[many, min_score is not None], params):
+        out[r[key]].append(EdgeRow.from_row(r))
+    return out
+
+
 def feeders_of(db: GraphDB, model_id: int, targets: Iterable[str], kind: str, top: int = 10,
                min_score: float | None = None) -> dict[str, list[EdgeRow]]:
     """For each target, its ``top`` strongest feeders through ``kind`` (rank order).
 
     One statement for all targets; reads only rows with ``rank <= top`` (edges are
-    stored sorted by target, kind, rank).
+    stored sorted by target, kind, rank; on PostgreSQL a covering index answers).
     """
-    check_kind(kind)
-    check_count("top", top)
-    wanted = sorted(set(targets))
-    out: dict[str, list[EdgeRow]] = {t: [] for t in wanted}
-    if not wanted or top == 0:
-        return out
-    stmt = (
-        select(edges)
-        .where(and_(edges.c.model_id == model_id, edges.c.kind == kind,
-                    edges.c.target.in_(wanted), edges.c.rank <= top))
-        .order_by(edges.c.target, edges.c.rank)
-    )
-    if min_score is not None:
-        stmt = stmt.where(score_at_least(min_score))
-    for r in db.rows(stmt):
-        out[r["target"]].append(EdgeRow.from_row(r))
-    return out
+    return _lookup(db, _FEEDERS, "target", model_id, targets, kind, top, min_score)
 
 
 def readers_of(db: GraphDB, model_id: int, sources: Iterable[str], kind: str, top: int = 10,
                min_score: float | None = None) -> dict[str, list[EdgeRow]]:
     """For each source, the ``top`` components that read its write most strongly through
     ``kind`` (score descending, then target name). One statement for all sources."""
-    check_kind(kind)
-    check_count("top", top)
-    wanted = sorted(set(sources))
-    out: dict[str, list[EdgeRow]] = {s: [] for s in wanted}
-    if not wanted or top == 0:
-        return out
-    pos = func.row_number().over(partition_by=edges.c.source,
-                                 order_by=(edges.c.score.desc(), edges.c.target)).label("pos")
-    inner = select(edges, pos).where(and_(edges.c.model_id == model_id, edges.c.kind == kind,
-                                          edges.c.source.in_(wanted)))
-    if min_score is not None:
-        inner = inner.where(score_at_least(min_score))
-    sub = inner.subquery()
-    stmt = select(sub).where(sub.c.pos <= top).order_by(sub.c.source, sub.c.pos)
-    for r in db.rows(stmt):
-        out[r["source"]].append(EdgeRow.from_row(r))
-    return out
+    return _lookup(db, _READERS, "source", model_id, sources, kind, top, min_score)
 
 
 def feeders(db: GraphDB, model: ModelRow, target: str, kind: str, top: int = 10,

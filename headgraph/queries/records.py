@@ -87,7 +87,10 @@ class EdgeRow:
 
     @classmethod
     def from_row(cls, row: RowMapping) -> EdgeRow:
-        return cls(**{f: _opt(row[f]) for f in cls.__dataclass_fields__})
+        # field by field: the hottest constructor of the read side (10 per feeders call)
+        return cls(row["model_id"], row["source"], row["target"], row["kind"],
+                   _opt(row["score"]), _opt(row["baseline"]), _opt(row["null_std"]),
+                   row["rank"])
 
 
 @dataclass(frozen=True)
