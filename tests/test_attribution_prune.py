@@ -115,3 +115,99 @@ def test_a_cycle_is_refused():
 def test_thresholds_must_be_shares():
     with pytest.raises(BadInputError, match="node_threshold"):
         P.check_thresholds(1.5, 0.9)
+
+
+def by_height(n, s, t, w, lw):
+    """The links grouped by their target's height, as the database stores them."""
+    _, heights = P.influence_and_heights(n, s, t, w, lw)
+    order = np.lexsort((t, heights[t]))
+    return order, heights
+
+
+def test_heights_are_the_longest_paths_to_a_sink():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        n, s, t, w, _, lw = random_graph(rng)
+        _, heights = P.influence_and_heights(n, s, t, w, lw)
+        expected = np.zeros(n, int)
+        for _ in range(n):  # relax until stable: h[s] = 1 + max h[t] over s's targets
+            np.maximum.at(expected, s, expected[t] + 1)
+        assert (heights == expected).all()
+
+
+def test_pruning_by_height_matches_the_dense_definitions():
+    rng = np.random.default_rng(11)
+    compared = 0
+    for _ in range(120):
+        n, s, t, w, roles, lw = random_graph(rng)
+        if s.size == 0:
+            continue
+        nt, et = rng.uniform(0.3, 0.99), rng.uniform(0.3, 0.99)
+        ref = dense_reference(n, s, t, w, roles, lw, nt, et)
+        if ref is None:
+            continue
+        ref_influence, ref_nodes, ref_links = ref
+        # the database's node step: nodes kept at nt, renumbered in keep order, links
+        # between them grouped by target height (heights of the whole graph)
+        keep = P.node_mask(P.influence(n, s, t, w, lw), roles, nt)
+        order, heights = by_height(n, s, t, w, lw)
+        order = order[keep[s[order]] & keep[t[order]]]
+        nid = np.cumsum(keep) - 1
+        got = P.prune_by_height(int(keep.sum()), nid[s[order]], nid[t[order]], w[order],
+                                heights[keep], roles[keep], lw[keep], et)
+        compared += 1
+        nodes = np.zeros(n, bool)
+        nodes[np.flatnonzero(keep)[got.nodes]] = True
+        links = np.zeros((n, n), bool)
+        links[t[order[got.links]], s[order[got.links]]] = True
+        assert (nodes == ref_nodes).all()
+        assert (links == ref_links).all()
+    assert compared > 100
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruning_by_height_equals_pruning_links_on_big_graphs(seed: int):
+    """Graphs with over 32k links take the bucketed threshold."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    layer = np.sort(np.r_[0, 9, rng.integers(0, 10, n - 2)])
+    roles = np.where(layer == 0, P.TOKEN, np.where(layer == 9, P.LOGIT, P.FEATURE))
+    roles[(roles == P.FEATURE) & (rng.random(n) < 0.1)] = P.ERROR
+    m = 200_000
+    t = rng.integers(0, n, m)
+    t = t[layer[t] > 0]
+    s = rng.integers(0, np.searchsorted(layer, layer[t]))  # a lower layer
+    w = rng.standard_normal(t.size) * np.exp(rng.normal(0, 1.5, n))[s]
+    lw = P.logit_weights(roles, rng.random(n))
+    order, heights = by_height(n, s, t, w, lw)
+    for et in (0.5, 0.9, 0.98, 1.0):
+        ref = P.prune_links(n, s, t, w, roles, lw, np.ones(n, bool), et)
+        got = P.prune_by_height(n, s[order], t[order], w[order], heights, roles, lw, et)
+        assert (got.nodes == ref.nodes).all()
+        assert np.array_equal(np.sort(order[got.links]), np.sort(ref.links))
+        shuffled = P.prune_by_height(n, s, t, w, heights, roles, lw, et)  # sorted inside
+        assert np.array_equal(np.sort(shuffled.links), np.sort(ref.links))
+        np.testing.assert_allclose(np.sort(got.edge_scores), np.sort(ref.edge_scores),
+                                   rtol=1e-12)
+
+
+def test_the_bucketed_threshold_is_find_threshold():
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        n = int(rng.integers(1, 50_000))
+        x = np.abs(rng.standard_normal(n) * np.exp(rng.normal(0, 3, n)))
+        if i % 3 == 0:
+            x[rng.random(n) < 0.3] = 0  # zeros share the lowest bucket
+        if i % 5 == 0:
+            x = np.round(x, 1)  # ties
+        q = float(rng.random())
+        assert P.threshold_by_buckets(x, q, min_size=0) == P.find_threshold(x, q)
+    assert P.threshold_by_buckets(np.array([-1.0, 2.0]), 0.5, min_size=0) == 2.0
+
+
+def test_an_edge_threshold_of_one_keeps_every_link_that_carries_influence():
+    scores = np.array([0.0, 1e-30, 3.0, 1.0, 0.0])
+    assert P.edge_cut(scores, 1.0) == 1e-30
+    assert P.edge_cut(scores, 1.0, buckets=True) == 1e-30
+    assert P.edge_cut(np.zeros(3), 1.0) == 0.0  # nothing reaches the logits: keep all
+    assert P.edge_cut(scores, 0.5) == P.find_threshold(scores, 0.5) == 3.0
