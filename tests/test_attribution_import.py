@@ -206,3 +206,42 @@ def test_postgresql_stores_and_serves_the_same_graph(tmp_path: Path, pg_url: str
     assert {n.node_id for n in view.nodes} == nodes
     assert {(x.source, x.target, x.weight) for x in view.link_records()} == links
     assert near.links.num_rows > 0
+
+
+def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_path: Path,
+                                                                          db_path: Path):
+    """A file written before the height columns (dropped here) is read on the slower path
+    with the same answers; the next import adds the columns, and only new graphs use
+    them."""
+    from headgraph.schema.tables import ADDED_COLUMNS
+
+    doc = graph_document(SynthSpec(n_links=3000, n_features=150, seed=8))
+    import_graph(save(doc, tmp_path / "g.json"), db_path)
+    con = duckdb.connect(str(db_path))
+    for table, columns in ADDED_COLUMNS.items():
+        for column in columns:
+            con.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+    con.close()
+    nodes, links = _reference(doc, 0.8, 0.98)
+    center = doc["nodes"][30]["node_id"]
+
+    def served() -> None:
+        with open_reader(db_path) as db:
+            view = pruned_view(db, "synthetic", 0.8, 0.98, cache=False)
+            near = neighbourhood(db, "synthetic", center, top=3, depth=2)
+        assert {n.node_id for n in view.nodes} == nodes
+        assert {(x.source, x.target, x.weight) for x in view.link_records()} == links
+        assert near.links.num_rows > 0
+        assert exported(db_path, "synthetic") == doc
+
+    served()
+    second = graph_document(SynthSpec(n_links=2000, n_features=100, seed=9, slug="second"))
+    import_graph(save(second, tmp_path / "h.json"), db_path)
+    with open_reader(db_path) as db:
+        assert {g.slug: g.levels for g in list_graphs(db)} == {"second": 8, "synthetic": None}
+    served()
+    nodes, links = _reference(second, 0.7, 0.9)
+    with open_reader(db_path) as db:
+        view = pruned_view(db, "second", 0.7, 0.9)
+    assert {n.node_id for n in view.nodes} == nodes
+    assert {(x.source, x.target, x.weight) for x in view.link_records()} == links

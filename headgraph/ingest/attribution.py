@@ -8,14 +8,18 @@ Steps (each reported to ``progress``):
    Arrow columns (Python's ``json`` only for runs pyarrow refuses: extra fields, NaN) and
    their ids mapped to node positions with ``pyarrow.compute.index_in``. What stays in
    memory is three numbers per link (16 bytes), never the text or Python objects.
-2. ``influence``: node influence on the whole graph (:func:`headgraph.queries.pruning.influence`),
-   its cumulative share, and the keep order: tokens and logits first (file order), then
-   by influence, largest first. A node's rank in that order is its ``nid``, so the nodes
-   a node threshold keeps are always ``nid < K``.
+2. ``influence``: node influence on the whole graph and each node's height
+   (:func:`headgraph.queries.pruning.influence_and_heights`, one pass), the influence's
+   cumulative share, and the keep order: tokens and logits first (file order), then by
+   influence, largest first. A node's rank in that order is its ``nid``, so the nodes a
+   node threshold keeps are always ``nid < K``. These depend on the graph alone, never
+   on a view's thresholds, so they are computed here once.
 3. ``write``: graph row, nodes, and links by ``nid``: ``attribution_links`` sorted by
-   target, ``attribution_out_links`` by source, each ordered by a radix sort in numpy
-   and appended as one Arrow table (DuckDB: a registered table; PostgreSQL: binary
-   COPY), one after the other. A failure anywhere leaves nothing behind.
+   (target height, target), so that a pruned view processes them height by height
+   without sorting (:func:`headgraph.queries.pruning.prune_by_height`);
+   ``attribution_out_links`` by source; each ordered by a radix sort in numpy and
+   appended as one Arrow table (DuckDB: a registered table; PostgreSQL: binary COPY),
+   one after the other. A failure anywhere leaves nothing behind.
 
 Examples
 --------
@@ -45,7 +49,7 @@ from sqlalchemy.exc import DBAPIError
 import headgraph
 from headgraph.errors import BadInputError, DatabaseError
 from headgraph.ingest.attribution_json import CHUNK, read_document
-from headgraph.ingest.import_write import insert_arrow
+from headgraph.ingest.import_write import add_missing_columns, insert_arrow
 from headgraph.queries import pruning
 from headgraph.queries.attribution_format import (
     NODE_COLUMNS,
@@ -66,6 +70,7 @@ from headgraph.schema.database import (
 
 Progress = Callable[[str, int, int], None]
 WORKERS = 2  # threads parsing runs of links (pyarrow releases the GIL)
+MAX_LEVELS = 1 << 15  # heights are stored as small integers
 _LINK = pa.struct([("source", pa.string()), ("target", pa.string()), ("weight", pa.float64())])
 _RUN_KEY = "\x01run"  # the wrapper's one key: no sibling field of `links` can close it
 _RUN_SCHEMA = pa.schema([(_RUN_KEY, pa.list_(_LINK))])
@@ -259,11 +264,17 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
         roles[np.bincount(src, minlength=n) == 0] = pruning.LOGIT
     token_prob = np.array([np.nan if r["token_prob"] is None else r["token_prob"]
                            for r in rows], np.float64)
-    scores = pruning.influence(n, src, tgt, weight, pruning.logit_weights(roles, token_prob))
+    scores, heights = pruning.influence_and_heights(
+        n, src, tgt, weight, pruning.logit_weights(roles, token_prob))
     cum = pruning.cumulative_share(scores)
     order = keep_order(roles, scores)
     nid = np.empty(n, np.int32)
     nid[order] = np.arange(n, dtype=np.int32)
+    # heights by nid; a chain deeper than a small integer holds: links by target only
+    levels: int | None = int(heights.max()) + 1 if n else 0
+    by_nid = heights[order].astype(np.int16) if levels <= MAX_LEVELS else None
+    if by_nid is None:
+        levels = None
     if progress is not None:
         progress("influence", 1, 1)
     timings["influence"] = time.perf_counter() - clock
@@ -271,10 +282,10 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
     info = _GraphInfo(slug, model, metadata.get("prompt"),
                       dumps(doc), n, len(weight),
                       int(((roles == pruning.TOKEN) | (roles == pruning.LOGIT)).sum()),
-                      len(links.extras), str(path.resolve()))
-    node_table = _node_table(rows, order, roles, scores, cum)
+                      len(links.extras), str(path.resolve()), levels)
+    node_table = _node_table(rows, order, roles, scores, cum, by_nid)
     n_links = len(weight)
-    sorted_links = _SortedLinks(nid[src], nid[tgt], weight, links.extras, n)
+    sorted_links = _SortedLinks(nid[src], nid[tgt], weight, links.extras, n, by_nid)
     del src, tgt, weight
     target = resolve_target(db)
     replaced = _write(target, info, node_table, sorted_links, replace)
@@ -296,10 +307,11 @@ class _GraphInfo:
     n_pinned: int
     n_link_extras: int
     source: str
+    levels: int | None
 
 
 def _node_table(rows: list[dict[str, Any]], order: np.ndarray, roles: np.ndarray,
-                scores: np.ndarray, cum: np.ndarray) -> pa.Table:
+                scores: np.ndarray, cum: np.ndarray, heights: np.ndarray | None) -> pa.Table:
     ordered = [rows[i] for i in order]
     cols: dict[str, Any] = {
         "nid": pa.array(np.arange(len(order), dtype=np.int32)),
@@ -312,6 +324,7 @@ def _node_table(rows: list[dict[str, Any]], order: np.ndarray, roles: np.ndarray
     cols["role"] = pa.array(roles[order].astype(np.int16))
     cols["score"] = pa.array(scores[order])
     cols["cum"] = pa.array(cum[order])
+    cols["height"] = pa.nulls(len(order), pa.int16()) if heights is None else pa.array(heights)
     cols["absent"] = pa.array([r["absent"] for r in ordered], pa.int32())
     cols["extra"] = pa.array([r["extra"] for r in ordered], pa.string())
     return pa.table(cols)
@@ -335,22 +348,35 @@ def _sparse_text(n: int, items: list[tuple[int, str]]) -> pa.Array:
 class _SortedLinks:
     """The links by nid, handed out as Arrow tables in a stored order one at a time (a
     radix sort in numpy: no database sort, no second copy held while the first is
-    written)."""
+    written). ``heights`` by nid, when known, order the links by target first by the
+    target's height."""
 
     def __init__(self, source: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                 extras: list[tuple[int, str]], n_nodes: int) -> None:
+                 extras: list[tuple[int, str]], n_nodes: int,
+                 heights: np.ndarray | None) -> None:
         self.source, self.target, self.weight = source, target, weight
-        self.extras, self.n_nodes = extras, n_nodes
+        self.extras, self.n_nodes, self.heights = extras, n_nodes, heights
 
-    def by(self, key: str, graph_id: int, with_extra: bool) -> pa.Table:
-        keys = self.source if key == "source" else self.target
-        order = pruning.group_order(keys, self.n_nodes)
+    def by(self, key: str, graph_id: int) -> pa.Table:
+        """``attribution_links`` (``key`` target: with extras and target heights) or
+        ``attribution_out_links`` (``key`` source)."""
+        if key == "source":
+            order = pruning.group_order(self.source, self.n_nodes)
+        elif self.heights is None:
+            order = pruning.group_order(self.target, self.n_nodes)
+        else:  # rank of each node in (height, nid) order: one key, one radix sort
+            rank = np.empty(self.n_nodes, np.int32)
+            rank[np.lexsort((np.arange(self.n_nodes), self.heights))] = np.arange(
+                self.n_nodes, dtype=np.int32)
+            order = pruning.group_order(rank[self.target], self.n_nodes)
         cols = {"graph_id": pa.array(np.full(order.size, graph_id, np.int32)),
                 "idx": pa.array(order.astype(np.int32)),
                 "source": pa.array(self.source[order]), "target": pa.array(self.target[order]),
                 "weight": pa.array(self.weight[order])}
-        if with_extra:
+        if key == "target":
             cols["extra"] = _sparse_text(order.size, self.extras).take(pa.array(order))
+            cols["target_height"] = (pa.nulls(order.size, pa.int16()) if self.heights is None
+                                     else pa.array(self.heights[cols["target"].to_numpy()]))
         return pa.table(cols)
 
 
@@ -361,6 +387,7 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
         with begin_writing(engine, target) as conn:
             ensure_schema(conn, target)
             t.metadata.create_all(conn, tables=list(t.ATTRIBUTION_TABLES), checkfirst=True)
+            add_missing_columns(conn)
             g = t.attribution_graphs.c
             old = conn.execute(select(g.graph_id).where(g.slug == info.slug)).first()
             if old is not None and not replace:
@@ -375,14 +402,14 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
                 prompt=info.prompt if isinstance(info.prompt, str) else None,
                 document=info.document, n_nodes=info.n_nodes, n_links=info.n_links,
                 n_pinned=info.n_pinned, n_link_extras=info.n_link_extras,
-                source=info.source,
+                source=info.source, levels=info.levels,
                 imported_at=dt.datetime.now(dt.UTC),
                 headgraph_version=headgraph.__version__,
             ).returning(t.attribution_graphs.c.graph_id)).scalar_one()
             gid = pa.array(np.full(node_table.num_rows, graph_id, np.int32))
             insert_arrow(conn, t.attribution_nodes, node_table.add_column(0, "graph_id", gid))
-            insert_arrow(conn, t.attribution_links, links.by("target", graph_id, True))
-            insert_arrow(conn, t.attribution_out_links, links.by("source", graph_id, False))
+            insert_arrow(conn, t.attribution_links, links.by("target", graph_id))
+            insert_arrow(conn, t.attribution_out_links, links.by("source", graph_id))
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)
     finally:

@@ -1,18 +1,26 @@
-"""Edges in bulk as Arrow: the filter every bulk reader shares, and the fetch itself.
+"""Rows in bulk as Arrow: the edge filter every bulk reader shares, and the fetch itself.
 
-Graph views (millions of edges for a path search) and exports read far more rows than a
-GraphQL page, so they skip row objects: DuckDB hands Arrow over directly (millions of rows
-in tenths of a second, or batch by batch); other dialects stream rows in chunks.
+Graph views (millions of edges for a path search), exports and attribution-graph views
+read far more rows than a GraphQL page, so they skip row objects: DuckDB hands Arrow over
+directly (millions of rows in tenths of a second, or batch by batch); other dialects give
+rows, turned into columns at once.
+
+:func:`fetch_arrow` runs on the unit of work's connection when ``db`` is a
+:meth:`GraphDB.session <headgraph.queries.session.GraphDB.session>` (the DuckDB file is
+then opened once per request, not once per statement), on a new one otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pyarrow as pa
-from sqlalchemy import ColumnElement, Select, and_
+from sqlalchemy import ColumnElement, Connection, Select, TextClause, and_
+from sqlalchemy.exc import DBAPIError
 
 from headgraph.queries.session import GraphDB
+from headgraph.schema.database import connect_error, driver_connection
 from headgraph.schema.tables import edges, score_at_least
 
 
@@ -27,7 +35,7 @@ def edge_filter(model_id: int, kinds: tuple[str, ...], min_score: float | None =
     return and_(*cond)
 
 
-def _duckdb_sql(db: GraphDB, stmt: Select) -> tuple[str, list]:
+def _duckdb_sql(db: GraphDB, stmt: Select | TextClause) -> tuple[str, list]:
     compiled = stmt.compile(dialect=db.engine.dialect,
                             compile_kwargs={"render_postcompile": True})
     return str(compiled), [compiled.params[k] for k in compiled.positiontup or []]
@@ -53,13 +61,30 @@ def arrow_batches(db: GraphDB, stmt: Select, size: int = 65536) -> Iterator[pa.R
             yield pa.record_batch([pa.array(c) for c in cols], names=names)
 
 
-def fetch_arrow(db: GraphDB, stmt: Select) -> pa.Table:
-    """All rows of ``stmt`` as one Arrow table."""
-    if db.target.dialect == "duckdb":
-        query, params = _duckdb_sql(db, stmt)
-        with db.engine.connect() as conn:
-            return conn.connection.dbapi_connection.sql(query, params=params).to_arrow_table()
-    batches = list(arrow_batches(db, stmt))
-    if batches:
-        return pa.Table.from_batches(batches)
-    return pa.table({c.name: pa.array([]) for c in stmt.selected_columns})
+@contextmanager
+def connection(db: GraphDB) -> Iterator[Connection]:
+    """The connection of ``db``'s unit of work (a :meth:`GraphDB.session`), else a new one
+    for this statement. (``GraphDB`` has no public accessor for it yet, hence ``_conn``.)"""
+    conn = getattr(db, "_conn", None)
+    if conn is not None:
+        yield conn
+        return
+    with db.engine.connect() as conn:
+        yield conn
+
+
+def fetch_arrow(db: GraphDB, stmt: Select | TextClause) -> pa.Table:
+    """All rows of ``stmt`` as one Arrow table (on the session's connection, if any);
+    driver errors become :class:`~headgraph.errors.DatabaseError`."""
+    try:
+        with connection(db) as conn:
+            if conn.dialect.name == "duckdb":
+                query, params = _duckdb_sql(db, stmt)
+                return driver_connection(conn).sql(query, params=params).to_arrow_table()
+            result = conn.execute(stmt)
+            names = list(result.keys())
+            rows = result.fetchall()
+    except DBAPIError as exc:
+        raise connect_error(db.target, exc.orig or exc, read_only=True) from None
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
+    return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})

@@ -4,14 +4,19 @@ by piece, from the database alone (no torch, no JSON file).
 Views
 -----
 ``pruned_view``   circuit-tracer's pruning (:mod:`headgraph.queries.pruning`). The node
-                  step runs in SQL on numbers stored at import: with ``score`` each node's
-                  influence on the whole graph and ``cum`` its cumulative share,
-                  ``thr = max(score where cum >= node_threshold)`` (``min(score)`` if none),
-                  and the kept nodes are exactly ``nid < K``, ``K = n_pinned + #{non-pinned
-                  nodes with score >= thr}`` (``nid`` is the keep order). Their links are
-                  a prefix of ``attribution_links`` (sorted by target ``nid``), filtered by
-                  source; the edge step (influence on the pruned adjacency, edge scores,
-                  edge threshold, clean-up) runs in numpy on that subgraph only.
+                  step uses numbers stored at import (they depend on the graph alone):
+                  with ``score`` each node's influence on the whole graph and ``cum`` its
+                  cumulative share, ``thr = max(score where cum >= node_threshold)``
+                  (``min(score)`` if none), and the kept nodes are exactly ``nid < K``,
+                  ``K = n_pinned + #{non-pinned nodes with score >= thr}`` (``nid`` is the
+                  keep order); it runs on the node columns as read once per process. The
+                  database then filters the links between them (``target < K and source
+                  < K``), stored grouped by target height. The edge step cannot be stored:
+                  it is computed on the *pruned* adjacency, which depends on ``K``
+                  (circuit-tracer's ``prune_graph``), so it runs in numpy on that subgraph,
+                  one height at a time (:func:`~headgraph.queries.pruning.prune_by_height`).
+                  Graphs stored before heights were (``levels`` NULL) take
+                  :func:`~headgraph.queries.pruning.prune_links`, slower, same answer.
 ``neighbourhood`` around one node (:mod:`headgraph.queries.attribution_near`).
 
 Views are returned as :class:`GraphView` records; :mod:`headgraph.queries.attribution_export`
@@ -24,14 +29,12 @@ import datetime as dt
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Connection, Select, and_, func, inspect, select
+from sqlalchemy import and_, func, inspect, literal_column, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import (
@@ -40,6 +43,7 @@ from headgraph.errors import (
     NodeNotFoundError,
 )
 from headgraph.queries import pruning
+from headgraph.queries.arrow import connection, fetch_arrow
 from headgraph.queries.attribution_format import decode_node
 from headgraph.queries.session import GraphDB
 from headgraph.schema import tables as t
@@ -69,10 +73,12 @@ class GraphRow:
     source: str
     imported_at: dt.datetime
     document: str  # JSON: the file's fields but nodes and links
+    levels: int | None = None  # links grouped by target height; None: stored before
 
     @classmethod
     def from_row(cls, row: Any) -> GraphRow:
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+        """From a row of ``attribution_graphs``, with or without the later columns."""
+        return cls(**{f: row.get(f) for f in cls.__dataclass_fields__})
 
     @property
     def header(self) -> dict[str, Any]:
@@ -142,7 +148,7 @@ def has_table(db: GraphDB, name: str) -> bool:
     """Whether the database has table ``name`` (files older than the attribution and
     circuit tables do not have them)."""
     try:
-        with _connection(db) as conn:
+        with connection(db) as conn:
             return bool(inspect(conn).has_table(name))
     except DBAPIError as exc:
         raise connect_error(db.target, exc.orig or exc, read_only=True) from None
@@ -159,7 +165,7 @@ def list_graphs(db: GraphDB, model: str | None = None, prompt: str | None = None
     if not has_attribution_tables(db):
         return []
     g = t.attribution_graphs.c
-    stmt = select(t.attribution_graphs)
+    stmt = all_columns(t.attribution_graphs)
     if model is not None:
         stmt = stmt.where(g.model == model)
     if prompt is not None:
@@ -180,7 +186,7 @@ def graph_and_node(db: GraphDB, slug: str, node_id: str | None) -> tuple[GraphRo
     :class:`GraphNotFoundError` / :class:`NodeNotFoundError`."""
     g = t.attribution_graphs.c
     try:
-        rows = db.rows(select(t.attribution_graphs).where(g.slug == slug))
+        rows = db.rows(all_columns(t.attribution_graphs).where(g.slug == slug))
     except DatabaseError:
         if has_attribution_tables(db):
             raise
@@ -198,12 +204,32 @@ def graph_and_node(db: GraphDB, slug: str, node_id: str | None) -> tuple[GraphRo
     return graph, nid
 
 
+def all_columns(table: t.Table) -> Any:
+    """``SELECT *`` of ``table``: every column the database has, so a file written before
+    the :data:`~headgraph.schema.tables.ADDED_COLUMNS` still reads."""
+    return select(literal_column("*")).select_from(table)
+
+
 @dataclass(frozen=True)
 class GraphNodes:
-    """Every node of a graph: ``nodes[nid]``, and ``by_id`` node_id -> nid."""
+    """Every node of a graph: ``nodes[nid]``, ``by_id`` node_id -> nid, and by nid the
+    columns a pruned view needs (``heights`` None for a graph stored before them)."""
 
     nodes: tuple[ViewNode, ...]
     by_id: dict[str, int]
+    roles: np.ndarray
+    token_prob: np.ndarray
+    scores: np.ndarray
+    cum: np.ndarray
+    heights: np.ndarray | None
+
+    def keep_count(self, n_pinned: int, node_threshold: float) -> int:
+        """``K``: the nodes kept at ``node_threshold`` are ``nid < K`` (module doc)."""
+        if not self.scores.size:
+            return 0
+        above = self.scores[self.cum >= node_threshold]
+        thr = above.max() if above.size else self.scores.min()
+        return n_pinned + int(((self.roles < pruning.TOKEN) & (self.scores >= thr)).sum())
 
 
 _NODES: OrderedDict[tuple, GraphNodes] = OrderedDict()
@@ -220,11 +246,16 @@ def graph_nodes(db: GraphDB, graph: GraphRow) -> GraphNodes:
             _NODES.move_to_end(key)
             return _NODES[key]
     n = t.attribution_nodes.c
-    rows = fetch_arrow(db, select(t.attribution_nodes).where(n.graph_id == graph.graph_id)
-                       .order_by(n.nid)).to_pylist()
+    table = fetch_arrow(db, all_columns(t.attribution_nodes)
+                        .where(n.graph_id == graph.graph_id).order_by(n.nid))
+    rows = table.to_pylist()
+    heights = (_np(table, "height", np.int16)
+               if graph.levels is not None and "height" in table.column_names else None)
     found = GraphNodes(tuple(ViewNode(r["nid"], r["idx"], r["node_id"], r["role"], r["score"],
                                       r["cum"], decode_node(r)) for r in rows),
-                       {r["node_id"]: r["nid"] for r in rows})
+                       {r["node_id"]: r["nid"] for r in rows},
+                       _np(table, "role", np.int16), _np(table, "token_prob", np.float64),
+                       _np(table, "score", np.float64), _np(table, "cum", np.float64), heights)
     with _CACHE_LOCK:
         _NODES[key] = found
         while len(_NODES) > 1 and sum(len(x.nodes) for x in _NODES.values()) > CACHED_NODES:
@@ -232,41 +263,11 @@ def graph_nodes(db: GraphDB, graph: GraphRow) -> GraphNodes:
     return found
 
 
-@contextmanager
-def _connection(db: GraphDB) -> Iterator[Connection]:
-    """The request's connection (a :meth:`GraphDB.session`) or a new one."""
-    conn = getattr(db, "_conn", None)
-    if conn is not None:
-        yield conn
-        return
-    with db.engine.connect() as conn:
-        yield conn
-
-
-def fetch_arrow(db: GraphDB, stmt: Select) -> pa.Table:
-    """A statement's result as an Arrow table (DuckDB natively; rows elsewhere)."""
-    try:
-        with _connection(db) as conn:
-            if conn.dialect.name == "duckdb":
-                compiled = stmt.compile(dialect=conn.dialect,
-                                        compile_kwargs={"render_postcompile": True})
-                params = [compiled.params[k] for k in compiled.positiontup or []]
-                raw = conn.connection.dbapi_connection
-                return raw.sql(str(compiled), params=params).to_arrow_table()
-            result = conn.execute(stmt)
-            names = list(result.keys())
-            rows = result.fetchall()
-    except DBAPIError as exc:
-        raise connect_error(db.target, exc.orig or exc, read_only=True) from None
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
-    return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
-
-
 def _np(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
     col = table.column(name)
     if col.null_count:
         col = col.fill_null(np.nan if np.dtype(dtype).kind == "f" else 0)
-    return col.to_numpy().astype(dtype, copy=False)
+    return np.asarray(col.to_numpy(), dtype)
 
 
 def _node_records(db: GraphDB, graph: GraphRow, nids: np.ndarray) -> dict[int, ViewNode]:
@@ -313,47 +314,51 @@ def pruned_view(db: GraphDB, slug: str, node_threshold: float = 0.8,
 
 def _compute_pruned(db: GraphDB, graph: GraphRow, node_threshold: float,
                     edge_threshold: float, max_links: int | None) -> GraphView:
-    n = t.attribution_nodes.c
-    gid = graph.graph_id
-    thr = db.rows(select(func.coalesce(func.max(n.score).filter(n.cum >= node_threshold),
-                                       func.min(n.score)).label("thr"))
-                  .where(n.graph_id == gid))[0]["thr"]
-    k = graph.n_pinned
-    if thr is not None:
-        k += int(db.rows(select(func.count().label("k")).where(and_(
-            n.graph_id == gid, n.role < pruning.TOKEN, n.score >= thr)))[0]["k"])
-    nodes = fetch_arrow(db, select(n.nid, n.role, n.token_prob)
-                        .where(and_(n.graph_id == gid, n.nid < k)).order_by(n.nid))
+    nodes = graph_nodes(db, graph)
+    k = nodes.keep_count(graph.n_pinned, node_threshold)
     c = t.attribution_links.c
     links = fetch_arrow(db, select(c.idx, c.source, c.target, c.weight).where(and_(
-        c.graph_id == gid, c.target < k, c.source < k)))
-    roles = _np(nodes, "role", np.int16)
-    src, tgt = _np(links, "source", np.int64), _np(links, "target", np.int64)
-    pr = pruning.prune_links(k, src, tgt, _np(links, "weight", np.float64), roles,
-                             pruning.logit_weights(roles, _np(nodes, "token_prob", np.float64)),
-                             np.ones(k, bool), edge_threshold)
+        c.graph_id == graph.graph_id, c.target < k, c.source < k)))
+    src, tgt = _flat(links, "source", np.intp), _flat(links, "target", np.intp)
+    weight = _flat(links, "weight", np.float64)
+    roles, lw = nodes.roles[:k], pruning.logit_weights(nodes.roles[:k], nodes.token_prob[:k])
+    if nodes.heights is None:  # stored before heights: any order will do
+        pr = pruning.prune_links(k, src, tgt, weight, roles, lw, np.ones(k, bool),
+                                 edge_threshold)
+    else:  # DuckDB gives a filtered scan in stored order (preserve_insertion_order);
+        # other databases in any order, which prune_by_height finds and sorts
+        pr = pruning.prune_by_height(k, src, tgt, weight, nodes.heights[:k], roles, lw,
+                                     edge_threshold)
     keep, scores = pr.links, pr.edge_scores
     truncated = max_links is not None and keep.size > max_links
     if truncated:
-        top = np.argsort(-scores, kind="stable")[:max_links]
+        top = np.sort(np.argsort(-scores, kind="stable")[:max_links])
         keep, scores = keep[top], scores[top]
-    records = _node_records(db, graph, np.flatnonzero(pr.nodes))
-    view_links = _view_links(links, np.sort(keep), scores[np.argsort(keep)])
+    idx = _flat(links, "idx", np.int32)
+    view_links = pa.table({
+        "idx": np.take(idx, keep), "source": np.take(src, keep).astype(np.int32),
+        "target": np.take(tgt, keep).astype(np.int32), "weight": np.take(weight, keep),
+        "extra": pa.nulls(keep.size, pa.string()), "edge_score": scores})
     if graph.n_link_extras:
         view_links = _with_extras(db, graph, view_links)
+    records = _node_records(db, graph, np.flatnonzero(pr.nodes))
     return GraphView(graph, _in_file_order(records), view_links, bool(truncated),
                      {"node_threshold": node_threshold, "edge_threshold": edge_threshold})
 
 
+def _flat(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
+    """A non-null column as one numpy array of ``dtype``, chunk by chunk (one pass: no
+    concatenation, then a cast)."""
+    out = np.empty(table.num_rows, dtype)
+    at = 0
+    for chunk in table.column(name).chunks:
+        out[at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+        at += len(chunk)
+    return out
+
+
 def _in_file_order(nodes: dict[int, ViewNode]) -> list[ViewNode]:
     return sorted(nodes.values(), key=lambda x: x.idx)
-
-
-def _view_links(table: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """Rows ``rows`` of a link table with their edge scores (stored order: by target)."""
-    picked = table.select(["idx", "source", "target", "weight"]).take(pa.array(rows))
-    return picked.append_column("extra", pa.nulls(len(rows), pa.string())).append_column(
-        "edge_score", pa.array(scores)).combine_chunks()
 
 
 def _with_extras(db: GraphDB, graph: GraphRow, links: pa.Table) -> pa.Table:

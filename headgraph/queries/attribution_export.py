@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import and_, select
 
-from headgraph.queries.attribution import GraphRow, GraphView, fetch_arrow, get_graph
+from headgraph.queries.arrow import fetch_arrow
+from headgraph.queries.attribution import GraphRow, GraphView, all_columns, get_graph
 from headgraph.queries.attribution_format import decode_node, dumps, number
 from headgraph.queries.session import GraphDB
 from headgraph.schema import tables as t
@@ -47,8 +48,8 @@ def write_graph(db: GraphDB, slug: str, out: TextIO) -> int:
     graph = get_graph(db, slug)
     _header(out, graph.header)
     n = t.attribution_nodes.c
-    nodes = fetch_arrow(db, select(t.attribution_nodes).where(n.graph_id == graph.graph_id)
-                        .order_by(n.idx)).to_pylist()
+    nodes = fetch_arrow(db, all_columns(t.attribution_nodes)
+                        .where(n.graph_id == graph.graph_id).order_by(n.idx)).to_pylist()
     out.write('"nodes": [')
     out.write(", ".join(dumps(decode_node(r)) for r in nodes))
     out.write('], "links": [')

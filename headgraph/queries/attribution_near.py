@@ -1,27 +1,34 @@
 """The neighbourhood of one node of an attribution graph: up to ``top`` in-links
 (strongest ``|weight|``) of every node reached upstream and ``top`` out-links of every
 node reached downstream, ``depth`` hops each way. Each hop is one SQL statement for both
-directions: in-links come from ``attribution_links`` (stored by target) and out-links
-from ``attribution_out_links`` (stored by source), ranked per node with ``row_number()``
-over a zone-mapped range, so the cost follows the answer, not the graph.
+directions: in-links come from ``attribution_links`` (stored by target height, then
+target; the target's height is named too, so zone maps skip to the one block that holds
+it) and out-links from ``attribution_out_links`` (stored by source). One node's links are
+its strongest ``top`` (``ORDER BY |weight| DESC, idx LIMIT top``); several nodes' are
+ranked per node with ``row_number()``. The cost follows the answer, not the graph.
+
+The statement is written as text with the (integer) ids in it: it is small, and building
+it through SQLAlchemy's compiler cost more than running it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Select, and_, func, literal, select, union_all
+from sqlalchemy import and_, select, text
 
 from headgraph.errors import BadInputError, LimitExceededError
+from headgraph.queries.arrow import fetch_arrow
 from headgraph.queries.attribution import (
     GraphRow,
     GraphView,
     _in_file_order,
     _node_records,
-    fetch_arrow,
     graph_and_node,
+    graph_nodes,
 )
 from headgraph.queries.session import GraphDB
 from headgraph.schema import tables as t
@@ -29,18 +36,45 @@ from headgraph.schema import tables as t
 DIRECTIONS = ("in", "out", "both")
 MAX_DEPTH = 4
 MAX_TOP = 100
+_COLUMNS = "idx, source, target, weight"
 
 
-def _ranked(graph: GraphRow, frontier: Sequence[int], inward: bool, top: int) -> Select:
-    """Up to ``top`` links (largest ``|weight|``) into (``inward``) or out of each node."""
-    table = t.attribution_links if inward else t.attribution_out_links
-    c = table.c
-    key = c.target if inward else c.source
-    ranked = select(c.idx, c.source, c.target, c.weight, func.row_number().over(
-        partition_by=key, order_by=(func.abs(c.weight).desc(), c.idx)).label("r")).where(
-        and_(c.graph_id == graph.graph_id, key.in_([int(x) for x in frontier]))).subquery()
-    return select(ranked.c.idx, ranked.c.source, ranked.c.target, ranked.c.weight,
-                  literal(inward).label("inward")).where(ranked.c.r <= top)
+def _ranked(graph_id: int, frontier: Sequence[int], inward: bool, top: int,
+            height: int | None) -> str:
+    """SQL for up to ``top`` links (largest ``|weight|``, then file order) into
+    (``inward``) or out of each node of ``frontier``; ``height`` is theirs when known."""
+    table, key = ("attribution_links", "target") if inward else ("attribution_out_links",
+                                                                 "source")
+    where = f"graph_id = {int(graph_id)}"
+    if height is not None:
+        where += f" AND target_height = {int(height)}"
+    flag = "TRUE" if inward else "FALSE"
+    if len(frontier) == 1:
+        return (f"(SELECT {_COLUMNS}, {flag} AS inward FROM {table} WHERE {where} AND "
+                f"{key} = {int(frontier[0])} ORDER BY abs(weight) DESC, idx LIMIT {int(top)})")
+    nodes = ", ".join(str(int(x)) for x in frontier)
+    return (f"(SELECT {_COLUMNS}, {flag} AS inward FROM (SELECT {_COLUMNS}, row_number() "
+            f"OVER (PARTITION BY {key} ORDER BY abs(weight) DESC, idx) AS r FROM {table} "
+            f"WHERE {where} AND {key} IN ({nodes})) ranked WHERE r <= {int(top)})")
+
+
+def _hop(db: GraphDB, graph: GraphRow, frontiers: dict[bool, list[int]], top: int) -> str:
+    """One statement for a hop: out-links of the downstream frontier, in-links of the
+    upstream one (by target height when the graph stores heights)."""
+    parts = []
+    if frontiers[False]:
+        parts.append(_ranked(graph.graph_id, frontiers[False], False, top, None))
+    if frontiers[True]:
+        heights = graph_nodes(db, graph).heights
+        if heights is None:
+            parts.append(_ranked(graph.graph_id, frontiers[True], True, top, None))
+        else:
+            by_height: dict[int, list[int]] = defaultdict(list)
+            for node in frontiers[True]:
+                by_height[int(heights[node])].append(node)
+            parts.extend(_ranked(graph.graph_id, nodes, True, top, h)
+                         for h, nodes in sorted(by_height.items()))
+    return " UNION ALL ".join(parts)
 
 
 def check_neighbourhood(top: int, depth: int, direction: str) -> None:
@@ -71,10 +105,9 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
                  False: [center] if direction != "in" else []}
     seen = {True: {center}, False: {center}}
     for _ in range(depth):  # one statement a hop, both directions at once
-        parts = [_ranked(graph, f, inward, top) for inward, f in frontiers.items() if f]
-        if not parts:
+        if not frontiers[True] and not frontiers[False]:
             break
-        table = fetch_arrow(db, parts[0] if len(parts) == 1 else union_all(*parts))
+        table = fetch_arrow(db, text(_hop(db, graph, frontiers, top)))
         frontiers = {True: [], False: []}
         for i, s, d, w, inward in zip(*(table.column(c).to_pylist() for c in (
                 "idx", "source", "target", "weight", "inward")), strict=True):

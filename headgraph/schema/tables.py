@@ -19,9 +19,12 @@ Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.
 ``attribution_graphs``     one row per imported circuit-tracer / Neuronpedia graph (``slug``
                            unique); ``document`` keeps every top-level field but nodes/links.
 ``attribution_nodes``      its nodes; ``nid`` is the node's rank in keep order (tokens and
-                           logits first, then by computed influence), ``idx`` its file position.
-``attribution_links``      its links by node ``nid``, stored sorted by (graph, target):
-                           a pruned view reads a prefix, a node's in-links one zone.
+                           logits first, then by computed influence), ``idx`` its file
+                           position, ``height`` the most links on a path to a sink.
+``attribution_links``      its links by node ``nid``, stored sorted by (graph,
+                           ``target_height``, target): a pruned view reads the links
+                           between the first ``K`` nids height by height, a node's
+                           in-links are one zone (:mod:`headgraph.queries.pruning`).
 ``attribution_out_links``  the same links sorted by (graph, source): a node's out-links.
 ``circuits``               one row per imported head-level circuit (ACDC, auto-circuit,
                            EAP-IG); its edges are ``edge_scores`` rows (metric ``tool:...``,
@@ -204,6 +207,9 @@ attribution_graphs = Table(
     Column("n_links", BigInteger, nullable=False),
     Column("n_pinned", Integer, nullable=False),  # tokens + logits: nids 0..n_pinned-1
     Column("n_link_extras", BigInteger, nullable=False),  # links with fields beyond the three
+    # 1 + the greatest node height: links are stored grouped by target height. NULL for
+    # graphs stored before heights (sorted by target only; views fall back to a slower path)
+    Column("levels", Integer),
     Column("source", Text, nullable=False),
     Column("imported_at", DateTime(timezone=True), nullable=False),
     Column("headgraph_version", String, nullable=False),
@@ -229,6 +235,7 @@ attribution_nodes = Table(
     Column("role", SmallInteger, nullable=False),  # 0 feature, 1 error, 2 token, 3 logit
     Column("score", Double, nullable=False),  # computed influence on the whole graph
     Column("cum", Double, nullable=False),  # cumulative share of influence, largest first
+    Column("height", SmallInteger),  # most links on a path to a sink (NULL: stored before)
     Column("absent", Integer, nullable=False),  # bit i: standard field i not in the file
     Column("extra", Text),  # JSON object of the node's other fields, NULL if none
 )
@@ -242,6 +249,7 @@ attribution_links = Table(
     Column("target", Integer, nullable=False),
     Column("weight", Double, nullable=False),
     Column("extra", Text),
+    Column("target_height", SmallInteger),  # the target's height (NULL: stored before)
 )
 
 attribution_out_links = Table(
@@ -278,6 +286,12 @@ circuits = Table(
 ATTRIBUTION_TABLES = (attribution_graphs, attribution_nodes, attribution_links,
                       attribution_out_links, circuits)
 """Added after schema version 1: created on first use in databases that predate them."""
+
+ADDED_COLUMNS = {"attribution_graphs": ("levels",), "attribution_nodes": ("height",),
+                 "attribution_links": ("target_height",)}
+"""Columns added to those tables later, still within schema version 1: a writer adds them
+(``ALTER TABLE ... ADD COLUMN``, NULL in the rows already stored) before it writes; readers
+treat NULL as "stored before" and take the slower path that needs no such column."""
 
 EDGE_INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "feeders": (("target", "kind", "rank"),
