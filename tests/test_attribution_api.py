@@ -126,3 +126,55 @@ def test_evidence_gaps_in_graphql_carry_z(served):
     assert absent["circuit"] == {"tool": "eap-ig", "task": "induction",
                                  "probe": "task:induction", "format": "eap-ig-json",
                                  "edgeCount": 110, "inGraphCount": 109}
+
+
+def test_graph_route_errors_name_no_database_and_are_cut(served):
+    server, _, db = served
+    r = server.client.get("/graphs/nope.json")
+    message = r.json()["errors"][0]["message"]
+    assert r.status_code == 404 and "the database" in message
+    assert str(Path(db).resolve()) not in message and ".duckdb" not in message
+    r = server.client.get("/graphs/" + "x" * 3000 + ".json")
+    assert r.status_code == 404
+    message = r.json()["errors"][0]["message"]
+    assert message.endswith("... (cut)") and len(message) == 1000 + len("... (cut)")
+
+
+def test_graph_route_waits_for_a_connection_turn(served):
+    """With every turn of the shared gate taken, a /graphs/ request opens no session and
+    sends nothing; it is answered once a turn is free."""
+    import asyncio
+    from contextlib import AsyncExitStack
+
+    from headgraph.api.execute import MAX_OPEN_SESSIONS
+
+    _, _, db = served
+    app = create_app(db)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        await asyncio.Event().wait()  # the client never goes away
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def scenario() -> None:
+        scope = {"type": "http", "method": "GET", "path": "/graphs/g-1.json",
+                 "raw_path": b"/graphs/g-1.json", "query_string": b"node_threshold=0.5",
+                 "headers": []}
+        async with AsyncExitStack() as turns:
+            for _ in range(MAX_OPEN_SESSIONS):
+                await turns.enter_async_context(app.executor.session_gate())
+            request = asyncio.create_task(app(scope, receive, send))
+            await asyncio.sleep(0.3)
+            assert sent == [] and not request.done()
+        await asyncio.wait_for(request, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        app.executor.close()
+    assert sent[0]["status"] == 200
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["metadata"]["pruning_settings"]["node_threshold"] == 0.5

@@ -12,10 +12,16 @@ request                                      answer
 ``&direction=in|out|both``                   ``direction`` defaults to both
 ===========================================  ==============================================
 
-The body streams in ~64 KB chunks from a worker thread (:mod:`headgraph.api.streaming`);
-``X-Headgraph-Links`` gives the number of links. Errors use the API's JSON error shape:
-400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``GRAPH_NOT_FOUND`` / ``NODE_NOT_FOUND``, 405
-for a method other than GET, 503 ``DATABASE_LOCKED`` while an import writes.
+The body streams in ~64 KB chunks from a thread of its own (:mod:`headgraph.api.streaming`;
+a slow client holds no worker thread of the event loop); ``X-Headgraph-Links`` gives the
+number of links. Database work waits for one of the connection turns every route shares
+(:meth:`Executor.session_gate <headgraph.api.execute.Executor.session_gate>`) and opens its
+session through ``Executor.open_session``: a view holds its turn while it is computed and
+streams from memory after; the whole graph holds it while it streams. Errors use the API's
+JSON error shape, cleaned as every route's are (``Executor.public``: no database path or URL,
+at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``GRAPH_NOT_FOUND`` /
+``NODE_NOT_FOUND``, 405 for a method other than GET, 503 ``DATABASE_LOCKED`` (with
+``Retry-After``) while an import writes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
@@ -136,18 +144,64 @@ class AttributionRoutes:
         raw = (scope.get("raw_path") or quote(scope["path"]).encode()).split(b"?", 1)[0]
         try:
             ask = parse_ask(raw[len(PREFIX):], scope.get("query_string", b""))
-        except BadInputError as exc:
-            await _respond(send, refusal(exc, 400))
+            async with self.executor.session_gate():
+                found = await asyncio.to_thread(self._prepare, ask)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a response
+            if not isinstance(exc, HeadgraphError):
+                log.error("internal error answering graph request %r", scope["path"][:256],
+                          exc_info=exc)
+            await _respond(send, self.executor.public(self._refusal(exc)))
             return
+        if isinstance(found, q.GraphView):
+            view = found
+
+            def write(out: ChunkWriter, start: Callable[[], None]) -> None:
+                start()
+                write_view(view, out)
+
+            await self._stream(receive, send, ask, found.links.num_rows, write)
+            return
+        async with self.executor.session_gate():  # the whole graph reads while it streams
+            await self._stream(receive, send, ask, found.n_links,
+                               lambda out, start: self._write_whole(ask, out, start))
+
+    def _prepare(self, ask: GraphAsk) -> q.GraphView | q.GraphRow:
+        """The view asked for, computed (the session closes before it streams), or the
+        whole graph's row once its size is checked."""
+        with self.executor.open_session() as db:
+            if ask.around is not None:
+                return near.neighbourhood(db, ask.slug, ask.around, top=ask.top,
+                                          depth=ask.depth, direction=ask.direction,
+                                          max_links=self.settings.max_export_edges)
+            if ask.pruned:
+                return q.pruned_view(
+                    db, ask.slug, 0.8 if ask.node_threshold is None else ask.node_threshold,
+                    0.98 if ask.edge_threshold is None else ask.edge_threshold,
+                    max_links=self.settings.max_export_edges)
+            graph = q.get_graph(db, ask.slug)
+            self._check_size(graph)
+            return graph
+
+    def _write_whole(self, ask: GraphAsk, out: ChunkWriter, start: Callable[[], None]) -> None:
+        with self.executor.open_session() as db:
+            start()
+            write_graph(db, ask.slug, out)
+
+    async def _stream(self, receive: Receive, send: Send, ask: GraphAsk, n_links: int,
+                      write: Callable[[ChunkWriter, Callable[[], None]], None]) -> None:
+        """Run ``write`` in a thread of its own and send what it writes as it comes; it
+        calls ``start`` when the response can begin (an error before that is a refusal,
+        one after it a broken transfer)."""
         channel = Channel(asyncio.get_running_loop())
-        worker = asyncio.create_task(asyncio.to_thread(self._write, channel, ask))
+        threading.Thread(target=self._write, args=(channel, ask, n_links, write),
+                         name=f"headgraph-graph-{ask.slug[:40]}", daemon=True).start()
         watcher = asyncio.create_task(_watch_disconnect(receive, channel))
         try:
             first = await channel.get()
             if first[0] == "cancelled":
                 return
             if first[0] != "start":
-                await _respond(send, self._refusal(first[1]))
+                await _respond(send, self.executor.public(self._refusal(first[1])))
                 return
             await send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"application/json"),
@@ -164,34 +218,17 @@ class AttributionRoutes:
                     if item[0] != "cancelled":  # the client sees a broken transfer
                         log.error("graph %r failed mid-stream: %s", ask.slug, item[1])
                     return
-        finally:
+        finally:  # the writer stops at its next chunk (it sends a last item either way)
             channel.cancel()
             watcher.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
 
-    def _write(self, channel: Channel, ask: GraphAsk) -> None:
+    @staticmethod
+    def _write(channel: Channel, ask: GraphAsk, n_links: int,
+               write: Callable[[ChunkWriter, Callable[[], None]], None]) -> None:
         try:
-            with self.executor.reader().session() as db:
-                writer = ChunkWriter(channel)
-                if ask.around is not None:
-                    view = near.neighbourhood(db, ask.slug, ask.around, top=ask.top,
-                                           depth=ask.depth, direction=ask.direction,
-                                           max_links=self.settings.max_export_edges)
-                elif ask.pruned:
-                    view = q.pruned_view(
-                        db, ask.slug, 0.8 if ask.node_threshold is None else ask.node_threshold,
-                        0.98 if ask.edge_threshold is None else ask.edge_threshold,
-                        max_links=self.settings.max_export_edges)
-                else:
-                    graph = q.get_graph(db, ask.slug)
-                    self._check_size(graph)
-                    channel.put(("start", graph.n_links))
-                    write_graph(db, ask.slug, writer)
-                    view = None
-                if view is not None:
-                    channel.put(("start", view.links.num_rows))
-                    write_view(view, writer)
-                writer.flush()
+            writer = ChunkWriter(channel)
+            write(writer, lambda: channel.put(("start", n_links)))
+            writer.flush()
             _finish(channel, ("end", None))
         except Cancelled:
             _finish(channel, ("cancelled", None))
@@ -227,5 +264,3 @@ def _finish(channel: Channel, item: tuple) -> None:
         channel.close(item)
     except Exception:  # noqa: BLE001 - the loop is gone; nobody is listening
         pass
-
-
