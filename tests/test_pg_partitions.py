@@ -171,6 +171,27 @@ def test_ingest_replace_and_copy_keep_one_partition_per_model(toy_pg: str, tmp_p
     assert len(_partitions(toy_pg)) == 2 and check_database(toy_pg).ok
 
 
+def test_a_sweep_cut_short_is_finished_by_the_next(toy_pg: str):
+    engine = create_db_engine(resolve_target(toy_pg), read_only=False)
+    with engine.begin() as conn:
+        old_id = conn.execute(select(t.models.c.model_id)).scalar_one()
+        delete_model(conn, old_id)
+    holder = _raw(toy_pg)  # a long reader: the detach cannot finish while it lasts
+    holder.execute("SELECT count(*) FROM edges").fetchone()
+    assert sweep_partitions(engine, timeout_s=0.3) == []
+    with _raw(toy_pg) as con:
+        assert con.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = "
+                           "to_regclass(%s)", (partition_name(old_id),)).fetchone() == (True,)
+    holder.close()
+    ingest("toy@1600", toy_pg, name="early")  # writes go on meanwhile; its sweep finishes
+    assert _partitions(toy_pg) == [partition_name(old_id + 1)]
+    with _raw(toy_pg) as con:
+        assert con.execute("SELECT to_regclass(%s)", (partition_name(old_id),)
+                           ).fetchone()[0] is None
+    engine.dispose()
+    assert check_database(toy_pg).ok
+
+
 def test_sweep_drops_a_detached_leftover(toy_pg: str):
     with _raw(toy_pg, autocommit=True) as con:  # as a sweep cut short between its steps
         con.execute("CREATE TABLE edges_m999 (LIKE edges)")

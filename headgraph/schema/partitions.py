@@ -30,8 +30,10 @@ DETACH or DROP of an attached partition would take ACCESS EXCLUSIVE on ``edges``
 stall every reader, so none is used in a write transaction. The partition left empty is
 removed after commit by :func:`sweep_partitions`: ``DETACH PARTITION ... CONCURRENTLY``
 (SHARE UPDATE EXCLUSIVE; it waits for transactions that may still use the partition,
-readers do not wait for it), then ``DROP TABLE`` of what is then a standalone table. An
-interrupted sweep leaves an empty table that the next one finishes.
+readers do not wait for it), then ``DROP TABLE`` of what is then a standalone table. A
+sweep that times out (a long reader still uses the partition) or is killed leaves an
+empty partition, pending detach or detached, that the next sweep finishes (FINALIZE
+first: while one detach is pending PostgreSQL refuses another).
 
 Databases made before partitioning (``edges`` a plain table) keep working: writes fall
 back to COPY into ``edges`` with its indexes in place (correct, about 10x slower), with a
@@ -127,7 +129,7 @@ def delete_model(conn: Connection, model_id: int) -> None:
     conn.execute(delete(t.models).where(t.models.c.model_id == model_id))
 
 
-def sweep_partitions(engine: Engine, *, timeout_s: float = 30.0) -> list[str]:
+def sweep_partitions(engine: Engine, *, timeout_s: float = 5.0) -> list[str]:
     """After a commit: detach and drop the partitions (and detached leftovers) of models
     no longer stored; returns their names. Never makes a reader wait; gives up quietly
     (the next sweep finishes) if the partition stays in use past ``timeout_s``."""
@@ -152,8 +154,9 @@ def _sweep(conn: Connection, timeout_s: float, dropped: list[str]) -> None:
         "WHERE c.relkind = 'r' AND c.relname LIKE 'edges\\_m%' AND c.relnamespace = "
         "(SELECT relnamespace FROM pg_class WHERE oid = to_regclass('edges')) "
         "AND (i.inhparent IS NULL OR i.inhparent = to_regclass('edges'))")).all()
-    stale = [(name, pending) for name, pending in found
-             if (m := _PARTITION.fullmatch(name)) and int(m.group(1)) not in stored]
+    stale = sorted(((name, pending) for name, pending in found
+                    if (m := _PARTITION.fullmatch(name)) and int(m.group(1)) not in stored),
+                   key=lambda p: p[1] is not True)  # a pending detach blocks any other
     if not stale:
         return
     conn.execute(text(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'"))
