@@ -11,7 +11,9 @@ Prints, in one run, for ``random:gpt2-xl`` (1,200 heads, ~2.2M edges):
   writes (and, for contrast, what DuckDB clients see during an ingest).
 
 Run: ``.venv/bin/python benchmarks/bench_api.py --db /tmp/xl.duckdb`` (the database is
-made by an ingest if missing; ``--skip-kuzu``, ``--skip-pg`` to leave parts out).
+made by an ingest if missing; ``--skip-kuzu``, ``--skip-pg`` to leave parts out;
+``--only pg`` for just the PostgreSQL bulk write and in-process feeders, ``--write-runs N``
+to time the write N times).
 """
 
 from __future__ import annotations
@@ -208,37 +210,60 @@ def kuzu_bench(db: str) -> None:
               f"{pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms")
 
 
+def pg_bulk_write(db: str, url: str, runs: int) -> None:
+    """``headgraph copy`` of xl into PostgreSQL (the first run into ``url``, later ones into
+    new databases on the same server), one transaction each, timed whole."""
+    import psycopg
+
+    from headgraph.schema.transfer import copy_models
+
+    for run in range(runs):
+        dest = url
+        if run:
+            dest = f"{url.rsplit('/', 1)[0]}/bench_write_{run}"
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as con:
+                con.execute(f"CREATE DATABASE bench_write_{run}")
+        start = time.perf_counter()
+        [result] = copy_models(db, dest, ["xl"])
+        seconds = time.perf_counter() - start
+        rows = sum(result.rows.values())
+        print(f"PostgreSQL bulk write (headgraph copy of xl: {rows:,} rows incl. "
+              f"{result.rows['edges']:,} edges, one transaction): {seconds:.2f} s, "
+              f"{rows / seconds / 1e6:.2f} M rows/s (read from DuckDB included; load average "
+              f"{os.getloadavg()[0]:.2f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default="/tmp/headgraph-xl.duckdb")
     parser.add_argument("--skip-kuzu", action="store_true")
     parser.add_argument("--skip-pg", action="store_true")
+    parser.add_argument("--only", choices=["pg"], help="pg: only the PostgreSQL bulk write "
+                        "and in-process feeders (no DuckDB, HTTP, Kuzu or ingest parts)")
+    parser.add_argument("--write-runs", type=int, default=1,
+                        help="bulk writes to time, each into a new database (default 1)")
     args = parser.parse_args()
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     if not Path(args.db).exists():
         print(f"making {args.db}: ingest random:gpt2-xl ...", flush=True)
         from headgraph.ingest.pipeline import ingest
 
         ingest("random:gpt2-xl", args.db, name="xl")
-    in_process(args.db, "DuckDB")
-    over_http(args.db, "DuckDB")
-    if not args.skip_kuzu:
-        kuzu_bench(args.db)
+    if args.only is None:
+        in_process(args.db, "DuckDB")
+        over_http(args.db, "DuckDB")
+        if not args.skip_kuzu:
+            kuzu_bench(args.db)
     if args.skip_pg:
         return
     work = Path(tempfile.mkdtemp(prefix="headgraph-pg-bench-"))
     url = subprocess.run([str(ROOT / "scripts" / "pg-cluster"), "start", str(work)],
                          check=True, capture_output=True, text=True).stdout.strip()
     try:
-        from headgraph.schema.transfer import copy_models
-
-        start = time.perf_counter()
-        [result] = copy_models(args.db, url, ["xl"])
-        seconds = time.perf_counter() - start
-        rows = sum(result.rows.values())
-        print(f"PostgreSQL bulk write (headgraph copy of xl: {rows:,} rows incl. "
-              f"{result.rows['edges']:,} edges, one transaction): {seconds:.1f} s, "
-              f"{rows / seconds / 1e6:.2f} M rows/s (read from DuckDB included)")
+        pg_bulk_write(args.db, url, args.write_runs)
         in_process(url, "PostgreSQL")
+        if args.only == "pg":
+            return
         over_http(url, "PostgreSQL")
         during_ingest(url, "PostgreSQL")
         copy = Path(work) / "during.duckdb"
