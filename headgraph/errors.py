@@ -66,6 +66,12 @@ class ModelExistsError(DatabaseError):
     code = "MODEL_EXISTS"
 
 
+class GraphExistsError(DatabaseError):
+    """An attribution graph slug that is already stored (use --replace to overwrite)."""
+
+    code = "GRAPH_EXISTS"
+
+
 class ModelNotFoundError(HeadgraphError):
     """A model name that is not in the database."""
 

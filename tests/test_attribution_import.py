@@ -213,6 +213,7 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
     """A file written before the height columns (dropped here) is read on the slower path
     with the same answers; the next import adds the columns, and only new graphs use
     them."""
+    from headgraph.schema.check import check_database
     from headgraph.schema.tables import ADDED_COLUMNS
 
     doc = graph_document(SynthSpec(n_links=3000, n_features=150, seed=8))
@@ -233,6 +234,7 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
         assert {(x.source, x.target, x.weight) for x in view.link_records()} == links
         assert near.links.num_rows > 0
         assert exported(db_path, "synthetic") == doc
+        assert check_database(db_path).ok, check_database(db_path).problems
 
     served()
     second = graph_document(SynthSpec(n_links=2000, n_features=100, seed=9, slug="second"))
@@ -245,3 +247,32 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
         view = pruned_view(db, "second", 0.7, 0.9)
     assert {n.node_id for n in view.nodes} == nodes
     assert {(x.source, x.target, x.weight) for x in view.link_records()} == links
+
+
+@pytest.mark.parametrize(("damage", "found"), [
+    ("DELETE FROM attribution_links WHERE idx = 7", "rows in attribution_links"),
+    ("UPDATE attribution_links SET target_height = target_height + 1 WHERE idx = 3",
+     "heights are wrong"),
+    ("UPDATE attribution_nodes SET height = 0 WHERE nid = 40", "heights are wrong"),
+    ("UPDATE attribution_out_links SET target = (target + 1) % 300 WHERE idx = 5",
+     "hold different links"),
+    ("UPDATE attribution_nodes SET nid = 5000 WHERE nid = 0", "nid not 0.."),
+    ("UPDATE attribution_nodes SET cum = 'nan' WHERE nid = 20", "NaN influence"),
+    ("INSERT INTO attribution_out_links SELECT 99, idx, source, target, weight "
+     "FROM attribution_out_links WHERE idx = 0", "orphan row(s) in attribution_out_links"),
+])
+def test_check_finds_a_damaged_attribution_graph(synth_db, tmp_path: Path, damage: str,
+                                                 found: str):
+    import shutil
+
+    from headgraph.schema.check import check_database
+
+    path, _ = synth_db
+    assert check_database(path).ok, check_database(path).problems
+    copy = tmp_path / "damaged.duckdb"
+    shutil.copy(path, copy)
+    con = duckdb.connect(str(copy))
+    con.execute(damage)
+    con.close()
+    report = check_database(copy)
+    assert any(found in p for p in report.problems), report.problems

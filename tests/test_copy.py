@@ -83,3 +83,80 @@ def test_cli_copy(home: Path, tmp_path: Path):
                                       "--model", "toy@1600"])
     assert result.exit_code == 0, result.output
     assert [r[0] for r in rows(dest)["models"]] == ["toy@1600"]
+
+
+def test_copy_carries_circuits_and_attribution_graphs(home: Path, pg_url: str, tmp_path: Path):
+    """A model travels with its circuits and the attribution graphs that explain it (by
+    name), DuckDB -> PostgreSQL -> DuckDB, exact; a name with graphs and no model copies
+    its graphs; a stored slug is refused unless replace; check passes on every copy."""
+    import json
+    import shutil
+
+    from test_circuits import eap_ig_graph
+
+    from headgraph.errors import GraphExistsError
+    from headgraph.ingest.attribution import import_graph
+    from headgraph.ingest.attribution_synth import SynthSpec, graph_document
+    from headgraph.ingest.circuit_import import import_circuit
+    from headgraph.queries.attribution import list_graphs, pruned_view
+    from headgraph.queries.attribution_export import write_graph
+    from headgraph.queries.session import open_reader
+    from headgraph.schema.check import check_database
+
+    src = tmp_path / "src.duckdb"
+    shutil.copy(home, src)
+    ours = graph_document(SynthSpec(n_links=3000, n_features=150, seed=2, slug="toy-graph",
+                                    scan="toy"))
+    ours["links"][0]["note"] = {"why": "an extra field travels"}
+    theirs = graph_document(SynthSpec(n_links=800, n_features=40, seed=3, slug="gemma-graph",
+                                      scan="gemma"))
+    for doc in (ours, theirs):
+        (tmp_path / "g.json").write_text(json.dumps(doc))
+        import_graph(tmp_path / "g.json", src)
+    (tmp_path / "c.json").write_text(json.dumps(eap_ig_graph(2, 4, out=("a0.h2->a1.h2<k>",))))
+    import_circuit(tmp_path / "c.json", src, model="toy", task="induction")
+
+    def exported(db, slug: str) -> dict:
+        import io
+
+        out = io.StringIO()
+        with open_reader(db) as reader:
+            write_graph(reader, slug, out)
+        return json.loads(out.getvalue())
+
+    def circuits(db) -> list[tuple]:
+        return sql(db, "SELECT m.name, c.tool, c.task, c.probe, c.header, c.n_edges "
+                       "FROM circuits c JOIN models m USING (model_id) ORDER BY 1, 2, 3")
+
+    def view(db) -> set:
+        with open_reader(db) as reader:
+            v = pruned_view(reader, "toy-graph", 0.8, 0.98, cache=False)
+        return {(x.source, x.target, x.weight) for x in v.link_records()}
+
+    [result] = copy_models(src, pg_url, ["toy"])
+    assert result.rows["attribution_graphs"] == 1 and result.rows["circuits"] == 1
+    back = tmp_path / "back.duckdb"
+    copy_models(pg_url, back)
+    for db in (pg_url, back):
+        with open_reader(db) as reader:
+            assert [g.slug for g in list_graphs(reader)] == ["toy-graph"]
+        assert exported(db, "toy-graph") == ours
+        assert circuits(db) == circuits(src)
+        assert view(db) == view(src)
+        report = check_database(db)
+        assert report.ok, report.problems
+    [result] = copy_models(src, back, ["gemma"])
+    assert result.rows["attribution_graphs"] == 1 and exported(back, "gemma-graph") == theirs
+    with pytest.raises(GraphExistsError):
+        copy_models(src, back, ["gemma"])
+    copy_models(src, back, ["gemma"], replace=True)
+    assert exported(back, "gemma-graph") == theirs and check_database(back).ok
+
+
+def sql(db, query: str) -> list[tuple]:
+    url = db if "://" in str(db) else f"duckdb:///{db}"
+    engine = create_engine(url, connect_args={"read_only": True} if "duckdb" in url else {})
+    with engine.connect() as conn:
+        found = [tuple(r) for r in conn.execute(text(query))]
+    engine.dispose()
+    return found

@@ -47,9 +47,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DBAPIError
 
 import headgraph
-from headgraph.errors import BadInputError, DatabaseError
+from headgraph.errors import BadInputError, GraphExistsError
 from headgraph.ingest.attribution_json import CHUNK, read_document
-from headgraph.ingest.import_write import add_missing_columns, insert_arrow
+from headgraph.ingest.import_write import insert_arrow
 from headgraph.queries import pruning
 from headgraph.queries.attribution_format import (
     NODE_COLUMNS,
@@ -74,12 +74,6 @@ MAX_LEVELS = 1 << 15  # heights are stored as small integers
 _LINK = pa.struct([("source", pa.string()), ("target", pa.string()), ("weight", pa.float64())])
 _RUN_KEY = "\x01run"  # the wrapper's one key: no sibling field of `links` can close it
 _RUN_SCHEMA = pa.schema([(_RUN_KEY, pa.list_(_LINK))])
-
-
-class GraphExistsError(DatabaseError):
-    """An attribution graph slug that is already stored (use --replace)."""
-
-    code = "GRAPH_EXISTS"
 
 
 @dataclass(frozen=True)
@@ -387,7 +381,7 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
         with begin_writing(engine, target) as conn:
             ensure_schema(conn, target)
             t.metadata.create_all(conn, tables=list(t.ATTRIBUTION_TABLES), checkfirst=True)
-            add_missing_columns(conn)
+            t.add_missing_columns(conn)
             g = t.attribution_graphs.c
             old = conn.execute(select(g.graph_id).where(g.slug == info.slug)).first()
             if old is not None and not replace:

@@ -13,10 +13,9 @@ import itertools
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, Connection, Double, MetaData, Table, inspect
+from sqlalchemy import BigInteger, Boolean, Column, Connection, Double, MetaData, Table
 
 from headgraph.errors import HeadgraphError
-from headgraph.schema import tables as t
 from headgraph.schema.database import driver_connection
 
 _views = itertools.count()
@@ -75,20 +74,3 @@ def _copy_postgres(conn: Connection, table: Table, data: pa.Table) -> int:
             copy.write(payload[start:start + (1 << 24)])
     return data.num_rows
 
-
-def add_missing_columns(conn: Connection) -> list[str]:
-    """Add the :data:`~headgraph.schema.tables.ADDED_COLUMNS` that a database made by an
-    older headgraph lacks (``ALTER TABLE ... ADD COLUMN``, in the caller's transaction;
-    rows already stored get NULL). Returns ``table.column`` of each one added."""
-    seen = inspect(conn)
-    added = []
-    for name, columns in t.ADDED_COLUMNS.items():
-        if not seen.has_table(name):
-            continue
-        have = {c["name"] for c in seen.get_columns(name)}
-        for column in columns:
-            if column not in have:
-                sql_type = t.metadata.tables[name].c[column].type.compile(dialect=conn.dialect)
-                conn.exec_driver_sql(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {sql_type}')
-                added.append(f"{name}.{column}")
-    return added

@@ -8,7 +8,8 @@ Checks, each reported with what failed:
 * ranks are consistent: for each (model, target, kind) the ranks are exactly 1..n and
   rank 1 holds the largest score;
 * no orphan rows: every row of a child table belongs to a stored model;
-* every score is finite and within [0, 1].
+* every score is finite and within [0, 1];
+* every attribution graph is whole (:func:`graph_problems`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.schema.database import (
@@ -87,8 +88,92 @@ def check_database(db: str | os.PathLike[str] | None) -> CheckReport:
             ).scalar_one()
             if bad_scores:
                 problems.append(f"{bad_scores} edge score(s) outside [0, 1] or NaN")
+            if "attribution_graphs" in present:
+                problems.extend(graph_problems(conn))
     except DBAPIError as exc:
         raise connect_error(target, exc.orig or exc, read_only=True) from None
     finally:
         engine.dispose()
     return CheckReport(str(target), tuple(m[1] for m in models), tuple(problems))
+
+
+def graph_problems(conn: Connection) -> list[str]:
+    """What is wrong with the stored attribution graphs, one line each:
+
+    * counts: ``n_nodes`` nodes numbered ``nid`` 0..n-1, the ``n_pinned`` tokens and logits
+      first, ``n_links`` rows in each link table, every ``idx`` 0..n_links-1 once, the same
+      links in both (equal sums of source and of target), every end a stored node;
+    * influence: ``score >= 0`` and ``cum`` in [0, 1];
+    * heights (graphs stored with them, ``levels`` not NULL): each link's ``target_height``
+      is its target's height, every source is higher than its target (the graph is acyclic
+      and the heights right), every height below ``levels``;
+    * no orphan rows in the node and link tables.
+    """
+    problems = []
+    seen = inspect(conn)  # a file older than the height columns has none
+
+    def column(table: str, name: str) -> str:
+        present = {c["name"] for c in seen.get_columns(table)}
+        return name if name in present else "CAST(NULL AS INTEGER)"
+
+    graphs = {r[0]: r[1:] for r in conn.execute(text(
+        "SELECT graph_id, slug, n_nodes, n_links, n_pinned, "
+        f"{column('attribution_graphs', 'levels')} FROM attribution_graphs"))}
+    nodes = {r[0]: r[1:] for r in conn.execute(text(
+        "SELECT graph_id, count(*), count(DISTINCT nid), min(nid), max(nid), "
+        "sum(CASE WHEN role >= 2 THEN 1 ELSE 0 END), max(CASE WHEN role >= 2 THEN nid END), "
+        "sum(CASE WHEN score >= 0 AND cum >= 0 AND cum <= 1.000001 THEN 0 ELSE 1 END), "
+        f"max({column('attribution_nodes', 'height')}) FROM attribution_nodes GROUP BY graph_id"))}
+    links = {}
+    for table in ("attribution_links", "attribution_out_links"):
+        links[table] = {r[0]: r[1:] for r in conn.execute(text(
+            f"SELECT graph_id, count(*), count(DISTINCT idx), min(idx), max(idx), "
+            f"sum(CAST(source AS BIGINT)), sum(CAST(target AS BIGINT)), "
+            f"least(min(source), min(target)), greatest(max(source), max(target)) "
+            f"FROM {table} GROUP BY graph_id"))}
+    for gid, (slug, n_nodes, n_links, n_pinned, levels) in graphs.items():
+        found = nodes.get(gid, (0, 0, None, None, 0, None, 0, None))
+        count, distinct, lo, hi, pinned, last_pinned, bad_scores, top = found
+        if (count, distinct) != (n_nodes, n_nodes) or (n_nodes and (lo, hi) != (0, n_nodes - 1)):
+            problems.append(f"attribution graph {slug!r}: {count} node rows, nid not 0.."
+                            f"{n_nodes - 1} once each (n_nodes {n_nodes})")
+        if pinned != n_pinned or (last_pinned is not None and last_pinned >= n_pinned):
+            problems.append(f"attribution graph {slug!r}: {pinned} tokens and logits, not the "
+                            f"first {n_pinned} nids")
+        if bad_scores:
+            problems.append(f"attribution graph {slug!r}: {bad_scores} node(s) with a negative "
+                            "or NaN influence or a share outside [0, 1]")
+        shapes = [links[tb].get(gid, (0, 0, None, None, None, None, None, None)) for tb in links]
+        for (tb, shape) in zip(links, shapes, strict=True):
+            c, d, i_lo, i_hi, _, _, e_lo, e_hi = shape
+            if (c, d) != (n_links, n_links) or (n_links and (i_lo, i_hi) != (0, n_links - 1)):
+                problems.append(f"attribution graph {slug!r}: {c} rows in {tb}, idx not 0.."
+                                f"{n_links - 1} once each (n_links {n_links})")
+            if n_links and (e_lo < 0 or e_hi >= n_nodes):
+                problems.append(f"attribution graph {slug!r}: {tb} names nodes that are not "
+                                "stored")
+        if shapes[0][4:6] != shapes[1][4:6]:
+            problems.append(f"attribution graph {slug!r}: attribution_links and "
+                            "attribution_out_links hold different links")
+        if levels is not None:
+            if top is not None and top >= levels:
+                problems.append(f"attribution graph {slug!r}: a node height >= levels "
+                                f"({levels})")
+            wrong = conn.execute(text(
+                "SELECT count(*) FROM attribution_links l "
+                "JOIN attribution_nodes s ON s.graph_id = l.graph_id AND s.nid = l.source "
+                "JOIN attribution_nodes d ON d.graph_id = l.graph_id AND d.nid = l.target "
+                "WHERE l.graph_id = :g AND (l.target_height IS NULL "
+                "OR l.target_height <> d.height OR s.height <= d.height)"), {"g": gid}
+            ).scalar_one()
+            if wrong:
+                problems.append(f"attribution graph {slug!r}: {wrong} link(s) whose heights "
+                                "are wrong (target_height not the target's, or a source not "
+                                "above its target)")
+    for table in ("attribution_nodes", "attribution_links", "attribution_out_links"):
+        orphans = conn.execute(text(
+            f"SELECT count(*) FROM {table} c WHERE NOT EXISTS "
+            "(SELECT 1 FROM attribution_graphs g WHERE g.graph_id = c.graph_id)")).scalar_one()
+        if orphans:
+            problems.append(f"{orphans} orphan row(s) in {table}")
+    return problems

@@ -52,6 +52,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Double,
     Index,
@@ -292,6 +293,27 @@ ADDED_COLUMNS = {"attribution_graphs": ("levels",), "attribution_nodes": ("heigh
 """Columns added to those tables later, still within schema version 1: a writer adds them
 (``ALTER TABLE ... ADD COLUMN``, NULL in the rows already stored) before it writes; readers
 treat NULL as "stored before" and take the slower path that needs no such column."""
+
+
+def add_missing_columns(conn: Connection) -> list[str]:
+    """Add the :data:`ADDED_COLUMNS` that a database made by an older headgraph lacks
+    (``ALTER TABLE ... ADD COLUMN`` in the caller's transaction; the rows already stored
+    get NULL). Returns ``table.column`` of each one added."""
+    from sqlalchemy import inspect
+
+    seen = inspect(conn)
+    added = []
+    for name, columns in ADDED_COLUMNS.items():
+        if not seen.has_table(name):
+            continue
+        have = {c["name"] for c in seen.get_columns(name)}
+        for column in columns:
+            if column not in have:
+                sql_type = metadata.tables[name].c[column].type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {sql_type}')
+                added.append(f"{name}.{column}")
+    return added
+
 
 EDGE_INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "feeders": (("target", "kind", "rank"),

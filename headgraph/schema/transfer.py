@@ -1,10 +1,12 @@
 """``headgraph copy``: move models between databases of either kind, whole and exact.
 
 Each model travels with its nodes, edges, evidence (``node_scores``, ``edge_scores``),
-virtual heads and the null baselines its edges use, and lands in the destination in one
-transaction (a new ``model_id`` there), so a reader of the destination sees all of it or
-none. A name that exists in the destination is refused unless ``replace``; then the old
-model is removed in the same transaction.
+virtual heads, the null baselines its edges use, its imported circuits and the attribution
+graphs that explain it (:mod:`headgraph.schema.transfer_graphs`), and lands in the
+destination in one transaction (a new ``model_id`` there), so a reader of the destination
+sees all of it or none. A name that exists in the destination is refused unless
+``replace``; then the old model is removed in the same transaction. A name that only
+attribution graphs carry (no stored model) copies those graphs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from headgraph.schema.database import (
     schema_state,
 )
 from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
+from headgraph.schema.transfer_graphs import (
+    StoredGraph,
+    graph_models,
+    read_circuits,
+    read_graphs,
+    write_circuits,
+    write_graphs,
+)
 
 CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.virtual_heads)
 
@@ -74,7 +84,8 @@ def copy_models(
     replace: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[CopyResult]:
-    """Copy ``names`` (default: every model) from ``source`` to ``dest``."""
+    """Copy ``names`` (default: every model, and every model name attribution graphs
+    explain) from ``source`` to ``dest``."""
     src_t, dst_t = resolve_target(source), resolve_target(dest)
     if src_t.url == dst_t.url:
         raise ModelExistsError("source and destination are the same database.")
@@ -85,16 +96,22 @@ def copy_models(
         with src.connect() as sconn:
             check_version(schema_state(sconn), src_t)
             stored = {r.name: r for r in sconn.execute(select(t.models)).mappings()}
-            wanted = names or sorted(stored)
-            missing = [n for n in wanted if n not in stored]
+            explained = graph_models(sconn)
+            wanted = names or sorted(set(stored) | explained)
+            missing = [n for n in wanted if n not in stored and n not in explained]
             if missing:
                 raise ModelNotFoundError(f"{src_t}: no model named {', '.join(map(repr, missing))}; "
                                          f"stored: {', '.join(sorted(stored)) or 'none'}.")
             nulls = [dict(r) for r in sconn.execute(select(t.baselines)).mappings()]
             for name in wanted:
+                graphs = read_graphs(sconn, name)
+                if name not in stored:
+                    results.append(_write_graphs(dst, dst_t, name, graphs, replace))
+                    continue
                 row = dict(stored[name])
                 data = {tb.name: read_arrow(sconn, tb, row["model_id"]) for tb in CHILD_TABLES}
-                results.append(_write(dst, dst_t, row, data, nulls, replace))
+                circuits = read_circuits(sconn, row["model_id"])
+                results.append(_write(dst, dst_t, row, data, nulls, replace, circuits, graphs))
                 if progress:
                     progress(name)
     except DBAPIError as exc:
@@ -106,7 +123,8 @@ def copy_models(
 
 
 def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
-           nulls: list[dict], replace: bool) -> CopyResult:
+           nulls: list[dict], replace: bool, circuits: list[dict],
+           graphs: list[StoredGraph]) -> CopyResult:
     with engine.begin() as conn:
         ensure_schema(conn, target)
         old = conn.execute(select(t.models.c.model_id).where(t.models.c.name == row["name"])
@@ -129,5 +147,17 @@ def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
             table = table.append_column("model_id", ids)
             counts[name] = (insert_model_edges(conn, model_id, table) if name == "edges"
                             else bulk_insert(conn, name, table))
+        counts["circuits"] = write_circuits(conn, model_id, circuits)
+        counts.update(write_graphs(conn, target, graphs, replace))
     sweep_partitions(engine)  # PostgreSQL: drop the partition a replace left empty
     return CopyResult(name=row["name"], rows=counts, replaced=old is not None)
+
+
+def _write_graphs(engine, target: DatabaseTarget, name: str, graphs: list[StoredGraph],
+                  replace: bool) -> CopyResult:
+    """The attribution graphs of a model name that has no stored model, in one
+    transaction."""
+    with engine.begin() as conn:
+        ensure_schema(conn, target)
+        counts = write_graphs(conn, target, graphs, replace)
+    return CopyResult(name=name, rows=counts, replaced=False)

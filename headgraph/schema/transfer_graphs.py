@@ -1,0 +1,159 @@
+"""What ``headgraph copy`` carries besides a model's own tables: its imported circuits and
+the attribution graphs that explain it (:mod:`headgraph.schema.transfer`).
+
+Circuits (``circuits``) hang on a ``model_id`` and get the new one; their edges are
+``edge_scores`` rows, which travel with the model already. Attribution graphs are tied to
+a model by *name* (``attribution_graphs.model``, ``metadata.scan`` at import), so a name
+with graphs but no stored model can be copied too: its graphs alone. Each graph goes
+with its nodes and both link tables, rows in the order the importer stored them (links by
+target height, target and file position; out-links by source and file position), so zone
+maps serve the copy as they serve the original, under a new ``graph_id``. Columns that the
+source predates (:data:`~headgraph.schema.tables.ADDED_COLUMNS`) arrive as NULL, and the
+copy is read on the slower path the source was. A slug already in the destination is
+refused (``GRAPH_EXISTS``) unless ``replace``, which removes the old graph in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Double,
+    Integer,
+    SmallInteger,
+    delete,
+    insert,
+    inspect,
+    literal_column,
+    select,
+)
+
+from headgraph.errors import GraphExistsError
+from headgraph.schema import tables as t
+from headgraph.schema.bulk import bulk_insert
+from headgraph.schema.database import DatabaseTarget, driver_connection
+
+GRAPH_PARTS = (
+    (t.attribution_nodes, ("nid",)),
+    (t.attribution_links, ("target_height", "target", "idx")),
+    (t.attribution_out_links, ("source", "idx")),
+)
+"""The tables of a graph and the order the importer stores their rows in."""
+
+
+@dataclass(frozen=True)
+class StoredGraph:
+    """One graph as read from the source: its row (less ``graph_id``) and its tables."""
+
+    row: dict[str, Any]
+    parts: dict[str, pa.Table]
+
+
+def graph_models(conn: Connection) -> set[str]:
+    """The model names that attribution graphs of this database explain."""
+    if not inspect(conn).has_table("attribution_graphs"):
+        return set()
+    return {r[0] for r in conn.execute(select(t.attribution_graphs.c.model).distinct())}
+
+
+def read_graphs(conn: Connection, model: str) -> list[StoredGraph]:
+    """Every attribution graph of ``model``, whole."""
+    if not inspect(conn).has_table("attribution_graphs"):
+        return []
+    g = t.attribution_graphs.c
+    rows = conn.execute(select(literal_column("*")).select_from(t.attribution_graphs)
+                        .where(g.model == model).order_by(g.slug)).mappings().all()
+    present = {table.name: {c["name"] for c in inspect(conn).get_columns(table.name)}
+               for table, _ in GRAPH_PARTS}
+    out = []
+    for row in rows:
+        parts = {table.name: _read_part(conn, table, order, present[table.name],
+                                        row["graph_id"]) for table, order in GRAPH_PARTS}
+        out.append(StoredGraph({k: v for k, v in row.items() if k != "graph_id"}, parts))
+    return out
+
+
+def _read_part(conn: Connection, table: t.Table, order: tuple[str, ...], present: set[str],
+               graph_id: int) -> pa.Table:
+    cols = [c for c in table.columns if c.name != "graph_id" and c.name in present]
+    stmt = (select(*cols).where(table.c.graph_id == graph_id)
+            .order_by(*[table.c[k] for k in order if k in present]))
+    if conn.dialect.name == "duckdb":
+        compiled = stmt.compile(dialect=conn.dialect)
+        params = [compiled.params[k] for k in compiled.positiontup or []]
+        return driver_connection(conn).sql(str(compiled), params=params).to_arrow_table()
+    rows = conn.execute(stmt).all()
+    return pa.table({c.name: pa.array([r[i] for r in rows], _arrow_type(c.type))
+                     for i, c in enumerate(cols)})
+
+
+def _arrow_type(sql_type: Any) -> pa.DataType:
+    for cls, typ in ((SmallInteger, pa.int16()), (BigInteger, pa.int64()),
+                     (Integer, pa.int32()), (Double, pa.float64()), (Boolean, pa.bool_())):
+        if isinstance(sql_type, cls):
+            return typ
+    return pa.string()
+
+
+def read_circuits(conn: Connection, model_id: int) -> list[dict[str, Any]]:
+    """The ``circuits`` rows of a model (less ``circuit_id`` and ``model_id``)."""
+    if not inspect(conn).has_table("circuits"):
+        return []
+    rows = conn.execute(select(t.circuits).where(t.circuits.c.model_id == model_id)
+                        .order_by(t.circuits.c.circuit_id)).mappings().all()
+    return [{k: v for k, v in r.items() if k not in ("circuit_id", "model_id")} for r in rows]
+
+
+def write_circuits(conn: Connection, model_id: int, circuits: list[dict[str, Any]]) -> int:
+    """Insert ``circuits`` for ``model_id`` in the caller's transaction."""
+    for row in circuits:
+        conn.execute(insert(t.circuits).values(model_id=model_id, **row))
+    return len(circuits)
+
+
+def write_graphs(conn: Connection, target: DatabaseTarget, graphs: list[StoredGraph],
+                 replace: bool) -> dict[str, int]:
+    """Insert ``graphs`` in the caller's transaction (new graph ids); row counts by
+    table. A stored slug is refused unless ``replace``."""
+    counts = {"attribution_graphs": 0, **{table.name: 0 for table, _ in GRAPH_PARTS}}
+    if not graphs:
+        return counts
+    t.metadata.create_all(conn, tables=list(t.ATTRIBUTION_TABLES), checkfirst=True)
+    t.add_missing_columns(conn)
+    g = t.attribution_graphs.c
+    for graph in graphs:
+        slug = graph.row["slug"]
+        old = conn.execute(select(g.graph_id).where(g.slug == slug)).first()
+        if old is not None and not replace:
+            raise GraphExistsError(f"{target}: an attribution graph with slug {slug!r} is "
+                                   "already stored; pass --replace to overwrite it.")
+        if old is not None:
+            for table in (t.attribution_graphs, *(p for p, _ in GRAPH_PARTS)):
+                conn.execute(delete(table).where(table.c.graph_id == old[0]))
+        values = {k: v for k, v in graph.row.items() if k in t.attribution_graphs.c}
+        graph_id = conn.execute(insert(t.attribution_graphs).values(**values)
+                                .returning(g.graph_id)).scalar_one()
+        counts["attribution_graphs"] += 1
+        for name, part in graph.parts.items():
+            ids = pa.array([graph_id] * part.num_rows, pa.int32())
+            counts[name] += bulk_insert(conn, name, _for_copy(conn, part).append_column(
+                "graph_id", ids))
+    return counts
+
+
+def _for_copy(conn: Connection, part: pa.Table) -> pa.Table:
+    """PostgreSQL's binary COPY encoder fills a column's NULLs with 0 before it encodes,
+    which a boolean column refuses: a nullable boolean travels as 0/1 bytes (as the
+    importer's do, :mod:`headgraph.ingest.import_write`)."""
+    if conn.dialect.name == "duckdb":
+        return part
+    for i, field in enumerate(part.schema):
+        if pa.types.is_boolean(field.type):
+            part = part.set_column(i, field.name, part.column(i).cast(pa.int8()))
+    return part
