@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, inspect, select
+import duckdb
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import DatabaseError, DatabaseLockedError, SchemaVersionError
@@ -79,12 +80,41 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
             )
         if target.path is not None and not target.path.parent.exists():
             raise DatabaseError(f"{target}: the folder {target.path.parent} does not exist.")
-        return create_engine(target.url, connect_args={"read_only": read_only})
+        if read_only or target.path is None:
+            return create_engine(target.url, connect_args={"read_only": read_only})
+        return _duckdb_writer_engine(target.path)
     if read_only and target.dialect == "postgresql":
         # every transaction of a reader is READ ONLY: the server cannot write, by construction
         return create_engine(target.url, pool_pre_ping=True,
                              execution_options={"postgresql_readonly": True})
     return create_engine(target.url, pool_pre_ping=True)
+
+
+ROW_GROUP_SIZE = 16_384
+"""Rows per DuckDB row group in what headgraph writes (DuckDB's default is 122,880).
+
+A lookup such as "feeders of L30H3" reads the one row group whose min/max brackets the
+target: a smaller group is fewer rows to scan (gpt2-xl feeders top-10: 0.77 ms instead of
+1.0 ms in DuckDB), at ~3% more file. DuckDB takes the size when a file is ATTACHed, not
+from the file, so writers attach it to an in-memory database with the option and ``USE``
+it (same tables, same names)."""
+
+
+def _duckdb_writer_engine(path: Path) -> Engine:
+    engine = create_engine("duckdb:///:memory:")
+    quoted = str(path).replace("'", "''")
+
+    @event.listens_for(engine, "connect", insert=True)
+    def attach(dbapi_connection: Any, _record: Any) -> None:
+        try:
+            dbapi_connection.execute(
+                f"ATTACH '{quoted}' AS headgraph (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+            dbapi_connection.execute("USE headgraph")
+        except duckdb.Error as exc:  # the pool wraps driver errors raised while connecting
+            dbapi_connection.close()
+            raise DBAPIError(None, None, exc) from exc
+
+    return engine
 
 
 def connect_error(target: DatabaseTarget, exc: BaseException, *, read_only: bool) -> DatabaseError:
