@@ -359,9 +359,10 @@ class _SortedLinks:
         elif self.heights is None:
             order = pruning.group_order(self.target, self.n_nodes)
         else:  # rank of each node in (height, nid) order: one key, one radix sort
-            rank = np.empty(self.n_nodes, np.int32)
+            small = np.uint16 if self.n_nodes <= 1 << 16 else np.int32  # as group_order sorts
+            rank = np.empty(self.n_nodes, small)
             rank[np.lexsort((np.arange(self.n_nodes), self.heights))] = np.arange(
-                self.n_nodes, dtype=np.int32)
+                self.n_nodes, dtype=small)
             order = pruning.group_order(rank[self.target], self.n_nodes)
         cols = {"graph_id": pa.array(np.full(order.size, graph_id, np.int32)),
                 "idx": pa.array(order.astype(np.int32)),

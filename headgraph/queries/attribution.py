@@ -185,8 +185,9 @@ def graph_and_node(db: GraphDB, slug: str, node_id: str | None) -> tuple[GraphRo
     """The graph ``slug`` and the ``nid`` of its node ``node_id`` (when given);
     :class:`GraphNotFoundError` / :class:`NodeNotFoundError`."""
     g = t.attribution_graphs.c
-    try:
-        rows = db.rows(all_columns(t.attribution_graphs).where(g.slug == slug))
+    try:  # straight to Arrow: a third of the time of a SQLAlchemy row on DuckDB
+        rows = fetch_arrow(db, all_columns(t.attribution_graphs).where(g.slug == slug)
+                           ).to_pylist()
     except DatabaseError:
         if has_attribution_tables(db):
             raise

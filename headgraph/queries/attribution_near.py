@@ -1,20 +1,21 @@
 """The neighbourhood of one node of an attribution graph: up to ``top`` in-links
-(strongest ``|weight|``) of every node reached upstream and ``top`` out-links of every
-node reached downstream, ``depth`` hops each way. Each hop is one SQL statement for both
-directions: in-links come from ``attribution_links`` (stored by target height, then
-target; the target's height is named too, so zone maps skip to the one block that holds
-it) and out-links from ``attribution_out_links`` (stored by source). One node's links are
-its strongest ``top`` (``ORDER BY |weight| DESC, idx LIMIT top``); several nodes' are
-ranked per node with ``row_number()``. The cost follows the answer, not the graph.
+(strongest ``|weight|``, then file order) of every node reached upstream and ``top``
+out-links of every node reached downstream, ``depth`` hops each way.
 
-The statement is written as text with the (integer) ids in it: it is small, and building
-it through SQLAlchemy's compiler cost more than running it.
+Each hop is one SQL statement for both directions that reads every link of the frontier:
+in-links from ``attribution_links`` (stored by target height, then target; the statement
+names the target's height, so zone maps skip to the one block that holds it), out-links
+from ``attribution_out_links`` (stored by source). The strongest ``top`` per node are then
+picked in numpy. On DuckDB this plain read took a third of the time of the same statement
+with ``ORDER BY ... LIMIT`` or a ``row_number()`` window (1.3 against 3.3-4.8 ms, warm),
+and a node has hundreds or thousands of links, not millions. The statement is written as
+text with its (integer) ids: building it through SQLAlchemy's compiler cost more than
+running it. The cost follows the answer, not the graph.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,45 +37,61 @@ from headgraph.schema import tables as t
 DIRECTIONS = ("in", "out", "both")
 MAX_DEPTH = 4
 MAX_TOP = 100
+SEPARATE = 64  # frontier nodes read by one equality each, per direction and hop
 _COLUMNS = "idx, source, target, weight"
 
 
-def _ranked(graph_id: int, frontier: Sequence[int], inward: bool, top: int,
-            height: int | None) -> str:
-    """SQL for up to ``top`` links (largest ``|weight|``, then file order) into
-    (``inward``) or out of each node of ``frontier``; ``height`` is theirs when known."""
+def _links_of(graph_id: int, nodes: list[int], inward: bool, height: int | None) -> str:
+    """SQL for every link into (``inward``) or out of ``nodes``; ``height`` is theirs
+    when the graph stores heights."""
     table, key = ("attribution_links", "target") if inward else ("attribution_out_links",
                                                                  "source")
     where = f"graph_id = {int(graph_id)}"
     if height is not None:
         where += f" AND target_height = {int(height)}"
-    flag = "TRUE" if inward else "FALSE"
-    if len(frontier) == 1:
-        return (f"(SELECT {_COLUMNS}, {flag} AS inward FROM {table} WHERE {where} AND "
-                f"{key} = {int(frontier[0])} ORDER BY abs(weight) DESC, idx LIMIT {int(top)})")
-    nodes = ", ".join(str(int(x)) for x in frontier)
-    return (f"(SELECT {_COLUMNS}, {flag} AS inward FROM (SELECT {_COLUMNS}, row_number() "
-            f"OVER (PARTITION BY {key} ORDER BY abs(weight) DESC, idx) AS r FROM {table} "
-            f"WHERE {where} AND {key} IN ({nodes})) ranked WHERE r <= {int(top)})")
+    ids = ", ".join(str(int(x)) for x in nodes)
+    match = f"{key} = {ids}" if len(nodes) == 1 else f"{key} IN ({ids})"
+    return (f"SELECT {_COLUMNS}, {'TRUE' if inward else 'FALSE'} AS inward FROM {table} "
+            f"WHERE {where} AND {match}")
 
 
-def _hop(db: GraphDB, graph: GraphRow, frontiers: dict[bool, list[int]], top: int) -> str:
+def _hop(db: GraphDB, graph: GraphRow, frontiers: dict[bool, list[int]]) -> str:
     """One statement for a hop: out-links of the downstream frontier, in-links of the
-    upstream one (by target height when the graph stores heights)."""
+    upstream one (with their heights when the graph stores them). Up to
+    :data:`SEPARATE` nodes a direction get one ``key = id`` part each: zone maps prune
+    an equality to its block, but an ``IN`` list only to the range from its least to its
+    greatest id (10 nodes: 3 against 11 ms)."""
+    heights = graph_nodes(db, graph).heights
     parts = []
-    if frontiers[False]:
-        parts.append(_ranked(graph.graph_id, frontiers[False], False, top, None))
-    if frontiers[True]:
-        heights = graph_nodes(db, graph).heights
-        if heights is None:
-            parts.append(_ranked(graph.graph_id, frontiers[True], True, top, None))
-        else:
-            by_height: dict[int, list[int]] = defaultdict(list)
-            for node in frontiers[True]:
-                by_height[int(heights[node])].append(node)
-            parts.extend(_ranked(graph.graph_id, nodes, True, top, h)
-                         for h, nodes in sorted(by_height.items()))
+    for inward in (False, True):
+        nodes = frontiers[inward]
+        groups: dict[int | None, list[int]] = defaultdict(list)
+        for node in nodes:
+            groups[int(heights[node]) if inward and heights is not None else None].append(node)
+        for height, members in sorted(groups.items(), key=lambda x: -1 if x[0] is None else x[0]):
+            if len(nodes) <= SEPARATE:
+                parts.extend(_links_of(graph.graph_id, [x], inward, height) for x in members)
+            else:
+                parts.append(_links_of(graph.graph_id, members, inward, height))
     return " UNION ALL ".join(parts)
+
+
+def strongest(table: pa.Table, top: int) -> pa.Table:
+    """The ``top`` links of largest ``|weight|`` (then smallest ``idx``) per node: per
+    target among in-links, per source among out-links."""
+    if table.num_rows == 0:
+        return table
+    inward = table.column("inward").to_numpy(zero_copy_only=False).astype(bool)
+    key = np.where(inward, table.column("target").to_numpy(zero_copy_only=False),
+                   table.column("source").to_numpy(zero_copy_only=False))
+    weight = table.column("weight").to_numpy(zero_copy_only=False)
+    order = np.lexsort((table.column("idx").to_numpy(zero_copy_only=False), -np.abs(weight),
+                        key, inward))
+    group = np.r_[True, (key[order][1:] != key[order][:-1])
+                  | (inward[order][1:] != inward[order][:-1])]
+    starts = np.flatnonzero(group)
+    rank = np.arange(order.size) - np.repeat(starts, np.diff(np.append(starts, order.size)))
+    return table.take(pa.array(order[rank < top]))
 
 
 def check_neighbourhood(top: int, depth: int, direction: str) -> None:
@@ -107,7 +124,7 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
     for _ in range(depth):  # one statement a hop, both directions at once
         if not frontiers[True] and not frontiers[False]:
             break
-        table = fetch_arrow(db, text(_hop(db, graph, frontiers, top)))
+        table = strongest(fetch_arrow(db, text(_hop(db, graph, frontiers))), top)
         frontiers = {True: [], False: []}
         for i, s, d, w, inward in zip(*(table.column(c).to_pylist() for c in (
                 "idx", "source", "target", "weight", "inward")), strict=True):

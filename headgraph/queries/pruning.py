@@ -69,6 +69,7 @@ from headgraph.errors import BadInputError
 FEATURE, ERROR, TOKEN, LOGIT = 0, 1, 2, 3
 ROLE_NAMES = {FEATURE: "feature", ERROR: "error", TOKEN: "token", LOGIT: "logit"}
 EPS = 1e-10  # circuit-tracer's clamp of a row sum
+BUCKETS = 1 << 19  # value buckets of threshold_by_buckets: every non-negative double's key
 
 
 def logit_weights(roles: np.ndarray, token_prob: np.ndarray) -> np.ndarray:
@@ -91,7 +92,7 @@ def normalised(n: int, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def group_order(keys: np.ndarray, n: int) -> np.ndarray:
     """A permutation that groups equal ``keys`` (node ids < ``n``) together, ascending."""
     if n <= 1 << 16:
-        return np.argsort(keys.astype(np.uint16), kind="stable")  # radix sort
+        return np.argsort(keys.astype(np.uint16, copy=False), kind="stable")  # radix sort
     return np.argsort(keys)
 
 
@@ -256,24 +257,23 @@ def prune_by_height(k: int, source: np.ndarray, target: np.ndarray, weight: np.n
                               roles, weights, edge_threshold)
         return Pruned(got.nodes, order[got.links], got.edge_scores)
     starts, run_target = runs
-    absw = np.abs(weight)
-    rowsum = np.full(k, EPS)
-    if m:
-        rowsum[run_target] = np.maximum(np.add.reduceat(absw, starts), EPS)
     lens = np.diff(np.append(starts, m))
     run_bounds = np.searchsorted(heights[run_target], np.arange(int(heights.max(initial=0)) + 2))
     link_bounds = np.append(starts, m)[run_bounds]
     y = np.asarray(weights, np.float64).copy()
     scores = np.empty(m)
-    for h in range(run_bounds.size - 1):
+    sums = np.zeros(BUCKETS)  # per bucket of threshold_by_buckets, filled as scores come
+    for h in range(run_bounds.size - 1):  # each slice small enough to stay in cache
         lo, hi, rlo, rhi = link_bounds[h], link_bounds[h + 1], run_bounds[h], run_bounds[h + 1]
-        if lo < hi:
-            into = run_target[rlo:rhi]
-            np.multiply(absw[lo:hi], np.repeat(y[into] / rowsum[into], lens[rlo:rhi]),
-                        out=scores[lo:hi])
-            np.add.at(y, source[lo:hi], scores[lo:hi])
-    del absw
-    at = np.flatnonzero(scores >= edge_cut(scores, edge_threshold, buckets=True))
+        if lo == hi:
+            continue
+        absw = np.abs(weight[lo:hi])
+        rowsum = np.maximum(np.add.reduceat(absw, starts[rlo:rhi] - lo), EPS)
+        e = scores[lo:hi]
+        np.multiply(absw, np.repeat(y[run_target[rlo:rhi]] / rowsum, lens[rlo:rhi]), out=e)
+        np.add.at(y, source[lo:hi], e)
+        np.add.at(sums, e.view(np.int64) >> 44, e)
+    at = np.flatnonzero(scores >= edge_cut(scores, edge_threshold, sums=sums))
     s, t = np.take(source, at), np.take(target, at)
     nodes = np.ones(k, bool)
     feature_or_error = (roles == FEATURE) | (roles == ERROR)
@@ -307,9 +307,10 @@ def _target_runs(target: np.ndarray, heights: np.ndarray
     return starts, run_target
 
 
-def edge_cut(scores: np.ndarray, threshold: float, *, buckets: bool = False) -> float:
+def edge_cut(scores: np.ndarray, threshold: float, *, buckets: bool = False,
+             sums: np.ndarray | None = None) -> float:
     """The edge scores' threshold: :func:`find_threshold` (or :func:`threshold_by_buckets`
-    when ``buckets``), except at a share of 1, where it is the smallest positive score
+    when ``buckets`` or given its bucket ``sums``), except at a share of 1, where it is the smallest positive score
     (every link that carries influence; all links if none does). That is the exact
     answer; the running share of a long sum often ends a rounding error short of 1 or
     reaches it early, so the sorted sum alone would make the answer depend on the order
@@ -317,38 +318,41 @@ def edge_cut(scores: np.ndarray, threshold: float, *, buckets: bool = False) -> 
     if threshold >= 1.0 and scores.size:
         positive = scores[scores > 0]
         return float(positive.min()) if positive.size else 0.0
-    return threshold_by_buckets(scores, threshold) if buckets else find_threshold(
-        scores, threshold)
+    if buckets or sums is not None:
+        return threshold_by_buckets(scores, threshold, sums=sums)
+    return find_threshold(scores, threshold)
 
 
 def threshold_by_buckets(scores: np.ndarray, threshold: float, *,
-                         min_size: int = 1 << 15) -> float:
+                         min_size: int = 1 << 15, sums: np.ndarray | None = None) -> float:
     """:func:`find_threshold` of non-negative ``scores`` without sorting them all.
 
     A non-negative double's bits, read as an integer, grow with its value, so the top 20
-    bits (sign, exponent, 8 bits of mantissa) number buckets in value order. Summing
-    ``scores`` per bucket finds the bucket ``b`` where the share from the top first
-    reaches ``threshold``; only that bucket is sorted, its running sum continuing the sum
-    of the buckets above. The answer is ``find_threshold``'s, up to the rounding of the
-    sums (added in another order). Fewer than ``min_size`` scores, negative or
-    non-finite ones go to :func:`find_threshold` itself.
+    bits (sign, exponent, 8 bits of mantissa; :data:`BUCKETS` of them) number buckets in
+    value order. Summing ``scores`` per bucket (or taking ``sums``, made so by the caller)
+    finds the bucket ``b`` where the share from the top first reaches ``threshold``;
+    only the scores in ``b`` are sorted, their running sum continuing the sum of the
+    buckets above. The answer is ``find_threshold``'s, up to the rounding of the sums
+    (added in another order). Fewer than ``min_size`` scores, negative or non-finite ones
+    go to :func:`find_threshold` itself.
     """
     if scores.size < max(min_size, 1):
         return find_threshold(scores, threshold)
-    key = scores.view(np.int64) >> 44
-    try:
-        sums = np.bincount(key, weights=scores)
-    except ValueError:  # a negative score (its sign bit makes the key negative)
-        return find_threshold(scores, threshold)
+    if sums is None:
+        try:
+            sums = np.bincount(scores.view(np.int64) >> 44, weights=scores, minlength=BUCKETS)
+        except ValueError:  # a negative score (its sign bit makes the key negative)
+            return find_threshold(scores, threshold)
     total = sums.sum()
-    if not (np.isfinite(total) and total > 0):
+    if not (np.isfinite(total) and total > 0) or sums.size > BUCKETS:
         return find_threshold(scores, threshold)
     from_top = np.cumsum(sums[::-1])[::-1]  # sum of the buckets >= b
     crossing = np.flatnonzero(from_top / total >= threshold)
     bucket = int(crossing[-1]) if crossing.size else 0
     while bucket >= 0:  # rounding may put the crossing one bucket lower
         if sums[bucket] > 0 or bucket == 0:
-            values = np.sort(scores[key == bucket])[::-1]
+            lo, hi = np.array([bucket << 44, (bucket + 1) << 44], np.int64).view(np.float64)
+            values = np.sort(scores[(scores >= lo) & (scores < hi)])[::-1]
             above = from_top[bucket + 1] if bucket + 1 < sums.size else 0.0
             i = int(np.searchsorted((above + np.cumsum(values)) / total, threshold))
             if i < values.size:
