@@ -117,8 +117,9 @@ class ViewLink:
 class GraphView:
     """Part of a graph: nodes in file order, and links as an Arrow table (``idx``,
     ``source`` and ``target`` nids, ``weight``, ``extra``, ``edge_score``; a big view never
-    becomes one Python object per link) in stored order: grouped by target, strongest
-    node first. ``truncated`` when ``max_links`` cut links (the strongest were kept)."""
+    becomes one Python object per link): a pruned view's in stored order (grouped by
+    target; targets nearest the logits first, then strongest first), a neighbourhood's in
+    file order. ``truncated`` when ``max_links`` cut links (the strongest were kept)."""
 
     graph: GraphRow
     nodes: list[ViewNode]

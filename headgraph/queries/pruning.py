@@ -273,20 +273,30 @@ def prune_by_height(k: int, source: np.ndarray, target: np.ndarray, weight: np.n
         np.multiply(absw, np.repeat(y[run_target[rlo:rhi]] / rowsum, lens[rlo:rhi]), out=e)
         np.add.at(y, source[lo:hi], e)
         np.add.at(sums, e.view(np.int64) >> 44, e)
-    at = np.flatnonzero(scores >= edge_cut(scores, edge_threshold, sums=sums))
-    s, t = np.take(source, at), np.take(target, at)
+    kept = scores >= edge_cut(scores, edge_threshold, sums=sums)
+    # the clean-up's first round without gathering link ends: a target has a kept in-link
+    # if its run has one; a source a kept out-link if any of its links is kept
+    has_in = np.zeros(k, bool)
+    if m:
+        has_in[run_target] = np.logical_or.reduceat(kept, starts)
+    has_out = np.zeros(k, np.int8)
+    np.maximum.at(has_out, source, kept.view(np.int8))
+    at = np.flatnonzero(kept)
     nodes = np.ones(k, bool)
     feature_or_error = (roles == FEATURE) | (roles == ERROR)
     feature = roles == FEATURE
-    while True:  # the clean-up, on the links kept so far only
-        has_out = np.bincount(s, minlength=k) > 0
-        has_in = np.bincount(t, minlength=k) > 0
-        before = int(nodes.sum())
-        nodes &= ~(feature_or_error & ~has_out) & ~(feature & ~has_in)
-        if int(nodes.sum()) == before:
-            break
-        alive = nodes[s] & nodes[t]
-        at, s, t = at[alive], s[alive], t[alive]
+    nodes &= ~(feature_or_error & (has_out == 0)) & ~(feature & ~has_in)
+    if not nodes.all():  # some left: go on on the links kept so far only, until stable
+        s, t = np.take(source, at), np.take(target, at)
+        while True:
+            alive = nodes[s] & nodes[t]
+            at, s, t = at[alive], s[alive], t[alive]
+            has_out = np.bincount(s, minlength=k) > 0
+            has_in = np.bincount(t, minlength=k) > 0
+            before = int(nodes.sum())
+            nodes &= ~(feature_or_error & ~has_out) & ~(feature & ~has_in)
+            if int(nodes.sum()) == before:
+                break
     return Pruned(nodes=nodes, links=at, edge_scores=np.take(scores, at))
 
 
