@@ -21,10 +21,18 @@ def sql(store: Any, query: str, *params: Any) -> list[tuple]:
     """Run ``query`` (``?`` placeholders) read-only on a DuckDB file or a PostgreSQL URL."""
     text = str(store)
     if "://" not in text:
-        import duckdb
+        from headgraph.schema.database import create_db_engine, resolve_target
 
-        with duckdb.connect(text, read_only=True) as con:
-            return con.execute(query, list(params)).fetchall()
+        # through the same driver settings as headgraph's readers, so that it shares the
+        # open database with a server of this process that holds the file
+        engine = create_db_engine(resolve_target(text), read_only=True)
+        try:
+            with engine.connect() as conn:
+                cursor = conn.connection.driver_connection.cursor()
+                cursor.execute(query, list(params))
+                return cursor.fetchall()
+        finally:
+            engine.dispose()
     import psycopg
 
     url = text.replace("postgresql+psycopg://", "postgresql://")

@@ -251,6 +251,19 @@ def test_deep_nesting_is_refused_before_it_runs(server: Server):
     assert "depth" in body["errors"][0]["message"]
 
 
+def test_cached_documents_answer_each_request_on_its_own(server: Server):
+    """Parsed and validated documents are cached by query text: a refused document is
+    refused again, a malformed one keeps its code, and the same text with other variables
+    gets its own answer."""
+    for _ in range(3):
+        assert codes(server.gql(nested_feeders(5))) == ["LIMIT_EXCEEDED"]
+        assert codes(server.gql("{ models { name ")) == ["BAD_INPUT"]
+    q = 'query($t: String!) { node(model: "toy", name: $t) { name layer } }'
+    got = [server.gql(q, {"t": t})["data"]["node"] for t in ("L0H1", "L1H2", "L0H1")]
+    assert got == [{"name": "L0H1", "layer": 0}, {"name": "L1H2", "layer": 1},
+                   {"name": "L0H1", "layer": 0}]
+
+
 def test_alias_floods_are_refused(server: Server):
     flood = " ".join(f'a{i}: model(name: "toy") {{ name }}' for i in range(31))
     body = server.gql("{ " + flood + " }")

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
 import pytest
 from sqlalchemy import event
-from support import Server
+from support import Server, sql
 
 from headgraph.api.app import create_app
 from headgraph.api.execute import Executor
@@ -40,11 +39,6 @@ def server(probed_db: Path) -> Iterator[Server]:
     s = Server(create_app(probed_db))
     yield s
     s.stop()
-
-
-def sql(path: Path, query: str, *params: object) -> list[tuple]:
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(query, list(params)).fetchall()
 
 
 def codes(body: dict) -> list[str]:
