@@ -276,3 +276,27 @@ def test_check_finds_a_damaged_attribution_graph(synth_db, tmp_path: Path, damag
     con.close()
     report = check_database(copy)
     assert any(found in p for p in report.problems), report.problems
+
+
+def test_views_follow_a_graph_replaced_under_the_same_slug(tmp_path: Path, db_path: Path):
+    """The process remembers graph rows by slug; a replaced graph (new id) is noticed in
+    the statement that uses the remembered row, and the view is read afresh."""
+    first = graph_document(SynthSpec(n_links=1500, n_features=80, seed=10))
+    second = dict(first, links=[dict(x, weight=x["weight"] * (1 + i % 5))
+                                for i, x in enumerate(first["links"])])
+    center = first["nodes"][3]["node_id"]
+
+    def near() -> set:
+        with open_reader(db_path) as db:
+            view = neighbourhood(db, "synthetic", center, top=3, direction="out")
+        return {(x.source, x.target, x.weight) for x in view.link_records()}
+
+    def strongest(doc: dict) -> set:
+        out = sorted((x for x in doc["links"] if x["source"] == center),
+                     key=lambda x: -abs(x["weight"]))
+        return {(x["source"], x["target"], x["weight"]) for x in out[:3]}
+
+    import_graph(save(first, tmp_path / "a.json"), db_path)
+    assert near() == strongest(first)
+    import_graph(save(second, tmp_path / "b.json"), db_path, replace=True)
+    assert near() == strongest(second) != strongest(first)

@@ -351,7 +351,7 @@ class _SortedLinks:
         self.source, self.target, self.weight = source, target, weight
         self.extras, self.n_nodes, self.heights = extras, n_nodes, heights
 
-    def by(self, key: str, graph_id: int) -> pa.Table:
+    def by(self, key: str) -> pa.Table:
         """``attribution_links`` (``key`` target: with extras and target heights) or
         ``attribution_out_links`` (``key`` source)."""
         if key == "source":
@@ -364,8 +364,7 @@ class _SortedLinks:
             rank[np.lexsort((np.arange(self.n_nodes), self.heights))] = np.arange(
                 self.n_nodes, dtype=small)
             order = pruning.group_order(rank[self.target], self.n_nodes)
-        cols = {"graph_id": pa.array(np.full(order.size, graph_id, np.int32)),
-                "idx": pa.array(order.astype(np.int32)),
+        cols = {"idx": pa.array(order.astype(np.int32)),
                 "source": pa.array(self.source[order]), "target": pa.array(self.target[order]),
                 "weight": pa.array(self.weight[order])}
         if key == "target":
@@ -401,10 +400,10 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
                 imported_at=dt.datetime.now(dt.UTC),
                 headgraph_version=headgraph.__version__,
             ).returning(t.attribution_graphs.c.graph_id)).scalar_one()
-            gid = pa.array(np.full(node_table.num_rows, graph_id, np.int32))
-            insert_arrow(conn, t.attribution_nodes, node_table.add_column(0, "graph_id", gid))
-            insert_arrow(conn, t.attribution_links, links.by("target", graph_id))
-            insert_arrow(conn, t.attribution_out_links, links.by("source", graph_id))
+            gid = {"graph_id": graph_id}
+            insert_arrow(conn, t.attribution_nodes, node_table, constants=gid)
+            insert_arrow(conn, t.attribution_links, links.by("target"), constants=gid)
+            insert_arrow(conn, t.attribution_out_links, links.by("source"), constants=gid)
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)
     finally:

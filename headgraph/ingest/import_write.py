@@ -22,16 +22,20 @@ _views = itertools.count()
 
 
 def insert_arrow(conn: Connection, table: Table, data: pa.Table,
-                 order_by: tuple[str, ...] = ()) -> int:
+                 order_by: tuple[str, ...] = (), constants: dict[str, int] | None = None
+                 ) -> int:
     """Insert ``data`` into ``table`` in the caller's transaction, stored in ``order_by``
-    order on DuckDB (zone maps then skip what a lookup does not need).
+    order on DuckDB (zone maps then skip what a lookup does not need), with each column of
+    ``constants`` set to its value in every row.
 
-    DuckDB: one ``INSERT ... SELECT ... ORDER BY`` of the registered Arrow table.
+    DuckDB: one ``INSERT ... SELECT ... ORDER BY`` of the registered Arrow table, the
+    constants as parameters (a 16M-row table needs no 64 MB column of one graph id).
     PostgreSQL: :func:`~headgraph.schema.bulk.bulk_insert`'s binary COPY; an 8-byte float
     travels as the 8-byte integer of the same bits (binary COPY sends both as 8 bytes in
     network order), since that COPY encoder knows REAL but not DOUBLE PRECISION; a
     nullable boolean travels as 0/1 bytes.
     """
+    constants = constants or {}
     if data.num_rows == 0:
         return 0
     if conn.dialect.name == "duckdb":
@@ -39,16 +43,24 @@ def insert_arrow(conn: Connection, table: Table, data: pa.Table,
         view = f"_headgraph_import_{next(_views)}"
         raw.register(view, data)
         try:
-            cols = ", ".join(f'"{c}"' for c in data.column_names)
+            cols = ", ".join(f'"{c}"' for c in (*constants, *data.column_names))
+            values = ", ".join(["?"] * len(constants) + [f'"{c}"' for c in data.column_names])
             order = f" ORDER BY {', '.join(order_by)}" if order_by else ""
-            raw.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM "{view}"'
-                        f"{order}")
+            raw.execute(f'INSERT INTO "{table.name}" ({cols}) SELECT {values} FROM "{view}"'
+                        f"{order}", list(constants.values()))
         finally:
             raw.unregister(view)
         return data.num_rows
     if conn.dialect.name == "postgresql":
+        for name, value in constants.items():
+            data = data.append_column(name, pa.array(np.full(data.num_rows, value, np.int64)
+                                                     ).cast(_arrow_int(table.c[name].type)))
         return _copy_postgres(conn, table, data)
     raise HeadgraphError(f"imports are not implemented for {conn.dialect.name}.")
+
+
+def _arrow_int(sql_type: object) -> pa.DataType:
+    return pa.int64() if isinstance(sql_type, BigInteger) else pa.int32()
 
 
 def _copy_postgres(conn: Connection, table: Table, data: pa.Table) -> int:

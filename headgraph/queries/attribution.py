@@ -198,12 +198,43 @@ def graph_and_node(db: GraphDB, slug: str, node_id: str | None) -> tuple[GraphRo
         raise GraphNotFoundError(f"no attribution graph with slug {slug!r} in {db.target}. "
                                  f"Stored: {', '.join(known) or 'none'}.")
     graph = GraphRow.from_row(rows[0])
+    with _CACHE_LOCK:
+        _ROWS[(str(db.target), slug)] = graph
+        _ROWS.move_to_end((str(db.target), slug))
+        while len(_ROWS) > CACHED_ROWS:
+            _ROWS.popitem(last=False)
     if node_id is None:
         return graph, None
     nid = graph_nodes(db, graph).by_id.get(node_id)
     if nid is None:
         raise NodeNotFoundError(f"graph {slug!r} has no node {node_id!r}.")
     return graph, nid
+
+
+_ROWS: OrderedDict[tuple[str, str], GraphRow] = OrderedDict()
+CACHED_ROWS = 1024  # graph rows remembered by (database, slug), least recently read out
+
+
+def known_graph(db: GraphDB, slug: str) -> GraphRow | None:
+    """The row last read for ``slug`` in this process, if any. It may be stale (the graph
+    replaced since): a caller proves it in the statement that uses it
+    (:func:`still_stored`) and reads afresh with :func:`graph_and_node` if not."""
+    with _CACHE_LOCK:
+        return _ROWS.get((str(db.target), slug))
+
+
+def forget_graph(db: GraphDB, slug: str) -> None:
+    with _CACHE_LOCK:
+        _ROWS.pop((str(db.target), slug), None)
+
+
+def still_stored(graph: GraphRow) -> str:
+    """SQL for one marker link (``idx`` -1) while ``graph`` is stored: a stored graph never
+    changes and a replaced one gets a new id, so its id alone proves a remembered row, in
+    the same statement (same snapshot) as the links read with it."""
+    return ("SELECT -1 AS idx, -1 AS source, -1 AS target, CAST(0 AS DOUBLE PRECISION) "
+            f"AS weight, FALSE AS inward FROM attribution_graphs WHERE graph_id = "
+            f"{int(graph.graph_id)}")
 
 
 def all_columns(table: t.Table) -> Any:
@@ -219,6 +250,7 @@ class GraphNodes:
 
     nodes: tuple[ViewNode, ...]
     by_id: dict[str, int]
+    idx: np.ndarray  # file position by nid
     roles: np.ndarray
     token_prob: np.ndarray
     scores: np.ndarray
@@ -255,7 +287,7 @@ def graph_nodes(db: GraphDB, graph: GraphRow) -> GraphNodes:
                if graph.levels is not None and "height" in table.column_names else None)
     found = GraphNodes(tuple(ViewNode(r["nid"], r["idx"], r["node_id"], r["role"], r["score"],
                                       r["cum"], decode_node(r)) for r in rows),
-                       {r["node_id"]: r["nid"] for r in rows},
+                       {r["node_id"]: r["nid"] for r in rows}, _np(table, "idx", np.int64),
                        _np(table, "role", np.int16), _np(table, "token_prob", np.float64),
                        _np(table, "score", np.float64), _np(table, "cum", np.float64), heights)
     with _CACHE_LOCK:
@@ -343,8 +375,9 @@ def _compute_pruned(db: GraphDB, graph: GraphRow, node_threshold: float,
         "extra": pa.nulls(keep.size, pa.string()), "edge_score": scores})
     if graph.n_link_extras:
         view_links = _with_extras(db, graph, view_links)
-    records = _node_records(db, graph, np.flatnonzero(pr.nodes))
-    return GraphView(graph, _in_file_order(records), view_links, bool(truncated),
+    kept = np.flatnonzero(pr.nodes)
+    in_file_order = [nodes.nodes[i] for i in kept[np.argsort(nodes.idx[kept])].tolist()]
+    return GraphView(graph, in_file_order, view_links, bool(truncated),
                      {"node_threshold": node_threshold, "edge_threshold": edge_threshold})
 
 

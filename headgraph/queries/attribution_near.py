@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import and_, select, text
 
 from headgraph.errors import BadInputError, LimitExceededError
@@ -28,8 +29,11 @@ from headgraph.queries.attribution import (
     GraphView,
     _in_file_order,
     _node_records,
+    forget_graph,
     graph_and_node,
     graph_nodes,
+    known_graph,
+    still_stored,
 )
 from headgraph.queries.session import GraphDB
 from headgraph.schema import tables as t
@@ -115,8 +119,12 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
     >>> view = neighbourhood(db, "my-graph", "12_3456_7", top=5, depth=2)  # doctest: +SKIP
     """
     check_neighbourhood(top, depth, direction)
-    graph, center = graph_and_node(db, slug, node_id)
-    assert center is not None
+    graph = known_graph(db, slug)  # proven by the first hop's statement, or read afresh
+    center = None if graph is None else graph_nodes(db, graph).by_id.get(node_id)
+    proven = center is None
+    if center is None:
+        graph, center = graph_and_node(db, slug, node_id)
+    assert graph is not None and center is not None
     found: dict[int, tuple[int, int, int, float]] = {}
     frontiers = {True: [center] if direction != "out" else [],
                  False: [center] if direction != "in" else []}
@@ -124,7 +132,16 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
     for _ in range(depth):  # one statement a hop, both directions at once
         if not frontiers[True] and not frontiers[False]:
             break
-        table = strongest(fetch_arrow(db, text(_hop(db, graph, frontiers))), top)
+        sql = _hop(db, graph, frontiers)
+        table = fetch_arrow(db, text(sql if proven else f"{sql} UNION ALL {still_stored(graph)}"))
+        if not proven:
+            marker = pc.equal(table.column("idx"), -1)
+            if not pc.any(marker).as_py():  # replaced since it was read: start afresh
+                forget_graph(db, slug)
+                return neighbourhood(db, slug, node_id, top=top, depth=depth,
+                                     direction=direction, max_links=max_links)
+            table, proven = table.filter(pc.invert(marker)), True
+        table = strongest(table, top)
         frontiers = {True: [], False: []}
         for i, s, d, w, inward in zip(*(table.column(c).to_pylist() for c in (
                 "idx", "source", "target", "weight", "inward")), strict=True):

@@ -274,30 +274,38 @@ def prune_by_height(k: int, source: np.ndarray, target: np.ndarray, weight: np.n
         np.add.at(y, source[lo:hi], e)
         np.add.at(sums, e.view(np.int64) >> 44, e)
     kept = scores >= edge_cut(scores, edge_threshold, sums=sums)
-    # the clean-up's first round without gathering link ends: a target has a kept in-link
-    # if its run has one; a source a kept out-link if any of its links is kept
+    nodes, at = _clean_up(k, source, target, kept, starts, run_target, roles)
+    return Pruned(nodes=nodes, links=at, edge_scores=np.take(scores, at))
+
+
+def _clean_up(k: int, source: np.ndarray, target: np.ndarray, kept: np.ndarray,
+              starts: np.ndarray, run_target: np.ndarray, roles: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The clean-up of the module table: the nodes that stay, and the positions of the
+    links that stay. The first round needs no link ends: a target has a kept in-link if
+    its run of links has one (``logical_or.reduceat``), a source a kept out-link if one of
+    its links is kept (``maximum.at``). Only when a node leaves are the kept links' ends
+    gathered, and the rounds go on on them alone until nothing changes."""
     has_in = np.zeros(k, bool)
-    if m:
+    if kept.size:
         has_in[run_target] = np.logical_or.reduceat(kept, starts)
     has_out = np.zeros(k, np.int8)
     np.maximum.at(has_out, source, kept.view(np.int8))
     at = np.flatnonzero(kept)
-    nodes = np.ones(k, bool)
     feature_or_error = (roles == FEATURE) | (roles == ERROR)
     feature = roles == FEATURE
-    nodes &= ~(feature_or_error & (has_out == 0)) & ~(feature & ~has_in)
-    if not nodes.all():  # some left: go on on the links kept so far only, until stable
-        s, t = np.take(source, at), np.take(target, at)
-        while True:
-            alive = nodes[s] & nodes[t]
-            at, s, t = at[alive], s[alive], t[alive]
-            has_out = np.bincount(s, minlength=k) > 0
-            has_in = np.bincount(t, minlength=k) > 0
-            before = int(nodes.sum())
-            nodes &= ~(feature_or_error & ~has_out) & ~(feature & ~has_in)
-            if int(nodes.sum()) == before:
-                break
-    return Pruned(nodes=nodes, links=at, edge_scores=np.take(scores, at))
+    nodes = ~(feature_or_error & (has_out == 0)) & ~(feature & ~has_in)
+    if nodes.all():
+        return nodes, at
+    s, t = np.take(source, at), np.take(target, at)
+    while True:
+        alive = nodes[s] & nodes[t]
+        at, s, t = at[alive], s[alive], t[alive]
+        before = int(nodes.sum())
+        nodes &= ~(feature_or_error & (np.bincount(s, minlength=k) == 0))
+        nodes &= ~(feature & (np.bincount(t, minlength=k) == 0))
+        if int(nodes.sum()) == before:
+            return nodes, at
 
 
 def _target_runs(target: np.ndarray, heights: np.ndarray
@@ -320,8 +328,9 @@ def _target_runs(target: np.ndarray, heights: np.ndarray
 def edge_cut(scores: np.ndarray, threshold: float, *, buckets: bool = False,
              sums: np.ndarray | None = None) -> float:
     """The edge scores' threshold: :func:`find_threshold` (or :func:`threshold_by_buckets`
-    when ``buckets`` or given its bucket ``sums``), except at a share of 1, where it is the smallest positive score
-    (every link that carries influence; all links if none does). That is the exact
+    when ``buckets`` or given its bucket ``sums``), except at a share of 1, where it is
+    the smallest positive score (every link that carries influence; all links if none
+    does). That is the exact
     answer; the running share of a long sum often ends a rounding error short of 1 or
     reaches it early, so the sorted sum alone would make the answer depend on the order
     in which the scores were added."""
@@ -353,21 +362,25 @@ def threshold_by_buckets(scores: np.ndarray, threshold: float, *,
             sums = np.bincount(scores.view(np.int64) >> 44, weights=scores, minlength=BUCKETS)
         except ValueError:  # a negative score (its sign bit makes the key negative)
             return find_threshold(scores, threshold)
+    used = np.flatnonzero(sums)
     total = sums.sum()
     if not (np.isfinite(total) and total > 0) or sums.size > BUCKETS:
         return find_threshold(scores, threshold)
-    from_top = np.cumsum(sums[::-1])[::-1]  # sum of the buckets >= b
-    crossing = np.flatnonzero(from_top / total >= threshold)
-    bucket = int(crossing[-1]) if crossing.size else 0
-    while bucket >= 0:  # rounding may put the crossing one bucket lower
-        if sums[bucket] > 0 or bucket == 0:
+    first = int(used[0])  # buckets below hold nothing but, in bucket 0, zeros
+    part = sums[first:used[-1] + 1]
+    from_top = np.append(np.cumsum(part[::-1])[::-1], 0.0)  # sum of the buckets >= b
+    crossing = np.flatnonzero(from_top[:-1] / total >= threshold)
+    at = int(crossing[-1]) if crossing.size else 0
+    while at >= 0:  # rounding may put the crossing one bucket lower
+        if part[at] > 0:
+            bucket = first + at
             lo, hi = np.array([bucket << 44, (bucket + 1) << 44], np.int64).view(np.float64)
             values = np.sort(scores[(scores >= lo) & (scores < hi)])[::-1]
-            above = from_top[bucket + 1] if bucket + 1 < sums.size else 0.0
-            i = int(np.searchsorted((above + np.cumsum(values)) / total, threshold))
+            i = int(np.searchsorted((from_top[at + 1] + np.cumsum(values)) / total,
+                                    threshold))
             if i < values.size:
                 return float(values[i])
-        bucket -= 1
+        at -= 1
     return float(scores.min())
 
 
