@@ -273,6 +273,9 @@ def main() -> None:
         during_ingest(str(copy), "DuckDB")
     finally:
         subprocess.run([str(ROOT / "scripts" / "pg-cluster"), "stop", str(work)])
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)  # ~2 GB of cluster per run otherwise
 
 
 if __name__ == "__main__":
