@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import duckdb
 import pyarrow as pa
 from sqlalchemy import ColumnElement, Connection, Select, TextClause, and_
 from sqlalchemy.exc import DBAPIError
@@ -86,5 +87,7 @@ def fetch_arrow(db: GraphDB, stmt: Select | TextClause) -> pa.Table:
             rows = result.fetchall()
     except DBAPIError as exc:
         raise connect_error(db.target, exc.orig or exc, read_only=True) from None
+    except duckdb.Error as exc:  # the driver's own call, outside SQLAlchemy's wrapping
+        raise connect_error(db.target, exc, read_only=True) from None
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
     return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
