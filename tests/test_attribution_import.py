@@ -222,6 +222,7 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
     for table, columns in ADDED_COLUMNS.items():
         for column in columns:
             con.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+    con.execute("DROP TABLE attribution_pruned_links")
     con.close()
     nodes, links = _reference(doc, 0.8, 0.98)
     center = doc["nodes"][30]["node_id"]
@@ -237,6 +238,11 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
         assert check_database(db_path).ok, check_database(db_path).problems
 
     served()
+    from headgraph.schema.transfer import copy_models
+
+    copy_models(db_path, tmp_path / "copy.duckdb")  # copies from the older file too
+    assert exported(tmp_path / "copy.duckdb", "synthetic") == doc
+    assert check_database(tmp_path / "copy.duckdb").ok
     second = graph_document(SynthSpec(n_links=2000, n_features=100, seed=9, slug="second"))
     import_graph(save(second, tmp_path / "h.json"), db_path)
     with open_reader(db_path) as db:
@@ -260,6 +266,11 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
     ("UPDATE attribution_nodes SET cum = 'nan' WHERE nid = 20", "NaN influence"),
     ("INSERT INTO attribution_out_links SELECT 99, idx, source, target, weight "
      "FROM attribution_out_links WHERE idx = 0", "orphan row(s) in attribution_out_links"),
+    ("DELETE FROM attribution_pruned_links WHERE share > 0.5", "stored default view holds"),
+    ("UPDATE attribution_pruned_links SET share = 2 WHERE share > 0.5",
+     "share outside [0, 1]"),
+    ("UPDATE attribution_pruned_links SET edge_score = edge_score * 2 WHERE share > 0.5",
+     "shares do not follow"),
 ])
 def test_check_finds_a_damaged_attribution_graph(synth_db, tmp_path: Path, damage: str,
                                                  found: str):
@@ -300,3 +311,28 @@ def test_views_follow_a_graph_replaced_under_the_same_slug(tmp_path: Path, db_pa
     assert near() == strongest(first)
     import_graph(save(second, tmp_path / "b.json"), db_path, replace=True)
     assert near() == strongest(second) != strongest(first)
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
+def test_the_stored_default_view_equals_the_computed_one(tmp_path: Path, backend: str,
+                                                         request: pytest.FixtureRequest):
+    """At the default node threshold the view reads the edge scores stored at import;
+    at every edge threshold it equals the view computed from the links, and both equal
+    the reference."""
+    from headgraph.queries.attribution import get_graph
+    from headgraph.queries.attribution_pruned import compute_pruned
+
+    db = str(tmp_path / "s.duckdb") if backend == "duckdb" else request.getfixturevalue(
+        "pg_url")
+    doc = graph_document(SynthSpec(n_links=5000, n_features=250, seed=12))
+    import_graph(save(doc, tmp_path / "s.json"), db)
+    with open_reader(db) as reader:
+        graph = get_graph(reader, "synthetic")
+        assert graph.pruned_k is not None
+        for et in (0.0, 0.3, 0.9, 0.98, 1.0):
+            views = [compute_pruned(reader, graph, 0.8, et, None, stored=s) for s in (1, 0)]
+            got = [({n.node_id for n in v.nodes},
+                    {(x.source, x.target, x.weight) for x in v.link_records()}) for v in views]
+            assert got[0] == got[1] == _reference(doc, 0.8, et), et
+            scores = [sorted(v.links.column("edge_score").to_pylist()) for v in views]
+            np.testing.assert_allclose(scores[0], scores[1], rtol=1e-12)

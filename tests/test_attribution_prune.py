@@ -8,6 +8,7 @@ import pytest
 
 from headgraph.errors import BadInputError
 from headgraph.queries import pruning as P
+from headgraph.queries import pruning_height as H
 
 
 def dense_reference(n, src, tgt, w, roles, lw, node_threshold, edge_threshold):
@@ -153,7 +154,7 @@ def test_pruning_by_height_matches_the_dense_definitions():
         order, heights = by_height(n, s, t, w, lw)
         order = order[keep[s[order]] & keep[t[order]]]
         nid = np.cumsum(keep) - 1
-        got = P.prune_by_height(int(keep.sum()), nid[s[order]], nid[t[order]], w[order],
+        got = H.prune_by_height(int(keep.sum()), nid[s[order]], nid[t[order]], w[order],
                                 heights[keep], roles[keep], lw[keep], et)
         compared += 1
         nodes = np.zeros(n, bool)
@@ -182,10 +183,10 @@ def test_pruning_by_height_equals_pruning_links_on_big_graphs(seed: int):
     order, heights = by_height(n, s, t, w, lw)
     for et in (0.5, 0.9, 0.98, 1.0):
         ref = P.prune_links(n, s, t, w, roles, lw, np.ones(n, bool), et)
-        got = P.prune_by_height(n, s[order], t[order], w[order], heights, roles, lw, et)
+        got = H.prune_by_height(n, s[order], t[order], w[order], heights, roles, lw, et)
         assert (got.nodes == ref.nodes).all()
         assert np.array_equal(np.sort(order[got.links]), np.sort(ref.links))
-        shuffled = P.prune_by_height(n, s, t, w, heights, roles, lw, et)  # sorted inside
+        shuffled = H.prune_by_height(n, s, t, w, heights, roles, lw, et)  # sorted inside
         assert np.array_equal(np.sort(shuffled.links), np.sort(ref.links))
         np.testing.assert_allclose(np.sort(got.edge_scores), np.sort(ref.edge_scores),
                                    rtol=1e-12)
@@ -201,13 +202,26 @@ def test_the_bucketed_threshold_is_find_threshold():
         if i % 5 == 0:
             x = np.round(x, 1)  # ties
         q = float(rng.random())
-        assert P.threshold_by_buckets(x, q, min_size=0) == P.find_threshold(x, q)
-    assert P.threshold_by_buckets(np.array([-1.0, 2.0]), 0.5, min_size=0) == 2.0
+        assert H.threshold_by_buckets(x, q, min_size=0) == P.find_threshold(x, q)
+    assert H.threshold_by_buckets(np.array([-1.0, 2.0]), 0.5, min_size=0) == 2.0
 
 
 def test_an_edge_threshold_of_one_keeps_every_link_that_carries_influence():
     scores = np.array([0.0, 1e-30, 3.0, 1.0, 0.0])
     assert P.edge_cut(scores, 1.0) == 1e-30
-    assert P.edge_cut(scores, 1.0, buckets=True) == 1e-30
+    assert P.edge_cut(scores, 1.0, H.threshold_by_buckets) == 1e-30
     assert P.edge_cut(np.zeros(3), 1.0) == 0.0  # nothing reaches the logits: keep all
     assert P.edge_cut(scores, 0.5) == P.find_threshold(scores, 0.5) == 3.0
+
+
+def test_the_kept_nodes_are_the_first_k_in_keep_order():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n, s, t, w, roles, lw = random_graph(rng)
+        scores = P.influence(n, s, t, w, lw)
+        pinned = (roles == P.TOKEN) | (roles == P.LOGIT)
+        order = np.r_[np.flatnonzero(pinned),
+                      np.flatnonzero(~pinned)[np.argsort(-scores[~pinned], kind="stable")]]
+        q = float(rng.uniform(0.1, 1.0))
+        k = P.keep_count(scores[order], P.cumulative_share(scores)[order], roles[order], q)
+        assert set(order[:k]) == set(np.flatnonzero(P.node_mask(scores, roles, q)))

@@ -16,10 +16,11 @@ Steps (each reported to ``progress``):
    on a view's thresholds, so they are computed here once.
 3. ``write``: graph row, nodes, and links by ``nid``: ``attribution_links`` sorted by
    (target height, target), so that a pruned view processes them height by height
-   without sorting (:func:`headgraph.queries.pruning.prune_by_height`);
-   ``attribution_out_links`` by source; each ordered by a radix sort in numpy and
-   appended as one Arrow table (DuckDB: a registered table; PostgreSQL: binary COPY),
-   one after the other. A failure anywhere leaves nothing behind.
+   without sorting (:mod:`headgraph.queries.pruning_height`); ``attribution_out_links``
+   by source; each ordered by a radix sort in numpy and appended as one Arrow table
+   (DuckDB: a registered table; PostgreSQL: binary COPY), one after the other; and the
+   links of the view at the default node threshold with their edge scores
+   (:mod:`headgraph.ingest.attribution_views`). A failure anywhere leaves nothing behind.
 
 Examples
 --------
@@ -49,6 +50,7 @@ from sqlalchemy.exc import DBAPIError
 import headgraph
 from headgraph.errors import BadInputError, GraphExistsError
 from headgraph.ingest.attribution_json import CHUNK, read_document
+from headgraph.ingest.attribution_views import pruned_links
 from headgraph.ingest.import_write import insert_arrow
 from headgraph.queries import pruning
 from headgraph.queries.attribution_format import (
@@ -276,7 +278,10 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
     info = _GraphInfo(slug, model, metadata.get("prompt"),
                       dumps(doc), n, len(weight),
                       int(((roles == pruning.TOKEN) | (roles == pruning.LOGIT)).sum()),
-                      len(links.extras), str(path.resolve()), levels)
+                      len(links.extras), str(path.resolve()), levels,
+                      _Default(pruning.keep_count(scores[order], cum[order], roles[order],
+                                                  pruning.NODE_THRESHOLD),
+                               roles[order], token_prob[order]))
     node_table = _node_table(rows, order, roles, scores, cum, by_nid)
     n_links = len(weight)
     sorted_links = _SortedLinks(nid[src], nid[tgt], weight, links.extras, n, by_nid)
@@ -302,6 +307,17 @@ class _GraphInfo:
     n_link_extras: int
     source: str
     levels: int | None
+    default: _Default
+
+
+@dataclass(frozen=True)
+class _Default:
+    """What the stored view at the default node threshold needs: its node count ``k``,
+    and roles and token probabilities by nid."""
+
+    k: int
+    roles: np.ndarray
+    token_prob: np.ndarray
 
 
 def _node_table(rows: list[dict[str, Any]], order: np.ndarray, roles: np.ndarray,
@@ -376,6 +392,9 @@ class _SortedLinks:
 
 def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
            links: _SortedLinks, replace: bool) -> bool:
+    by_target = links.by("target")  # built before the file is held for writing
+    pruned = None if links.heights is None else pruned_links(
+        by_target, info.default.k, links.heights, info.default.roles, info.default.token_prob)
     engine = create_db_engine(target, read_only=False)
     try:
         with begin_writing(engine, target) as conn:
@@ -389,7 +408,7 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
                     f"{target}: an attribution graph with slug {info.slug!r} is already "
                     "stored. Pass --replace to overwrite it.")
             if old is not None:
-                for table in t.ATTRIBUTION_TABLES[:4]:
+                for table in t.GRAPH_TABLES:
                     conn.execute(delete(table).where(table.c.graph_id == old[0]))
             graph_id = conn.execute(insert(t.attribution_graphs).values(
                 slug=info.slug, model=info.model,
@@ -397,12 +416,16 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
                 document=info.document, n_nodes=info.n_nodes, n_links=info.n_links,
                 n_pinned=info.n_pinned, n_link_extras=info.n_link_extras,
                 source=info.source, levels=info.levels,
+                pruned_k=None if pruned is None else info.default.k,
                 imported_at=dt.datetime.now(dt.UTC),
                 headgraph_version=headgraph.__version__,
             ).returning(t.attribution_graphs.c.graph_id)).scalar_one()
             gid = {"graph_id": graph_id}
             insert_arrow(conn, t.attribution_nodes, node_table, constants=gid)
-            insert_arrow(conn, t.attribution_links, links.by("target"), constants=gid)
+            insert_arrow(conn, t.attribution_links, by_target, constants=gid)
+            if pruned is not None:
+                insert_arrow(conn, t.attribution_pruned_links, pruned, constants=gid)
+            del by_target, pruned
             insert_arrow(conn, t.attribution_out_links, links.by("source"), constants=gid)
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)

@@ -3,20 +3,14 @@ by piece, from the database alone (no torch, no JSON file).
 
 Views
 -----
-``pruned_view``   circuit-tracer's pruning (:mod:`headgraph.queries.pruning`). The node
-                  step uses numbers stored at import (they depend on the graph alone):
-                  with ``score`` each node's influence on the whole graph and ``cum`` its
-                  cumulative share, ``thr = max(score where cum >= node_threshold)``
-                  (``min(score)`` if none), and the kept nodes are exactly ``nid < K``,
-                  ``K = n_pinned + #{non-pinned nodes with score >= thr}`` (``nid`` is the
-                  keep order); it runs on the node columns as read once per process. The
-                  database then filters the links between them (``target < K and source
-                  < K``), stored grouped by target height. The edge step cannot be stored:
-                  it is computed on the *pruned* adjacency, which depends on ``K``
-                  (circuit-tracer's ``prune_graph``), so it runs in numpy on that subgraph,
-                  one height at a time (:func:`~headgraph.queries.pruning.prune_by_height`).
-                  Graphs stored before heights were (``levels`` NULL) take
-                  :func:`~headgraph.queries.pruning.prune_links`, slower, same answer.
+``pruned_view``   circuit-tracer's pruning (:mod:`headgraph.queries.pruning`), computed
+                  by :mod:`headgraph.queries.attribution_pruned` from numbers stored at
+                  import: the node step needs no links (the kept nodes are the first
+                  ``K`` nids, ``K`` from each node's influence and its cumulative share);
+                  the edge step, which depends on ``K`` (it runs on the *pruned*
+                  adjacency), reads the stored edge scores at the default node threshold
+                  and otherwise computes on the links between the first ``K`` nids,
+                  stored grouped by target height. Views are cached per process.
 ``neighbourhood`` around one node (:mod:`headgraph.queries.attribution_near`).
 
 Views are returned as :class:`GraphView` records; :mod:`headgraph.queries.attribution_export`
@@ -34,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import and_, func, inspect, literal_column, select
+from sqlalchemy import func, inspect, literal_column, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import (
@@ -74,6 +68,7 @@ class GraphRow:
     imported_at: dt.datetime
     document: str  # JSON: the file's fields but nodes and links
     levels: int | None = None  # links grouped by target height; None: stored before
+    pruned_k: int | None = None  # K of the stored default view (attribution_pruned_links)
 
     @classmethod
     def from_row(cls, row: Any) -> GraphRow:
@@ -257,13 +252,9 @@ class GraphNodes:
     cum: np.ndarray
     heights: np.ndarray | None
 
-    def keep_count(self, n_pinned: int, node_threshold: float) -> int:
+    def keep_count(self, node_threshold: float) -> int:
         """``K``: the nodes kept at ``node_threshold`` are ``nid < K`` (module doc)."""
-        if not self.scores.size:
-            return 0
-        above = self.scores[self.cum >= node_threshold]
-        thr = above.max() if above.size else self.scores.min()
-        return n_pinned + int(((self.roles < pruning.TOKEN) & (self.scores >= thr)).sum())
+        return pruning.keep_count(self.scores, self.cum, self.roles, node_threshold)
 
 
 _NODES: OrderedDict[tuple, GraphNodes] = OrderedDict()
@@ -313,8 +304,8 @@ _VIEWS: OrderedDict[tuple, GraphView] = OrderedDict()
 CACHED_LINKS = 4_000_000  # links held by the view cache of one process, all views together
 
 
-def pruned_view(db: GraphDB, slug: str, node_threshold: float = 0.8,
-                edge_threshold: float = 0.98, *, max_links: int | None = None,
+def pruned_view(db: GraphDB, slug: str, node_threshold: float = pruning.NODE_THRESHOLD,
+                edge_threshold: float = pruning.EDGE_THRESHOLD, *, max_links: int | None = None,
                 cache: bool = True) -> GraphView:
     """circuit-tracer's pruned graph at these thresholds (see the module doc and
     :mod:`headgraph.queries.pruning` for the formulas).
@@ -337,7 +328,9 @@ def pruned_view(db: GraphDB, slug: str, node_threshold: float = 0.8,
         if cache and key in _VIEWS:
             _VIEWS.move_to_end(key)
             return _VIEWS[key]
-    view = _compute_pruned(db, graph, node_threshold, edge_threshold, max_links)
+    from headgraph.queries.attribution_pruned import compute_pruned
+
+    view = compute_pruned(db, graph, node_threshold, edge_threshold, max_links)
     if cache and view.links.num_rows <= CACHED_LINKS:
         with _CACHE_LOCK:
             _VIEWS[key] = view
@@ -346,62 +339,5 @@ def pruned_view(db: GraphDB, slug: str, node_threshold: float = 0.8,
     return view
 
 
-def _compute_pruned(db: GraphDB, graph: GraphRow, node_threshold: float,
-                    edge_threshold: float, max_links: int | None) -> GraphView:
-    nodes = graph_nodes(db, graph)
-    k = nodes.keep_count(graph.n_pinned, node_threshold)
-    c = t.attribution_links.c
-    links = fetch_arrow(db, select(c.idx, c.source, c.target, c.weight).where(and_(
-        c.graph_id == graph.graph_id, c.target < k, c.source < k)))
-    src, tgt = _flat(links, "source", np.intp), _flat(links, "target", np.intp)
-    weight = _flat(links, "weight", np.float64)
-    roles, lw = nodes.roles[:k], pruning.logit_weights(nodes.roles[:k], nodes.token_prob[:k])
-    if nodes.heights is None:  # stored before heights: any order will do
-        pr = pruning.prune_links(k, src, tgt, weight, roles, lw, np.ones(k, bool),
-                                 edge_threshold)
-    else:  # DuckDB gives a filtered scan in stored order (preserve_insertion_order);
-        # other databases in any order, which prune_by_height finds and sorts
-        pr = pruning.prune_by_height(k, src, tgt, weight, nodes.heights[:k], roles, lw,
-                                     edge_threshold)
-    keep, scores = pr.links, pr.edge_scores
-    truncated = max_links is not None and keep.size > max_links
-    if truncated:
-        top = np.sort(np.argsort(-scores, kind="stable")[:max_links])
-        keep, scores = keep[top], scores[top]
-    idx = _flat(links, "idx", np.int32)
-    view_links = pa.table({
-        "idx": np.take(idx, keep), "source": np.take(src, keep).astype(np.int32),
-        "target": np.take(tgt, keep).astype(np.int32), "weight": np.take(weight, keep),
-        "extra": pa.nulls(keep.size, pa.string()), "edge_score": scores})
-    if graph.n_link_extras:
-        view_links = _with_extras(db, graph, view_links)
-    kept = np.flatnonzero(pr.nodes)
-    in_file_order = [nodes.nodes[i] for i in kept[np.argsort(nodes.idx[kept])].tolist()]
-    return GraphView(graph, in_file_order, view_links, bool(truncated),
-                     {"node_threshold": node_threshold, "edge_threshold": edge_threshold})
-
-
-def _flat(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
-    """A non-null column as one numpy array of ``dtype``, chunk by chunk (one pass: no
-    concatenation, then a cast)."""
-    out = np.empty(table.num_rows, dtype)
-    at = 0
-    for chunk in table.column(name).chunks:
-        out[at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
-        at += len(chunk)
-    return out
-
-
 def _in_file_order(nodes: dict[int, ViewNode]) -> list[ViewNode]:
     return sorted(nodes.values(), key=lambda x: x.idx)
-
-
-def _with_extras(db: GraphDB, graph: GraphRow, links: pa.Table) -> pa.Table:
-    """``links`` with the ``extra`` fields of those that have some (rare: read apart)."""
-    c = t.attribution_links.c
-    found = fetch_arrow(db, select(c.idx, c.extra).where(and_(
-        c.graph_id == graph.graph_id, c.extra.is_not(None))))
-    extras = dict(zip(found.column("idx").to_pylist(), found.column("extra").to_pylist(),
-                      strict=True))
-    column = pa.array([extras.get(i) for i in links.column("idx").to_pylist()], pa.string())
-    return links.set_column(links.column_names.index("extra"), "extra", column)

@@ -42,12 +42,8 @@ keeps every link, where the dense version keeps every *pair* of nodes; and an
 the exact answer, where the original's depends on rounding (the running share may end
 just under 1, and then it keeps every pair).
 
-Serving a view fast (:func:`prune_by_height`): a node's *height* is the most links on a
-path from it to a sink. A target is always lower than its sources, in the whole graph and
-in any subgraph, so links stored grouped by their target's height (as the database keeps
-them) are processed one height at a time, a contiguous slice each, with no sort and no
-index arrays; the edge threshold sorts one bucket of scores, not all of them
-(:func:`threshold_by_buckets`).
+This module is the definition, written plainly; :mod:`headgraph.queries.pruning_height`
+computes the same edge step fast, on links stored grouped by the height of their target.
 
 Examples
 --------
@@ -60,6 +56,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +66,7 @@ from headgraph.errors import BadInputError
 FEATURE, ERROR, TOKEN, LOGIT = 0, 1, 2, 3
 ROLE_NAMES = {FEATURE: "feature", ERROR: "error", TOKEN: "token", LOGIT: "logit"}
 EPS = 1e-10  # circuit-tracer's clamp of a row sum
-BUCKETS = 1 << 19  # value buckets of threshold_by_buckets: every non-negative double's key
+NODE_THRESHOLD, EDGE_THRESHOLD = 0.8, 0.98  # circuit-tracer's defaults
 
 
 def logit_weights(roles: np.ndarray, token_prob: np.ndarray) -> np.ndarray:
@@ -230,158 +227,31 @@ def prune_links(n: int, source: np.ndarray, target: np.ndarray, weight: np.ndarr
     return Pruned(nodes=nodes, links=idx[links], edge_scores=scores[links])
 
 
-def prune_by_height(k: int, source: np.ndarray, target: np.ndarray, weight: np.ndarray,
-                    heights: np.ndarray, roles: np.ndarray, weights: np.ndarray,
-                    edge_threshold: float) -> Pruned:
-    """:func:`prune_links` with every one of the ``k`` nodes kept, fastest for links
-    grouped by target and ordered by the target's height (``heights``, per node, from
-    :func:`influence_and_heights` on the whole graph), as the database stores them; links
-    in another order are sorted so first.
-
-    The same quantities in fewer passes over the links. With ``R[t] = max(sum of |w|
-    into t, 1e-10)`` (one ``reduceat`` per run of a target's links) and ``y = w + I'``,
-    the edge score is ``E = |w| * (y / R)[t]`` and ``y[s] = w[s] + sum of E over the
-    links out of s``. Every target of a node is lower than the node, also in any
-    subgraph, so once the links into the heights below ``h`` are done, ``y`` is final for
-    the targets of height ``h``: one slice of the arrays per height gives their ``E``
-    and adds it to their sources' ``y``. :func:`threshold_by_buckets` stands in for the
-    sort of :func:`find_threshold`; the clean-up works on the links kept, not all. Equal
-    to :func:`prune_links` up to the rounding of sums made in another order. Index
-    arrays are best passed as ``intp`` (numpy converts anything else on every call).
-    """
-    m = source.size
-    runs = _target_runs(target, heights)
-    if runs is None:  # not in stored order: sort, prune, and give positions in the input
-        order = np.lexsort((target, heights[target]))
-        got = prune_by_height(k, source[order], target[order], weight[order], heights,
-                              roles, weights, edge_threshold)
-        return Pruned(got.nodes, order[got.links], got.edge_scores)
-    starts, run_target = runs
-    lens = np.diff(np.append(starts, m))
-    run_bounds = np.searchsorted(heights[run_target], np.arange(int(heights.max(initial=0)) + 2))
-    link_bounds = np.append(starts, m)[run_bounds]
-    y = np.asarray(weights, np.float64).copy()
-    scores = np.empty(m)
-    sums = np.zeros(BUCKETS)  # per bucket of threshold_by_buckets, filled as scores come
-    for h in range(run_bounds.size - 1):  # each slice small enough to stay in cache
-        lo, hi, rlo, rhi = link_bounds[h], link_bounds[h + 1], run_bounds[h], run_bounds[h + 1]
-        if lo == hi:
-            continue
-        absw = np.abs(weight[lo:hi])
-        rowsum = np.maximum(np.add.reduceat(absw, starts[rlo:rhi] - lo), EPS)
-        e = scores[lo:hi]
-        np.multiply(absw, np.repeat(y[run_target[rlo:rhi]] / rowsum, lens[rlo:rhi]), out=e)
-        np.add.at(y, source[lo:hi], e)
-        np.add.at(sums, e.view(np.int64) >> 44, e)
-    kept = scores >= edge_cut(scores, edge_threshold, sums=sums)
-    nodes, at = _clean_up(k, source, target, kept, starts, run_target, roles)
-    return Pruned(nodes=nodes, links=at, edge_scores=np.take(scores, at))
-
-
-def _clean_up(k: int, source: np.ndarray, target: np.ndarray, kept: np.ndarray,
-              starts: np.ndarray, run_target: np.ndarray, roles: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """The clean-up of the module table: the nodes that stay, and the positions of the
-    links that stay. The first round needs no link ends: a target has a kept in-link if
-    its run of links has one (``logical_or.reduceat``), a source a kept out-link if one of
-    its links is kept (``maximum.at``). Only when a node leaves are the kept links' ends
-    gathered, and the rounds go on on them alone until nothing changes."""
-    has_in = np.zeros(k, bool)
-    if kept.size:
-        has_in[run_target] = np.logical_or.reduceat(kept, starts)
-    has_out = np.zeros(k, np.int8)
-    np.maximum.at(has_out, source, kept.view(np.int8))
-    at = np.flatnonzero(kept)
-    feature_or_error = (roles == FEATURE) | (roles == ERROR)
-    feature = roles == FEATURE
-    nodes = ~(feature_or_error & (has_out == 0)) & ~(feature & ~has_in)
-    if nodes.all():
-        return nodes, at
-    s, t = np.take(source, at), np.take(target, at)
-    while True:
-        alive = nodes[s] & nodes[t]
-        at, s, t = at[alive], s[alive], t[alive]
-        before = int(nodes.sum())
-        nodes &= ~(feature_or_error & (np.bincount(s, minlength=k) == 0))
-        nodes &= ~(feature & (np.bincount(t, minlength=k) == 0))
-        if int(nodes.sum()) == before:
-            return nodes, at
-
-
-def _target_runs(target: np.ndarray, heights: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where each run of links into one target starts, and its target, if each target's
-    links form one run and the runs go by non-decreasing height; else None. The check
-    costs one comparison per link and a few per run."""
-    first = np.empty(target.size, bool)
-    if target.size:
-        first[0] = True
-        np.not_equal(target[1:], target[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    run_target = target[starts]
-    run_height = heights[run_target]
-    if (run_height[1:] < run_height[:-1]).any() or np.unique(run_target).size < starts.size:
-        return None
-    return starts, run_target
-
-
-def edge_cut(scores: np.ndarray, threshold: float, *, buckets: bool = False,
-             sums: np.ndarray | None = None) -> float:
-    """The edge scores' threshold: :func:`find_threshold` (or :func:`threshold_by_buckets`
-    when ``buckets`` or given its bucket ``sums``), except at a share of 1, where it is
-    the smallest positive score (every link that carries influence; all links if none
-    does). That is the exact
-    answer; the running share of a long sum often ends a rounding error short of 1 or
-    reaches it early, so the sorted sum alone would make the answer depend on the order
-    in which the scores were added."""
+def edge_cut(scores: np.ndarray, threshold: float,
+             cut: Callable[[np.ndarray, float], float] | None = None) -> float:
+    """The edge scores' threshold: ``cut`` (default :func:`find_threshold`), except at a
+    share of 1, where it is the smallest positive score (every link that carries
+    influence; all links if none does). That is the exact answer; the running share of a
+    long sum often ends a rounding error short of 1 or reaches it early, so the sorted sum
+    alone would make the answer depend on the order in which the scores were added."""
     if threshold >= 1.0 and scores.size:
         positive = scores[scores > 0]
         return float(positive.min()) if positive.size else 0.0
-    if buckets or sums is not None:
-        return threshold_by_buckets(scores, threshold, sums=sums)
-    return find_threshold(scores, threshold)
+    return (cut or find_threshold)(scores, threshold)
 
 
-def threshold_by_buckets(scores: np.ndarray, threshold: float, *,
-                         min_size: int = 1 << 15, sums: np.ndarray | None = None) -> float:
-    """:func:`find_threshold` of non-negative ``scores`` without sorting them all.
-
-    A non-negative double's bits, read as an integer, grow with its value, so the top 20
-    bits (sign, exponent, 8 bits of mantissa; :data:`BUCKETS` of them) number buckets in
-    value order. Summing ``scores`` per bucket (or taking ``sums``, made so by the caller)
-    finds the bucket ``b`` where the share from the top first reaches ``threshold``;
-    only the scores in ``b`` are sorted, their running sum continuing the sum of the
-    buckets above. The answer is ``find_threshold``'s, up to the rounding of the sums
-    (added in another order). Fewer than ``min_size`` scores, negative or non-finite ones
-    go to :func:`find_threshold` itself.
-    """
-    if scores.size < max(min_size, 1):
-        return find_threshold(scores, threshold)
-    if sums is None:
-        try:
-            sums = np.bincount(scores.view(np.int64) >> 44, weights=scores, minlength=BUCKETS)
-        except ValueError:  # a negative score (its sign bit makes the key negative)
-            return find_threshold(scores, threshold)
-    used = np.flatnonzero(sums)
-    total = sums.sum()
-    if not (np.isfinite(total) and total > 0) or sums.size > BUCKETS:
-        return find_threshold(scores, threshold)
-    first = int(used[0])  # buckets below hold nothing but, in bucket 0, zeros
-    part = sums[first:used[-1] + 1]
-    from_top = np.append(np.cumsum(part[::-1])[::-1], 0.0)  # sum of the buckets >= b
-    crossing = np.flatnonzero(from_top[:-1] / total >= threshold)
-    at = int(crossing[-1]) if crossing.size else 0
-    while at >= 0:  # rounding may put the crossing one bucket lower
-        if part[at] > 0:
-            bucket = first + at
-            lo, hi = np.array([bucket << 44, (bucket + 1) << 44], np.int64).view(np.float64)
-            values = np.sort(scores[(scores >= lo) & (scores < hi)])[::-1]
-            i = int(np.searchsorted((from_top[at + 1] + np.cumsum(values)) / total,
-                                    threshold))
-            if i < values.size:
-                return float(values[i])
-        at -= 1
-    return float(scores.min())
+def keep_count(scores: np.ndarray, cum: np.ndarray, roles: np.ndarray,
+               node_threshold: float) -> int:
+    """``K``, for nodes numbered in keep order (tokens and logits first, then by influence,
+    largest first) with their influence ``scores`` and its cumulative share ``cum``
+    (:func:`cumulative_share`): the nodes :func:`node_mask` keeps are exactly the first
+    ``K``, ``K = #pinned + #{others with score >= max(score where cum >= threshold)}``
+    (``min(score)`` if no share reaches it)."""
+    if not scores.size:
+        return 0
+    above = scores[cum >= node_threshold]
+    thr = above.max() if above.size else scores.min()
+    return int(((roles >= TOKEN) | (scores >= thr)).sum())
 
 
 def prune(n: int, source: np.ndarray, target: np.ndarray, weight: np.ndarray,
@@ -403,5 +273,4 @@ def check_thresholds(node_threshold: float, edge_threshold: float) -> None:
 
 __all__ = ["ERROR", "FEATURE", "LOGIT", "TOKEN", "Pruned", "check_thresholds",
            "cumulative_share", "edge_cut", "find_threshold", "influence", "influence_and_heights",
-           "logit_weights", "node_mask", "normalised", "prune", "prune_by_height",
-           "prune_links", "threshold_by_buckets"]
+           "EDGE_THRESHOLD", "NODE_THRESHOLD", "keep_count", "logit_weights", "node_mask", "normalised", "prune", "prune_links"]

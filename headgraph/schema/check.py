@@ -107,6 +107,8 @@ def graph_problems(conn: Connection) -> list[str]:
     * heights (graphs stored with them, ``levels`` not NULL): each link's ``target_height``
       is its target's height, every source is higher than its target (the graph is acyclic
       and the heights right), every height below ``levels``;
+    * the stored default view (``pruned_k`` not NULL): exactly the links between the first
+      ``pruned_k`` nids, edge scores non-negative and largest first, shares in [0, 1];
     * no orphan rows in the node and link tables.
     """
     problems = []
@@ -118,7 +120,8 @@ def graph_problems(conn: Connection) -> list[str]:
 
     graphs = {r[0]: r[1:] for r in conn.execute(text(
         "SELECT graph_id, slug, n_nodes, n_links, n_pinned, "
-        f"{column('attribution_graphs', 'levels')} FROM attribution_graphs"))}
+        f"{column('attribution_graphs', 'levels')}, "
+        f"{column('attribution_graphs', 'pruned_k')} FROM attribution_graphs"))}
     nodes = {r[0]: r[1:] for r in conn.execute(text(
         "SELECT graph_id, count(*), count(DISTINCT nid), min(nid), max(nid), "
         "sum(CASE WHEN role >= 2 THEN 1 ELSE 0 END), max(CASE WHEN role >= 2 THEN nid END), "
@@ -131,7 +134,7 @@ def graph_problems(conn: Connection) -> list[str]:
             f"sum(CAST(source AS BIGINT)), sum(CAST(target AS BIGINT)), "
             f"least(min(source), min(target)), greatest(max(source), max(target)) "
             f"FROM {table} GROUP BY graph_id"))}
-    for gid, (slug, n_nodes, n_links, n_pinned, levels) in graphs.items():
+    for gid, (slug, n_nodes, n_links, n_pinned, levels, _) in graphs.items():
         found = nodes.get(gid, (0, 0, None, None, 0, None, 0, None))
         count, distinct, lo, hi, pinned, last_pinned, bad_scores, top = found
         if (count, distinct) != (n_nodes, n_nodes) or (n_nodes and (lo, hi) != (0, n_nodes - 1)):
@@ -170,10 +173,48 @@ def graph_problems(conn: Connection) -> list[str]:
                 problems.append(f"attribution graph {slug!r}: {wrong} link(s) whose heights "
                                 "are wrong (target_height not the target's, or a source not "
                                 "above its target)")
-    for table in ("attribution_nodes", "attribution_links", "attribution_out_links"):
+    problems.extend(_default_view_problems(conn, graphs))
+    for table in ("attribution_nodes", "attribution_links", "attribution_out_links",
+                  "attribution_pruned_links"):
+        if not seen.has_table(table):
+            continue
         orphans = conn.execute(text(
             f"SELECT count(*) FROM {table} c WHERE NOT EXISTS "
             "(SELECT 1 FROM attribution_graphs g WHERE g.graph_id = c.graph_id)")).scalar_one()
         if orphans:
             problems.append(f"{orphans} orphan row(s) in {table}")
+    return problems
+
+
+def _default_view_problems(conn: Connection, graphs: dict) -> list[str]:
+    """The stored default views (``attribution_pruned_links``) against their graphs."""
+    problems = []
+    for gid, (slug, *_, pruned_k) in graphs.items():
+        if pruned_k is None:
+            continue
+        want = conn.execute(text(
+            "SELECT count(*), count(DISTINCT idx) FROM attribution_links WHERE graph_id = :g "
+            "AND source < :k AND target < :k"), {"g": gid, "k": pruned_k}).one()
+        have = conn.execute(text(
+            "SELECT count(*), count(DISTINCT p.idx), count(l.idx), "
+            "sum(CASE WHEN p.edge_score >= 0 AND p.share >= 0 AND p.share <= 1.000001 "
+            "THEN 0 ELSE 1 END) FROM attribution_pruned_links p LEFT JOIN attribution_links l "
+            "ON l.graph_id = p.graph_id AND l.idx = p.idx AND l.source = p.source "
+            "AND l.target = p.target AND l.source < :k AND l.target < :k "
+            "WHERE p.graph_id = :g"), {"g": gid, "k": pruned_k}).one()
+        if tuple(have[:3]) != (want[0], want[1], want[0]):
+            problems.append(f"attribution graph {slug!r}: the stored default view holds "
+                            f"{have[0]} links, not the {want[0]} between its first "
+                            f"{pruned_k} nodes")
+        if have[3]:
+            problems.append(f"attribution graph {slug!r}: {have[3]} stored default-view "
+                            "link(s) with a negative score or a share outside [0, 1]")
+        order = conn.execute(text(
+            "SELECT count(*) FROM (SELECT edge_score, share, lag(edge_score) OVER w AS e, "
+            "lag(share) OVER w AS s FROM attribution_pruned_links WHERE graph_id = :g "
+            "WINDOW w AS (ORDER BY share, edge_score DESC)) x WHERE e < edge_score OR "
+            "s > share"), {"g": gid}).scalar_one()
+        if order:
+            problems.append(f"attribution graph {slug!r}: the stored default view's shares "
+                            "do not follow its scores, largest first")
     return problems

@@ -26,6 +26,11 @@ Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.
                            between the first ``K`` nids height by height, a node's
                            in-links are one zone (:mod:`headgraph.queries.pruning`).
 ``attribution_out_links``  the same links sorted by (graph, source): a node's out-links.
+``attribution_pruned_links`` the links between the nodes kept at the default node threshold
+                           (``attribution_graphs.pruned_k`` of them) with their edge scores
+                           on that pruned graph, sorted by edge score, largest first, and the
+                           share of the total held by the links before each: a pruned view at
+                           that node threshold is a filter at any edge threshold.
 ``circuits``               one row per imported head-level circuit (ACDC, auto-circuit,
                            EAP-IG); its edges are ``edge_scores`` rows (metric ``tool:...``,
                            probe ``task:<name>``).
@@ -211,6 +216,8 @@ attribution_graphs = Table(
     # 1 + the greatest node height: links are stored grouped by target height. NULL for
     # graphs stored before heights (sorted by target only; views fall back to a slower path)
     Column("levels", Integer),
+    # nodes kept at the default node threshold, whose pruned links are stored (NULL: none)
+    Column("pruned_k", Integer),
     Column("source", Text, nullable=False),
     Column("imported_at", DateTime(timezone=True), nullable=False),
     Column("headgraph_version", String, nullable=False),
@@ -263,6 +270,18 @@ attribution_out_links = Table(
     Column("weight", Double, nullable=False),
 )
 
+attribution_pruned_links = Table(
+    "attribution_pruned_links",
+    metadata,
+    Column("graph_id", Integer, nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("source", Integer, nullable=False),
+    Column("target", Integer, nullable=False),
+    Column("weight", Double, nullable=False),
+    Column("edge_score", Double, nullable=False),  # E on the graph pruned to pruned_k nodes
+    Column("share", Double, nullable=False),  # of the sum of E, held by the links before
+)
+
 circuit_id_seq = Sequence("circuits_circuit_id_seq", metadata=metadata)
 
 circuits = Table(
@@ -284,12 +303,14 @@ circuits = Table(
     UniqueConstraint("model_id", "tool", "task", name="circuits_model_tool_task"),
 )
 
-ATTRIBUTION_TABLES = (attribution_graphs, attribution_nodes, attribution_links,
-                      attribution_out_links, circuits)
+GRAPH_TABLES = (attribution_graphs, attribution_nodes, attribution_links, attribution_out_links,
+                attribution_pruned_links)
+"""The tables of attribution graphs, each row keyed by ``graph_id``."""
+ATTRIBUTION_TABLES = (*GRAPH_TABLES, circuits)
 """Added after schema version 1: created on first use in databases that predate them."""
 
-ADDED_COLUMNS = {"attribution_graphs": ("levels",), "attribution_nodes": ("height",),
-                 "attribution_links": ("target_height",)}
+ADDED_COLUMNS = {"attribution_graphs": ("levels", "pruned_k"),
+                 "attribution_nodes": ("height",), "attribution_links": ("target_height",)}
 """Columns added to those tables later, still within schema version 1: a writer adds them
 (``ALTER TABLE ... ADD COLUMN``, NULL in the rows already stored) before it writes; readers
 treat NULL as "stored before" and take the slower path that needs no such column."""
@@ -384,6 +405,8 @@ Index("attribution_links_in", attribution_links.c.graph_id, attribution_links.c.
       attribution_links.c.source).ddl_if(dialect="postgresql")
 Index("attribution_out_links_out", attribution_out_links.c.graph_id,
       attribution_out_links.c.source).ddl_if(dialect="postgresql")
+Index("attribution_pruned_links_score", attribution_pruned_links.c.graph_id,
+      attribution_pruned_links.c.edge_score.desc()).ddl_if(dialect="postgresql")
 
 
 def score_at_least(threshold: float):

@@ -5,9 +5,10 @@ Circuits (``circuits``) hang on a ``model_id`` and get the new one; their edges 
 ``edge_scores`` rows, which travel with the model already. Attribution graphs are tied to
 a model by *name* (``attribution_graphs.model``, ``metadata.scan`` at import), so a name
 with graphs but no stored model can be copied too: its graphs alone. Each graph goes
-with its nodes and both link tables, rows in the order the importer stored them (links by
-target height, target and file position; out-links by source and file position), so zone
-maps serve the copy as they serve the original, under a new ``graph_id``. Columns that the
+with its nodes, both link tables and its stored default view, rows in the order the
+importer stored them (links by target height, target and file position; out-links by
+source and file position; the default view's by edge score), so zone maps serve the copy
+as they serve the original, under a new ``graph_id``. Columns that the
 source predates (:data:`~headgraph.schema.tables.ADDED_COLUMNS`) arrive as NULL, and the
 copy is read on the slower path the source was. A slug already in the destination is
 refused (``GRAPH_EXISTS``) unless ``replace``, which removes the old graph in the same
@@ -43,6 +44,7 @@ GRAPH_PARTS = (
     (t.attribution_nodes, ("nid",)),
     (t.attribution_links, ("target_height", "target", "idx")),
     (t.attribution_out_links, ("source", "idx")),
+    (t.attribution_pruned_links, ("-edge_score", "idx")),
 )
 """The tables of a graph and the order the importer stores their rows in."""
 
@@ -69,12 +71,14 @@ def read_graphs(conn: Connection, model: str) -> list[StoredGraph]:
     g = t.attribution_graphs.c
     rows = conn.execute(select(literal_column("*")).select_from(t.attribution_graphs)
                         .where(g.model == model).order_by(g.slug)).mappings().all()
-    present = {table.name: {c["name"] for c in inspect(conn).get_columns(table.name)}
-               for table, _ in GRAPH_PARTS}
+    seen = inspect(conn)  # an older file may lack a table (the default view's) or columns
+    present = {table.name: {c["name"] for c in seen.get_columns(table.name)}
+               for table, _ in GRAPH_PARTS if seen.has_table(table.name)}
     out = []
     for row in rows:
         parts = {table.name: _read_part(conn, table, order, present[table.name],
-                                        row["graph_id"]) for table, order in GRAPH_PARTS}
+                                        row["graph_id"])
+                 for table, order in GRAPH_PARTS if table.name in present}
         out.append(StoredGraph({k: v for k, v in row.items() if k != "graph_id"}, parts))
     return out
 
@@ -82,8 +86,9 @@ def read_graphs(conn: Connection, model: str) -> list[StoredGraph]:
 def _read_part(conn: Connection, table: t.Table, order: tuple[str, ...], present: set[str],
                graph_id: int) -> pa.Table:
     cols = [c for c in table.columns if c.name != "graph_id" and c.name in present]
-    stmt = (select(*cols).where(table.c.graph_id == graph_id)
-            .order_by(*[table.c[k] for k in order if k in present]))
+    keys = [table.c[k.lstrip("-")].desc() if k.startswith("-") else table.c[k]
+            for k in order if k.lstrip("-") in present]
+    stmt = select(*cols).where(table.c.graph_id == graph_id).order_by(*keys)
     if conn.dialect.name == "duckdb":
         compiled = stmt.compile(dialect=conn.dialect)
         params = [compiled.params[k] for k in compiled.positiontup or []]
