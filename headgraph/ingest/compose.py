@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from headgraph.ingest.factors import compute_factors
+from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.nodes import NodeTable
 from headgraph.ingest.null import NullStat, Shape, sample_null
 from headgraph.ingest.reader import WeightReader
@@ -171,6 +172,8 @@ def compose(
     for blocks in run.score_layers(factors, reader, list(range(spec.n_layers))):
         for block in blocks:
             buf.add(block)
+        del blocks
+        trim_heap()  # the layer's temporaries are freed: give their pages back
         done += 1
         tick("compose", done, spec.n_layers)
     for block in score_dense(factors):

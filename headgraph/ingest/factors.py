@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from headgraph.ingest.cost import choose_head_method, gram_edges
+from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.kernel import (
     copying_scores,
     frob,
@@ -166,6 +167,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
             writers.add("POS_EMBED", g.W_pos.to(dev, torch.float32))
         readers.add("UNEMBED", W_U)
         del W_E, W_U, g  # vocabulary-sized: free them before the layers are read
+        trim_heap()
         A_layers = []
         for layer in range(spec.n_layers):
             lw = to_device(check_layer(reader.layer(layer), spec), dev)
@@ -183,6 +185,8 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
             if lw.W_in is not None and lw.W_out is not None:
                 readers.add(f"MLP{layer}", lw.W_in)
                 writers.add(f"MLP{layer}", lw.W_out)
+            del lw
+            trim_heap()
             tick("factors", layer + 1, spec.n_layers)
         A_all = torch.cat(A_layers)
         del A_layers
