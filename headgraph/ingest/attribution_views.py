@@ -40,7 +40,7 @@ def pruned_links(by_target: pa.Table, k: int, heights: np.ndarray, roles: np.nda
     if found is None:
         return None
     scores = found[0]
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(scores)[::-1]  # among equal scores any order: ties are read together
     ranked = scores[order]
     total = ranked.sum()
     before = np.concatenate([[0.0], np.cumsum(ranked)[:-1]])
