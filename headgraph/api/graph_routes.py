@@ -50,6 +50,7 @@ from headgraph.errors import (
 from headgraph.queries import attribution as q
 from headgraph.queries import attribution_near as near
 from headgraph.queries.attribution_export import write_graph, write_view
+from headgraph.queries.pruning import EDGE_THRESHOLD, NODE_THRESHOLD
 
 log = logging.getLogger("headgraph.api")
 PREFIX = "/graphs/"
@@ -175,8 +176,9 @@ class AttributionRoutes:
                                           max_links=self.settings.max_export_edges)
             if ask.pruned:
                 return q.pruned_view(
-                    db, ask.slug, 0.8 if ask.node_threshold is None else ask.node_threshold,
-                    0.98 if ask.edge_threshold is None else ask.edge_threshold,
+                    db, ask.slug,
+                    NODE_THRESHOLD if ask.node_threshold is None else ask.node_threshold,
+                    EDGE_THRESHOLD if ask.edge_threshold is None else ask.edge_threshold,
                     max_links=self.settings.max_export_edges)
             graph = q.get_graph(db, ask.slug)
             self._check_size(graph)
