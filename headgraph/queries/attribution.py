@@ -112,9 +112,10 @@ class ViewLink:
 class GraphView:
     """Part of a graph: nodes in file order, and links as an Arrow table (``idx``,
     ``source`` and ``target`` nids, ``weight``, ``extra``, ``edge_score``; a big view never
-    becomes one Python object per link): a pruned view's in stored order (grouped by
-    target; targets nearest the logits first, then strongest first), a neighbourhood's in
-    file order. ``truncated`` when ``max_links`` cut links (the strongest were kept)."""
+    becomes one Python object per link): a pruned view's strongest first when read from
+    the stored default view, else grouped by target (targets nearest the logits first);
+    a neighbourhood's in file order. ``truncated`` when ``max_links`` cut links (the
+    strongest were kept)."""
 
     graph: GraphRow
     nodes: list[ViewNode]

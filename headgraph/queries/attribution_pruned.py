@@ -9,9 +9,10 @@ depends on ``K``:
 
 * at the ``K`` of the default node threshold, import stored the links between the kept
   nodes with their edge scores, largest first, and the share of the total before each
-  (:mod:`headgraph.ingest.attribution_views`): the edge threshold is one aggregate,
-  ``min(edge_score where share < q)``, and the links at or above it a prefix of
-  ``attribution_pruned_links``, read alone; then the clean-up;
+  (:mod:`headgraph.ingest.attribution_views`): circuit-tracer's ``find_threshold`` keeps
+  the links whose share before them is below the edge threshold ``q`` and the later ones
+  that tie with the last of those, a prefix of ``attribution_pruned_links`` read alone
+  (two statements); then the clean-up;
 * at any other ``K`` the database filters the links between the first ``K`` nids
   (``target < K and source < K``, stored grouped by target height), and the edge step
   runs on them height by height (:mod:`headgraph.queries.pruning_height`);
