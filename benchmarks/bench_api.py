@@ -123,19 +123,30 @@ def over_http(db: str, label: str) -> None:
         srv.stop()
 
 
-def load(url: str, clients: int, seconds: float, stop: threading.Event | None = None
-         ) -> tuple[list[float], int]:
-    """``clients`` threads asking feeders questions for ``seconds`` (or until ``stop``)."""
+def load(url: str, clients: int, seconds: float, rate: float = 0.0) -> tuple[list[float], int]:
+    """``clients`` threads asking feeders questions for ``seconds``.
+
+    ``rate=0``: a closed loop, each client sends its next request when the last is answered
+    (on 2 cores shared with the server this measures queueing as much as the server).
+    ``rate>0``: each client sends ``rate`` requests/s on a fixed schedule, and latency is
+    counted from the scheduled send, so an answer that comes late and delays the next
+    request is counted in full (no coordinated omission).
+    """
     lat: list[float] = []
     errors = [0]
     end = time.monotonic() + seconds
 
     def run(seed: int) -> None:
         rng = random.Random(seed)
+        due = time.perf_counter() + rng.random() / rate if rate else 0.0
         with httpx.Client(base_url=url, timeout=30) as c:
-            while time.monotonic() < end and not (stop and stop.is_set()):
+            while time.monotonic() < end:
+                if rate:
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                    start, due = due, due + 1.0 / rate
+                else:
+                    start = time.perf_counter()
                 t = f"L{rng.randrange(1, 48)}H{rng.randrange(25)}"
-                start = time.perf_counter()
                 r = c.post("/graphql", json={"query": QUERY, "variables": {"t": t}})
                 if r.status_code == 200 and "errors" not in r.json():
                     lat.append(time.perf_counter() - start)
@@ -150,27 +161,31 @@ def load(url: str, clients: int, seconds: float, stop: threading.Event | None = 
     return lat, errors[0]
 
 
-def during_ingest(db: str, label: str) -> None:
+def during_ingest(db: str, label: str, *, rate: float = 0.0, nice: int = 0) -> None:
+    """8 HTTP clients (closed loop, or ``rate`` requests/s each) while ``headgraph ingest
+    random:gpt2-small`` writes a model into ``db`` (at CPU priority ``nice``)."""
     srv = Served(db)
     try:
         result: dict = {}
 
         def clients() -> None:
-            result["lat"], result["errors"] = load(srv.url, 8, 25.0)
+            result["lat"], result["errors"] = load(srv.url, 8, 25.0, rate)
 
         th = threading.Thread(target=clients)
         th.start()
         time.sleep(1)
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "headgraph.cli", "ingest", "random:gpt2-small",
-                        "--db", db, "--name", "late", "--replace"], check=True,
-                       capture_output=True)
+        subprocess.run(["nice", "-n", str(nice), sys.executable, "-m", "headgraph.cli",
+                        "ingest", "random:gpt2-small", "--db", db, "--name", "late",
+                        "--replace"], check=True, capture_output=True)
         ingest_s = time.perf_counter() - t
         th.join()
         lat = result["lat"]
-        print(f"{label} 8 HTTP clients while an ingest (random:gpt2-small, {ingest_s:.1f} s) "
-              f"writes: {len(lat)} answered, p50 {pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} "
-              f"ms, {result['errors']} refused/failed")
+        how = f"{rate:.0f} req/s each" if rate else "closed loop"
+        print(f"{label} 8 HTTP clients ({how}) while an ingest (random:gpt2-small, nice "
+              f"{nice}, {ingest_s:.1f} s) writes: {len(lat)} answered in 25 s, p50 "
+              f"{pct(lat, .5):.2f} ms, p99 {pct(lat, .99):.2f} ms, {result['errors']} "
+              "refused/failed", flush=True)
     finally:
         srv.stop()
 
@@ -266,6 +281,8 @@ def main() -> None:
             return
         over_http(url, "PostgreSQL")
         during_ingest(url, "PostgreSQL")
+        during_ingest(url, "PostgreSQL", nice=10)
+        during_ingest(url, "PostgreSQL", rate=25.0, nice=10)
         copy = Path(work) / "during.duckdb"
         import shutil
 

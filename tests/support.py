@@ -67,6 +67,29 @@ def write_briefly(db: Path, wait_s: float = 20.0) -> int:
     return proc.returncode
 
 
+def count_statements(executor: Any, query: str) -> tuple[dict, int]:
+    """Run ``query`` on a :class:`~headgraph.api.execute.Executor`; its body and the number
+    of SQL statements it sent. Starts cold: lookups remembered while the file was held
+    (``GraphDB.memo``) are dropped first, so counts do not depend on earlier requests."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    reader = executor.reader()
+    reader.unhold()
+    engine = reader.engine
+
+    def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        outcome = executor.execute_sync(query)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert outcome.ok, outcome.body
+    return outcome.body, len(statements)
+
+
 def new_pg_database(server_url: str, name: str) -> str:
     """Create (or re-create) database ``name`` on the server and return its URL."""
     import psycopg

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
-from support import Server, sql
+from support import Server, count_statements, sql
 
 from headgraph.api.app import create_app
 from headgraph.api.execute import Executor
@@ -143,22 +142,6 @@ def test_node_scores_match_sql(server: Server, probed_db: Path):
 
 EVIDENCE = """{{ model(name: "toy") {{ heads{args} {{ name roles scores {{ value }}
     feeders(kind: K, top: 3) {{ evidence {{ metric value }} source {{ roles }} }} }} }} }}"""
-
-
-def count_statements(executor: Executor, query: str) -> tuple[dict, int]:
-    statements: list[str] = []
-    engine = executor.reader().engine
-
-    def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        outcome = executor.execute_sync(query)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    assert outcome.ok, outcome.body
-    return outcome.body, len(statements)
 
 
 def test_roles_scores_and_edge_evidence_batch_per_level(probed_db: Path):

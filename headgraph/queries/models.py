@@ -23,13 +23,19 @@ def list_models(db: GraphDB, family: str | None = None) -> list[ModelRow]:
 
 def get_model(db: GraphDB, name: str) -> ModelRow:
     """The model called ``name``; :class:`ModelNotFoundError` if there is none."""
+    memo = db.memo
+    if memo is not None and ("model", name) in memo:
+        return memo["model", name]
     rows = db.rows(select(models).where(models.c.name == name))
     if not rows:
         known = [m.name for m in list_models(db)][:20]
         raise ModelNotFoundError(
             f"no model named {name!r} in {db.target}. Stored: {', '.join(known) or 'none'}."
         )
-    return ModelRow.from_row(rows[0])
+    row = ModelRow.from_row(rows[0])
+    if memo is not None:
+        memo["model", name] = row
+    return row
 
 
 def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:

@@ -15,6 +15,9 @@ reader in while a writer holds it (STACK-NOTES.md), so a reader chooses how long
   connection keeps DuckDB's database instance open), so each unit connects in about 0.5 ms;
   :meth:`GraphDB.unhold` lets go, and the file is free once the units in flight end. The API
   server holds while no writer waits and lets go when one does (headgraph.api.execute).
+  While held the file cannot change (no writer gets in), so small lookups that every
+  request repeats (a model's row, its nodes) are remembered for the hold, in
+  :attr:`GraphDB.memo`, and forgotten when it ends.
 
 Errors from the driver become :class:`~headgraph.errors.DatabaseError` (a held file
 becomes :class:`~headgraph.errors.DatabaseLockedError`, code ``DATABASE_LOCKED``).
@@ -53,7 +56,8 @@ class GraphDB:
     """
 
     def __init__(self, target: DatabaseTarget, engine: Engine, *,
-                 connection: Connection | None = None, max_rows: int | None = None) -> None:
+                 connection: Connection | None = None, max_rows: int | None = None,
+                 memo: dict[Any, Any] | None = None) -> None:
         self.target = target
         self.engine = engine
         self._conn = connection
@@ -61,20 +65,30 @@ class GraphDB:
         self._rows_left = max_rows
         self._anchor: Connection | None = None
         self._anchor_lock = threading.Lock()
+        self._memo = memo
 
-    def rows(self, statement: Executable, params: dict[str, Any] | None = None) -> Sequence[RowMapping]:
+    @property
+    def memo(self) -> dict[Any, Any] | None:
+        """A cache for lookups, valid while the DuckDB file is held (``None`` otherwise:
+        another process may write between two units of work)."""
+        return self._memo
+
+    def rows(self, statement: Executable, params: dict[str, Any] | None = None, *,
+             budgeted: bool = True) -> Sequence[RowMapping]:
+        """The statement's rows. ``budgeted=False`` leaves them out of the row budget: for
+        bounded reads into :attr:`memo` that later requests share."""
         try:
             if self._conn is not None:
-                return self._fetch(self._conn, statement, params)
+                return self._fetch(self._conn, statement, params, budgeted)
             with self.engine.connect() as conn:
-                return self._fetch(conn, statement, params)
+                return self._fetch(conn, statement, params, budgeted)
         except DBAPIError as exc:
             raise connect_error(self.target, exc.orig or exc, read_only=True) from None
 
     def _fetch(self, conn: Connection, statement: Executable,
-               params: dict[str, Any] | None) -> Sequence[RowMapping]:
+               params: dict[str, Any] | None, budgeted: bool) -> Sequence[RowMapping]:
         result = conn.execute(statement, params or {}).mappings()
-        if self._rows_left is None:
+        if self._rows_left is None or not budgeted:
             return result.all()
         rows = result.fetchmany(self._rows_left + 1)
         result.close()
@@ -102,7 +116,8 @@ class GraphDB:
         except DBAPIError as exc:
             raise connect_error(self.target, exc.orig or exc, read_only=True) from None
         try:
-            yield GraphDB(self.target, self.engine, connection=conn, max_rows=max_rows)
+            yield GraphDB(self.target, self.engine, connection=conn, max_rows=max_rows,
+                          memo=self._memo)
         finally:
             conn.close()
 
@@ -119,11 +134,13 @@ class GraphDB:
                     self._anchor = self.engine.connect()
                 except DBAPIError as exc:
                     raise connect_error(self.target, exc.orig or exc, read_only=True) from None
+                self._memo = {}
 
     def unhold(self) -> None:
         """Stop holding the file: it is released when the units in flight end."""
         with self._anchor_lock:
             anchor, self._anchor = self._anchor, None
+            self._memo = None
         if anchor is not None:
             anchor.close()
 
