@@ -263,3 +263,19 @@ def test_binary_copy_round_trips_nulls_and_unicode(pg_url: str):
     assert {r[1] for r in rows} == {"x"}
     assert sorted(r[2] is None for r in rows) == [False, False, False, True, True]
     assert sum(r[3] is None for r in rows) == 1
+
+
+def test_binary_copy_round_trips_a_nullable_boolean(pg_url: str):
+    from sqlalchemy import Boolean, Column, Integer, MetaData, Table
+
+    target = resolve_target(pg_url)
+    engine = create_db_engine(target, read_only=False)
+    table = Table("flags", MetaData(), Column("i", Integer), Column("flag", Boolean))
+    data = pa.table({"i": pa.array([1, 2, 3], pa.int32()),
+                     "flag": pa.array([True, None, False], pa.bool_())})
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE flags (i int, flag boolean)"))
+        copy_arrow(conn, "flags", table, data)
+        rows = conn.execute(text("SELECT i, flag FROM flags ORDER BY i")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [(1, True), (2, None), (3, False)]

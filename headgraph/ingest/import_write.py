@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import BigInteger, Boolean, Column, Connection, Double, MetaData, Table
+from sqlalchemy import BigInteger, Column, Connection, Double, MetaData, Table
 
 from headgraph.errors import HeadgraphError
 from headgraph.schema.database import driver_connection
@@ -70,9 +70,7 @@ def _copy_postgres(conn: Connection, table: Table, data: pa.Table) -> int:
         Column(c.name, BigInteger if isinstance(c.type, Double) else c.type)
         for c in table.columns if c.name in data.column_names])
     for i, name in enumerate(data.column_names):
-        if isinstance(table.c[name].type, Boolean):  # the encoder fills nulls with 0 first
-            data = data.set_column(i, name, data.column(name).cast(pa.int8()))
-        elif isinstance(table.c[name].type, Double):
+        if isinstance(table.c[name].type, Double):
             bits = data.column(name).combine_chunks()
             values = bits.to_numpy(zero_copy_only=False).astype(np.float64).view(np.int64)
             data = data.set_column(i, name, pa.array(values, mask=bits.is_null().to_numpy(

@@ -65,8 +65,8 @@ def arrow_batches(db: GraphDB, stmt: Select, size: int = 65536) -> Iterator[pa.R
 @contextmanager
 def connection(db: GraphDB) -> Iterator[Connection]:
     """The connection of ``db``'s unit of work (a :meth:`GraphDB.session`), else a new one
-    for this statement. (``GraphDB`` has no public accessor for it yet, hence ``_conn``.)"""
-    conn = getattr(db, "_conn", None)
+    for this statement."""
+    conn = db.connection
     if conn is not None:
         yield conn
         return

@@ -68,6 +68,11 @@ class GraphDB:
         self._memo = memo
 
     @property
+    def connection(self) -> Connection | None:
+        """The connection of this unit of work (a :meth:`session`), ``None`` outside one."""
+        return self._conn
+
+    @property
     def memo(self) -> dict[Any, Any] | None:
         """A cache for lookups, valid while the DuckDB file is held (``None`` otherwise:
         another process may write between two units of work)."""

@@ -70,7 +70,8 @@ class _Text:
 
 def _fixed(col: pa.Array, dtype: str) -> _Fixed:
     nulls = col.null_count
-    values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype)
+    filler = False if pa.types.is_boolean(col.type) else 0  # a boolean refuses 0
+    values = col.fill_null(filler).to_numpy(zero_copy_only=False).astype(dtype)
     valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False), bool) if nulls else None
     return _Fixed(values, valid)
 

@@ -147,18 +147,8 @@ def write_graphs(conn: Connection, target: DatabaseTarget, graphs: list[StoredGr
         counts["attribution_graphs"] += 1
         for name, part in graph.parts.items():
             ids = pa.array([graph_id] * part.num_rows, pa.int32())
-            counts[name] += bulk_insert(conn, name, _for_copy(conn, part).append_column(
+            counts[name] += bulk_insert(conn, name, part.append_column(
                 "graph_id", ids))
     return counts
 
 
-def _for_copy(conn: Connection, part: pa.Table) -> pa.Table:
-    """PostgreSQL's binary COPY encoder fills a column's NULLs with 0 before it encodes,
-    which a boolean column refuses: a nullable boolean travels as 0/1 bytes (as the
-    importer's do, :mod:`headgraph.ingest.import_write`)."""
-    if conn.dialect.name == "duckdb":
-        return part
-    for i, field in enumerate(part.schema):
-        if pa.types.is_boolean(field.type):
-            part = part.set_column(i, field.name, part.column(i).cast(pa.int8()))
-    return part
