@@ -9,8 +9,19 @@ single-node functions are thin wrappers over them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
-from sqlalchemy import REAL, ColumnElement, Select, and_, bindparam, cast, func, select
+from sqlalchemy import (
+    REAL,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 
 from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.models import get_model
@@ -131,15 +142,15 @@ def top_heads(db: GraphDB, model: ModelRow, order_by: str = "copying_ratio",
     return [NodeRow.from_row(r) for r in db.rows(stmt)]
 
 
-def _edge_lookup(by: str, many: bool, floor: bool) -> Select:
+def _edge_lookup(by: str, model_id: int, many: bool, floor: bool) -> Select:
     """Edges of one model and kind whose ``by`` column (target or source) is one name or
     any of several, optionally with ``score >= min_score`` (compared as REAL)."""
     col = edges.c[by]
-    # model_id is written into the SQL text (an integer, rendered per execution): each
-    # model's statement is then prepared on its own (psycopg prepares a statement after
-    # five runs) and PostgreSQL prunes to that model's partition once, when it plans, not
-    # on every execution; with 31 partitions, 0.04 ms a lookup instead of 0.08 ms.
-    cond = [edges.c.model_id == bindparam("model_id", literal_execute=True),
+    # model_id is written into the SQL text (an integer): each model's statement is then
+    # prepared on its own (psycopg prepares a statement after five runs) and PostgreSQL
+    # prunes to that model's partition once, when it plans, not on every execution; with
+    # 31 partitions, 0.04 ms a lookup instead of 0.08 ms.
+    cond = [edges.c.model_id == literal_column(str(int(model_id))),
             edges.c.kind == bindparam("kind"),
             col.in_(bindparam("names", expanding=True)) if many else col == bindparam("name")]
     if floor:
@@ -147,29 +158,23 @@ def _edge_lookup(by: str, many: bool, floor: bool) -> Select:
     return select(edges).where(and_(*cond))
 
 
-def _feeders_stmt(many: bool, floor: bool) -> Select:
-    return (_edge_lookup("target", many, floor).where(edges.c.rank <= bindparam("top"))
-            .order_by(edges.c.target, edges.c.rank))
-
-
-def _readers_stmt(many: bool, floor: bool) -> Select:
+@lru_cache(maxsize=1024)
+def _statement(by: str, model_id: int, many: bool, floor: bool) -> Select:
+    """The lookup, built once per model and shape and run with parameters: SQLAlchemy
+    then finds it compiled in its cache (a bound ``literal_execute`` model id was compiled
+    again on every call, ~0.2 ms; building a Select every call cost ~0.1 ms)."""
+    if by == "target":  # feeders: the precomputed rank answers top-k
+        return (_edge_lookup("target", model_id, many, floor)
+                .where(edges.c.rank <= bindparam("top")).order_by(edges.c.target, edges.c.rank))
     pos = func.row_number().over(partition_by=edges.c.source,
                                  order_by=(edges.c.score.desc(), edges.c.target)).label("pos")
-    sub = _edge_lookup("source", many, floor).add_columns(pos).subquery()
+    sub = _edge_lookup("source", model_id, many, floor).add_columns(pos).subquery()
     return (select(*[sub.c[c.name] for c in edges.columns])
             .where(sub.c.pos <= bindparam("top")).order_by(sub.c.source, sub.c.pos))
 
 
-# Built once, run with parameters: building a Select and its cache key on every call cost
-# SQLAlchemy more (~0.1 ms) than PostgreSQL took to answer the feeders question.
-_SHAPES = [(many, floor) for many in (False, True) for floor in (False, True)]
-_FEEDERS = {shape: _feeders_stmt(*shape) for shape in _SHAPES}
-_READERS = {shape: _readers_stmt(*shape) for shape in _SHAPES}
-
-
-def _lookup(db: GraphDB, stmts: dict[tuple[bool, bool], Select], key: str, model_id: int,
-            names: Iterable[str], kind: str, top: int, min_score: float | None
-            ) -> dict[str, list[EdgeRow]]:
+def _lookup(db: GraphDB, key: str, model_id: int, names: Iterable[str], kind: str, top: int,
+            min_score: float | None) -> dict[str, list[EdgeRow]]:
     check_kind(kind)
     check_count("top", top)
     wanted = sorted(set(names))
@@ -177,11 +182,10 @@ def _lookup(db: GraphDB, stmts: dict[tuple[bool, bool], Select], key: str, model
     if not wanted or top == 0:
         return out
     many = len(wanted) > 1
-    params = {"model_id": model_id, "kind": kind, "top": top,
-              **({"names": wanted} if many else {"name": wanted[0]})}
+    params = {"kind": kind, "top": top, **({"names": wanted} if many else {"name": wanted[0]})}
     if min_score is not None:
         params["min_score"] = min_score
-    for r in db.rows(stmts[many, min_score is not None], params):
+    for r in db.rows(_statement(key, model_id, many, min_score is not None), params):
         out[r[key]].append(EdgeRow.from_row(r))
     return out
 
@@ -193,14 +197,14 @@ def feeders_of(db: GraphDB, model_id: int, targets: Iterable[str], kind: str, to
     One statement for all targets; reads only rows with ``rank <= top`` (edges are
     stored sorted by target, kind, rank; on PostgreSQL a covering index answers).
     """
-    return _lookup(db, _FEEDERS, "target", model_id, targets, kind, top, min_score)
+    return _lookup(db, "target", model_id, targets, kind, top, min_score)
 
 
 def readers_of(db: GraphDB, model_id: int, sources: Iterable[str], kind: str, top: int = 10,
                min_score: float | None = None) -> dict[str, list[EdgeRow]]:
     """For each source, the ``top`` components that read its write most strongly through
     ``kind`` (score descending, then target name). One statement for all sources."""
-    return _lookup(db, _READERS, "source", model_id, sources, kind, top, min_score)
+    return _lookup(db, "source", model_id, sources, kind, top, min_score)
 
 
 def feeders(db: GraphDB, model: ModelRow, target: str, kind: str, top: int = 10,

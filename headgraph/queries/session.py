@@ -38,6 +38,7 @@ from sqlalchemy.pool import NullPool
 from headgraph.errors import DatabaseError, LimitExceededError
 from headgraph.schema.database import (
     DatabaseTarget,
+    cache_statements,
     check_version,
     connect_error,
     create_db_engine,
@@ -171,7 +172,8 @@ def _reader_engine(target: DatabaseTarget, release: bool) -> Engine:
     engine.dispose()
     # Same URL and driver options as create_db_engine, without a pool: closing a
     # connection closes the DuckDB database and drops the file lock.
-    return create_engine(target.url, connect_args={"read_only": True}, poolclass=NullPool)
+    return cache_statements(create_engine(target.url, connect_args={"read_only": True},
+                                          poolclass=NullPool))
 
 
 def open_reader(db: str | os.PathLike[str] | None = None, *, release: bool = False) -> GraphDB:

@@ -81,7 +81,8 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
         if target.path is not None and not target.path.parent.exists():
             raise DatabaseError(f"{target}: the folder {target.path.parent} does not exist.")
         if read_only or target.path is None:
-            return create_engine(target.url, connect_args={"read_only": read_only})
+            return cache_statements(create_engine(target.url,
+                                                  connect_args={"read_only": read_only}))
         return _duckdb_writer_engine(target.path)
     if read_only and target.dialect == "postgresql":
         # every transaction of a reader is READ ONLY: the server cannot write, by construction
@@ -100,8 +101,19 @@ from the file, so writers attach it to an in-memory database with the option and
 it (same tables, same names)."""
 
 
+def cache_statements(engine: Engine) -> Engine:
+    """Let SQLAlchemy cache compiled statements on a DuckDB engine.
+
+    duckdb-engine does not opt in to SQLAlchemy's statement cache (it has not audited its
+    compiler for it), so every execution compiled its statement again: ~0.2 ms of a 1 ms
+    feeders lookup. Its compiler is PostgreSQL's, which caches; headgraph's statements are
+    plain Core selects and inserts (the whole test suite runs with the cache on)."""
+    engine.dialect._supports_statement_cache = True  # the memoized property's value
+    return engine
+
+
 def _duckdb_writer_engine(path: Path) -> Engine:
-    engine = create_engine("duckdb:///:memory:")
+    engine = cache_statements(create_engine("duckdb:///:memory:"))
     quoted = str(path).replace("'", "''")
 
     @event.listens_for(engine, "connect", insert=True)
