@@ -32,11 +32,11 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, unquote_to_bytes
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
-from headgraph.api.http import Receive, Scope, Send
+from headgraph.api.http import Receive, Scope, Send, raw_path, refuse_unless_get
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
@@ -137,12 +137,9 @@ class AttributionRoutes:
         return path.startswith(PREFIX)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "GET":
-            await _respond(send, refusal(BadInputError(
-                f"{scope['method']} is not allowed on {scope['path']}; use GET."), 405,
-                {"Allow": "GET"}))
+        if await refuse_unless_get(scope, send):
             return
-        raw = (scope.get("raw_path") or quote(scope["path"]).encode()).split(b"?", 1)[0]
+        raw = raw_path(scope)
         try:
             ask = parse_ask(raw[len(PREFIX):], scope.get("query_string", b""))
             async with self.executor.session_gate():

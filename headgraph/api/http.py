@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from headgraph.api.execute import Outcome
@@ -35,6 +36,23 @@ async def send_json(send: Send, status: int, body: Any,
 async def respond(send: Send, outcome: Outcome) -> None:
     """Send an :class:`~headgraph.api.execute.Outcome` (status, JSON body, headers)."""
     await send_json(send, outcome.status, outcome.body, outcome.headers)
+
+
+async def refuse_unless_get(scope: Scope, send: Send) -> bool:
+    """Answer 405 (``Allow: GET``) to anything but GET; whether it did."""
+    if scope["method"] == "GET":
+        return False
+    from headgraph.api.execute import refusal
+    from headgraph.errors import BadInputError
+
+    await respond(send, refusal(BadInputError(
+        f"{scope['method']} is not allowed on {scope['path']}; use GET."), 405, {"Allow": "GET"}))
+    return True
+
+
+def raw_path(scope: Scope) -> bytes:
+    """The request's path as the client sent it (percent-encoding kept), without a query."""
+    return (scope.get("raw_path") or quote(scope["path"]).encode()).split(b"?", 1)[0]
 
 
 async def watch_disconnect(receive: Receive, channel: Channel) -> None:

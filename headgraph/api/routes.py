@@ -44,7 +44,7 @@ from sqlalchemy import and_, func, select
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Executor, Outcome, refusal
 from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
-from headgraph.api.http import Receive, Scope, Send
+from headgraph.api.http import Receive, Scope, Send, raw_path, refuse_unless_get
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
@@ -272,13 +272,9 @@ class GraphRoutes:
         return path.startswith(PREFIXES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "GET":
-            await _respond(send, refusal(BadInputError(
-                f"{scope['method']} is not allowed on {scope['path']}; use GET."), 405,
-                {"Allow": "GET"}))
+        if await refuse_unless_get(scope, send):
             return
-        raw = scope.get("raw_path") or quote(scope["path"]).encode()
-        raw = raw.split(b"?", 1)[0]
+        raw = raw_path(scope)
         try:
             if raw.startswith(b"/export/"):
                 await self._export(parse_export(raw[len(b"/export/"):], scope), receive, send)
