@@ -65,8 +65,8 @@ def test_block_grams_equal_direct_products(n, d, dh, block, seed):
 
 def test_fraction_counts_the_upper_blocks():
     assert gram_fraction(100) == 1.0  # one block
-    assert gram_fraction(768) == pytest.approx(10 / 16)  # 4 x 4 blocks of 192
-    assert gram_bytes(12, 12, 768) == pytest.approx(144 * 768**2 * 10 / 16 * 4)
+    assert gram_fraction(768) == pytest.approx(21 / 36)  # 6 x 6 blocks of 128
+    assert gram_bytes(12, 12, 768) == pytest.approx(144 * 768**2 * 21 / 36 * 4)
 
 
 def test_auto_picks_the_cheaper_route_that_fits():
