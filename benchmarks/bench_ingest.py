@@ -97,10 +97,11 @@ def bench_small(skip_tl: bool, floor: float) -> None:
     routes = head_pair_flops(12, 12, 12, 768, 64)
     kernel = {}
     for method in ("qr", "gram"):
-        n_pairs, kernel[method] = head_to_head_only("gpt2-small", method)
+        runs = [head_to_head_only("gpt2-small", method) for _ in range(3)]
+        n_pairs, kernel[method] = runs[0][0], min(r[1] for r in runs)  # best of 3
         need = routes[method] + flops["head factors"]
         print(f"head->head Q/K/V only by {method} (what TransformerLens computes; compose's "
-              f"kernel): {kernel[method]:.2f} s for {n_pairs:,} scores, {need / 1e9:.0f} GFLOP "
+              f"kernel; best of 3): {kernel[method]:.2f} s for {n_pairs:,} scores, {need / 1e9:.0f} GFLOP "
               f"-> {kernel[method] / (need / floor / 1e9):.2f}x the matmul floor")
     if skip_tl:
         return
@@ -123,10 +124,12 @@ def bench_small(skip_tl: bool, floor: float) -> None:
     model.load_state_dict(state)
     bridge = build_bridge_from_module(model, "GPT2LMHeadModel", hf_config=cfg)
     bridge.enable_compatibility_mode(disable_warnings=True)
-    t = time.perf_counter()
-    with torch.no_grad():
-        ref = {k: bridge.all_composition_scores(k).scores for k in "QKV"}
-    tl = time.perf_counter() - t
+    tl = float("inf")
+    for _ in range(2):  # best of 2, as for headgraph's kernel (it varies 11-20 s here)
+        t = time.perf_counter()
+        with torch.no_grad():
+            ref = {k: bridge.all_composition_scores(k).scores for k in "QKV"}
+        tl = min(tl, time.perf_counter() - t)
     # same numbers? (head -> head edges only)
     from headgraph.ingest.compose import EDGE_KINDS
 
@@ -138,7 +141,7 @@ def bench_small(skip_tl: bool, floor: float) -> None:
         s, tt = e.source[sel], e.target[sel]
         want = ref[kind][n.layers[s], n.heads[s], n.layers[tt], n.heads[tt]].numpy()
         worst = max(worst, float(abs(want - e.score[sel]).max()))
-    print(f"TransformerLens all_composition_scores Q+K+V: {tl:.2f} s -> headgraph's head->head "
+    print(f"TransformerLens all_composition_scores Q+K+V (best of 2): {tl:.2f} s -> headgraph's head->head "
           f"kernel is {tl / kernel['gram']:.1f}x faster by block Grams ({tl / kernel['qr']:.1f}x "
           "by QR products); its full compose (which also scores MLP, "
           f"embedding and unembedding edges and copying) {tl / ours:.1f}x; max |diff| {worst:.2e}")
