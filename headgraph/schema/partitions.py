@@ -62,11 +62,6 @@ _PARTITION = re.compile(r"edges_m(\d+)")
 _noted: set[str] = set()
 
 
-INDEX_SORT_MEMORY = "1GB"
-"""``maintenance_work_mem`` for the partition's index builds (PostgreSQL's default, 64 MB,
-sorts a 2.2M-edge model's index entries in runs merged from disk)."""
-
-
 def partition_name(model_id: int) -> str:
     """The partition of ``edges`` that holds model ``model_id``."""
     return f"edges_m{int(model_id)}"
@@ -117,8 +112,6 @@ def insert_model_edges(conn: Connection, model_id: int, data: pa.Table) -> int:
     if data.num_rows == 0:
         return 0  # no partition: a model without edges has no rows to find
     part = partition_table(model_id)
-    # the index builds sort every row: in memory, not in 64 MB runs merged from disk
-    conn.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_SORT_MEMORY}'"))
     conn.execute(CreateTable(part))
     copy_arrow(conn, part.name, part, data, freeze=True)
     for index in sorted(part.indexes, key=lambda i: i.name):  # feeders: sorted input, first
