@@ -76,14 +76,21 @@ def tl_bytes(L: int, H: int, dh: int, d: int) -> float:
 
 
 def llama_flops() -> dict[str, float]:
-    """Head->head FLOPs of the llama-3-8b attention shape on the QR route (its block Grams
-    would need 36 GB, so ``auto`` picks QR), with and without shared KV factors."""
+    """FLOPs of composing the llama-3-8b attention shape (the LLAMA reader: 32 layers, 32
+    query / 8 KV heads, no MLPs, a 256-token vocabulary) on the QR route (its block Grams
+    would need 36 GB, so ``auto`` picks QR): head->head with and without shared KV factors,
+    and every stage of ``compose`` (also factors, copying, the embedding and unembedding
+    edges)."""
     from headgraph.ingest.cost import choose_head_method, head_pair_flops
+    from headgraph.ingest.plan import Shape, stage_flops
 
     assert choose_head_method(32, 32, 8, 4096, 128) == "qr"
     shared = head_pair_flops(32, 32, 8, 4096, 128)["qr"]
     unshared = head_pair_flops(32, 32, 32, 4096, 128)["qr"]
-    return {"shared": shared, "unshared": unshared, "saved": unshared - shared}
+    shape = Shape("LlamaForCausalLM", 32, 32, 8, 4096, 128, 0, 256, 8192, False, False,
+                  False, 0, False)
+    return {"shared": shared, "unshared": unshared, "saved": unshared - shared,
+            "compose": sum(stage_flops(shape).values())}
 
 
 def main() -> None:
@@ -111,10 +118,12 @@ def main() -> None:
             print(f"llama-3-8b attention (1,024 query / 256 KV heads): compose "
                   f"{out['compose']:.1f} s, write {out['write']:.1f} s, peak RSS {peak:.2f} GB, "
                   f"{out['edges']:,} edges")
-            print(f"  head->head FLOPs with shared KV factors {f['shared'] / 1e12:.1f} T "
-                  f"(vs {f['unshared'] / 1e12:.1f} T unshared); floor time "
-                  f"{f['shared'] / floor / 1e9:.0f} s -> ratio {out['compose'] / (f['shared'] / floor / 1e9):.2f}x; "
-                  f"TransformerLens would need {tl_bytes(32, 32, 128, 4096) / 1e12:,.1f} TB")
+            need = f["compose"] / floor / 1e9
+            print(f"  FLOPs: head->head with shared KV factors {f['shared'] / 1e12:.1f} T (vs "
+                  f"{f['unshared'] / 1e12:.1f} T unshared), all of compose "
+                  f"{f['compose'] / 1e12:.1f} T -> floor time {need:.0f} s; compose (which "
+                  f"also samples the null for new shapes) took {out['compose'] / need:.2f}x "
+                  f"that; TransformerLens would need {tl_bytes(32, 32, 128, 4096) / 1e12:,.1f} TB")
 
 
 if __name__ == "__main__":
