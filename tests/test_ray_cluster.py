@@ -50,12 +50,19 @@ def _stop_group(pgid: int, grace: float = 2.0) -> None:
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            alive = [p for p in _pgid_members(pgid)
-                     if not Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                     == "Z"]
+            alive = [p for p in _pgid_members(pgid) if _running(p)]
             if not alive:
                 return
             time.sleep(0.2)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie; a process that ended since it was listed is not running."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
 
 
 @pytest.fixture(scope="module")
