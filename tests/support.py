@@ -70,12 +70,16 @@ def write_briefly(db: Path, wait_s: float = 20.0) -> int:
 def count_statements(executor: Any, query: str) -> tuple[dict, int]:
     """Run ``query`` on a :class:`~headgraph.api.execute.Executor`; its body and the number
     of SQL statements it sent. Starts cold: lookups remembered while the file was held
-    (``GraphDB.memo``) are dropped first, so counts do not depend on earlier requests."""
+    (``GraphDB.memo``) and models' nodes the reader kept (``GraphDB.lasting``) are dropped
+    first, so counts do not depend on earlier requests."""
     from sqlalchemy import event
+
+    from headgraph.queries.lasting import Lasting
 
     statements: list[str] = []
     reader = executor.reader()
     reader.unhold()
+    reader.lasting = Lasting()
     engine = reader.engine
 
     def record(conn, cursor, statement, *args) -> None:  # noqa: ANN001

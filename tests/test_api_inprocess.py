@@ -90,8 +90,8 @@ def test_nested_fields_of_many_nodes_cost_a_bounded_number_of_statements(toy_db:
     assert len(one["data"]["model"]["heads"]) == 1
     assert len(every["data"]["model"]["heads"]) >= 8
     # model, heads, feeders, readers, scores (one statement each for all heads), then the
-    # endpoints not already read: the server holds the file, so the first node lookup
-    # reads all the model's nodes once (GraphDB.memo) and serves feeder sources (EMBED...)
+    # endpoints not already read: the first node lookup reads all the model's nodes once
+    # (GraphDB.lasting keeps them) and serves feeder sources (EMBED...)
     # and reader targets alike; with every head listed there is none left to read
     assert n_one == 6 and n_every == 6
     executor.close()

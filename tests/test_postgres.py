@@ -57,3 +57,36 @@ def test_ingest_while_serving_over_http(pg_url: str):
     assert answered - before > 10  # requests were answered while the ingest ran
     assert seen, "the new model never became visible"
     assert all(n == total == report.n_edges for n, total in seen)
+
+
+def test_a_request_reads_one_snapshot_while_its_model_is_replaced(pg_url: str):
+    """A unit of work (one GraphQL request) reads one snapshot (REPEATABLE READ): once it
+    has read a model's edges, a replace committed meanwhile changes none of its answers,
+    not even for targets it had not asked about yet (under READ COMMITTED they would come
+    back empty: their rows are deleted). The old partition's sweep waits for it."""
+    from headgraph.queries.models import get_model
+    from headgraph.queries.nodes import feeders
+    from headgraph.queries.session import open_reader
+
+    def pairs(s, model, target):  # noqa: ANN001, ANN202
+        return {(e.source, e.score) for e in feeders(s, model, target, "K", top=5)}
+
+    ingest("random:L2H4D32V50,ctx=16", pg_url, name="m")
+    reader = open_reader(pg_url)
+    try:
+        with reader.session() as s:
+            expected = {t: pairs(s, get_model(s, "m"), t) for t in ("L1H0", "L1H3")}
+        with reader.session() as s:
+            old = get_model(s, "m")
+            assert pairs(s, old, "L1H0") == expected["L1H0"]
+            ingest("random:L2H4D32V50,ctx=16,seed=7", pg_url, name="m", replace=True)
+            assert pairs(s, old, "L1H0") == expected["L1H0"]
+            assert pairs(s, old, "L1H3") == expected["L1H3"]
+            assert get_model(s, "m") == old
+        with reader.session() as s:
+            new = get_model(s, "m")
+            assert new.model_id != old.model_id
+            assert pairs(s, old, "L1H3") == set()
+            assert pairs(s, new, "L1H3") != expected["L1H3"]
+    finally:
+        reader.close()

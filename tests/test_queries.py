@@ -195,3 +195,36 @@ def test_a_releasing_reader_holds_the_file_only_inside_a_session(toy_db: Path, t
         writer.stdin.close()
         writer.wait(10)
     reader.close()
+
+
+def test_a_reader_keeps_a_models_nodes_until_its_id_names_another_model(tmp_path: Path):
+    """Nodes are read once per model (GraphDB.lasting), and a database made again under a
+    running reader (model ids counted from 1 again) never serves the old model's nodes."""
+    from headgraph.ingest.pipeline import ingest
+
+    path = tmp_path / "again.duckdb"
+    ingest("random:L3H2D32V50,ctx=16", path, name="first")
+    reader = open_reader(path, release=True)
+    try:
+        with reader.session() as s:
+            first = get_model(s, "first")
+            assert set(nodes_named(s, first.model_id, ["L2H1", "L0H3"])) == {"L2H1"}
+        path.unlink()  # the reader holds no file between sessions
+        ingest("random:L2H4D32V50,ctx=16", path, name="second")
+        with reader.session() as s:
+            second = get_model(s, "second")
+            assert second.model_id == first.model_id  # the same id names another model
+            found = nodes_named(s, second.model_id, ["L2H1", "L0H3"])
+            assert set(found) == {"L0H3"} and found["L0H3"].model_id == second.model_id
+            # kept now: a lookup in the next session sends no statement
+            statements: list[str] = []
+            from sqlalchemy import event
+
+            event.listen(reader.engine, "before_cursor_execute",
+                         lambda *a: statements.append(a[2]))
+        with reader.session() as s:
+            assert set(nodes_named(s, second.model_id, ["L0H0", "UNEMBED"])) == {
+                "L0H0", "UNEMBED"}
+        assert statements == []
+    finally:
+        reader.close()

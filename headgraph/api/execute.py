@@ -227,7 +227,7 @@ class Executor:
         stack = ExitStack()
         stack.callback(_release_from_any_thread, slots, asyncio.get_running_loop())
         try:
-            if self._held():  # a connection to the database already open: ~0.1 ms
+            if self._quick_open():  # a connection to the database already open: ~0.1 ms
                 session = self._open_session(stack)
             else:  # may open the file (10-30 ms) or wait for a pooled connection
                 session = await asyncio.to_thread(self._open_session, stack)
@@ -260,7 +260,7 @@ class Executor:
             # a call abandoned at max_query_seconds still uses the connection: its thread
             # closes the session when it returns; otherwise close it now
             if not db.close_when_idle(stack.close):
-                if self._held():
+                if self._quick_close():
                     stack.close()
                 else:
                     await asyncio.to_thread(stack.close)
@@ -269,10 +269,21 @@ class Executor:
             body["errors"] = [e.formatted for e in result.errors]
         return Outcome(200, body)
 
-    def _held(self) -> bool:
-        """Whether the DuckDB file is held open, so that opening or closing a session is
-        a cheap step to take on the event loop rather than in a worker thread."""
-        return self._reader is not None and self._reader.held
+    def _quick_open(self) -> bool:
+        """Whether opening a session is a cheap step to take on the event loop rather than
+        in a worker thread: the DuckDB file is held open, or PostgreSQL's pool has an idle
+        connection (checking it out is one round trip, its pre-ping)."""
+        reader = self._reader
+        if reader is None:
+            return False
+        return reader.held or (reader.target.dialect == "postgresql"
+                               and reader.idle_connections() > 0)
+
+    def _quick_close(self) -> bool:
+        """Whether closing a session is cheap: the DuckDB file stays held, or the
+        connection goes back to PostgreSQL's pool (one round trip, its rollback)."""
+        reader = self._reader
+        return reader is not None and (reader.held or reader.target.dialect == "postgresql")
 
     def _open_session(self, stack: ExitStack) -> GraphDB:
         return stack.enter_context(self.open_session(max_rows=self.settings.max_rows))

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from headgraph.api.context import AsyncDB
 
 K = TypeVar("K")
+LOOKUP_ROWS = 1000
+"""Feeders/readers loads of at most this many rows (top x nodes) are lookups, run on the
+event loop (:meth:`~headgraph.api.context.AsyncDB.lookup`); larger ones in a worker thread."""
 
 
 @dataclass(frozen=True)
@@ -115,20 +118,22 @@ class Loaders:
         self.model.prime(row.model_id, row)
 
     async def _models(self, ids: list[int]) -> Sequence[ModelRow]:
-        found = await self._db.run(models_by_id, ids)
+        found = await self._db.lookup(models_by_id, ids)
         return [found[i] for i in ids]
 
     async def _nodes(self, keys: list[NodeKey]) -> Sequence[NodeRow | None]:
         found: dict[NodeKey, NodeRow] = {}
         for model_id, group in _groups(keys, lambda k: k.group).items():
-            rows = await self._db.run(nodes_named, model_id, [k.node for k in group])
+            rows = await self._db.lookup(nodes_named, model_id, [k.node for k in group])
             found.update({NodeKey(model_id, name): row for name, row in rows.items()})
         return [found.get(k) for k in keys]
 
     async def _edges(self, fn: Any, keys: list[EdgeAsk]) -> Sequence[list[EdgeRow]]:
         found: dict[EdgeAsk, list[EdgeRow]] = {}
         for (model_id, kind, top, min_score), group in _groups(keys, lambda k: k.group).items():
-            rows = await self._db.run(fn, model_id, [k.node for k in group], kind, top, min_score)
+            names = [k.node for k in group]
+            run = self._db.lookup if top * len(names) <= LOOKUP_ROWS else self._db.run
+            rows = await run(fn, model_id, names, kind, top, min_score)
             found.update({k: rows[k.node] for k in group})
         return [found[k] for k in keys]
 

@@ -41,14 +41,14 @@ class Query:
 
     @strawberry.field(description="One model by name; an error MODEL_NOT_FOUND if there is none.")
     async def model(self, info: Info[Context, None], name: str) -> Model | None:
-        row = await info.context.db.run(get_model, name)
+        row = await info.context.db.lookup(get_model, name)
         info.context.loaders.known_model(row)
         return Model.from_row(row)
 
     @strawberry.field(description="One node of one model, e.g. node(model: \"toy\", name: "
                       "\"L1H2\"); errors MODEL_NOT_FOUND / NODE_NOT_FOUND.")
     async def node(self, info: Info[Context, None], model: str, name: str) -> Node | None:
-        model_row, node_row = await info.context.db.run(model_and_node, model, name)
+        model_row, node_row = await info.context.db.lookup(model_and_node, model, name)
         info.context.loaders.known_model(model_row)
         info.context.loaders.known_nodes([node_row])
         return Node.from_row(node_row)

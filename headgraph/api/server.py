@@ -35,8 +35,10 @@ def serve(db: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", por
     import uvicorn
 
     from headgraph.api.app import create_app
+    from headgraph.api.heap import settle_heap
 
     app = create_app(db, Settings.of(settings))
+    settle_heap()  # this process now serves until it ends: its start-up objects stay
     auth = " (bearer token required)" if app.settings.auth_token else ""
     print(f"headgraph: serving {app.executor.target} at http://{host}:{port}/graphql{auth} "
           "(GraphiQL in a browser; Ctrl-C stops)", flush=True)

@@ -18,7 +18,9 @@ def list_models(db: GraphDB, family: str | None = None) -> list[ModelRow]:
     if family is not None:
         stmt = stmt.where(models.c.family == family)
     stmt = stmt.order_by(models.c.family, models.c.step, models.c.name)
-    return [ModelRow.from_row(r) for r in db.rows(stmt)]
+    found = [ModelRow.from_row(r) for r in db.rows(stmt)]
+    db.lasting.seen(found)
+    return found
 
 
 def get_model(db: GraphDB, name: str) -> ModelRow:
@@ -33,6 +35,7 @@ def get_model(db: GraphDB, name: str) -> ModelRow:
             f"no model named {name!r} in {db.target}. Stored: {', '.join(known) or 'none'}."
         )
     row = ModelRow.from_row(rows[0])
+    db.lasting.seen([row])
     if memo is not None:
         memo["model", name] = row
     return row
@@ -44,4 +47,6 @@ def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:
     if not wanted:
         return {}
     rows = db.rows(select(models).where(models.c.model_id.in_(wanted)))
-    return {r["model_id"]: ModelRow.from_row(r) for r in rows}
+    found = [ModelRow.from_row(r) for r in rows]
+    db.lasting.seen(found)
+    return {r.model_id: r for r in found}

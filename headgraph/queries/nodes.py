@@ -88,21 +88,19 @@ def list_nodes(db: GraphDB, model: ModelRow, kind: str | None = None,
 def nodes_named(db: GraphDB, model_id: int, names: Iterable[str]) -> dict[str, NodeRow]:
     """The nodes of one model with these names, by name (missing names are left out).
 
-    While the file is held (:attr:`GraphDB.memo`) all the model's nodes are read once and
-    kept: one statement per model and hold instead of one per request."""
+    All the model's nodes are read once and kept by the reader
+    (:class:`~headgraph.queries.lasting.Lasting`: a model's nodes never change): one
+    statement per model instead of one per request."""
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    memo = db.memo
-    if memo is not None:
-        every = memo.get(("nodes", model_id))
-        if every is None:
-            stmt = select(nodes).where(nodes.c.model_id == model_id)
-            every = memo["nodes", model_id] = {r["node"]: NodeRow.from_row(r)
-                                               for r in db.rows(stmt, budgeted=False)}
-        return {n: every[n] for n in wanted if n in every}
-    stmt = select(nodes).where(and_(nodes.c.model_id == model_id, nodes.c.node.in_(wanted)))
-    return {r["node"]: NodeRow.from_row(r) for r in db.rows(stmt)}
+    every = db.lasting.nodes(model_id)
+    if every is None:
+        stmt = select(nodes).where(nodes.c.model_id == model_id)
+        every = {r["node"]: NodeRow.from_row(r) for r in db.rows(stmt, budgeted=False)}
+        if every:  # a model being written or gone has none yet: read again next time
+            db.lasting.keep_nodes(model_id, every)
+    return {n: every[n] for n in wanted if n in every}
 
 
 def get_node(db: GraphDB, model: ModelRow, name: str) -> NodeRow:

@@ -36,6 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from headgraph.errors import DatabaseError, LimitExceededError
+from headgraph.queries.lasting import Lasting
 from headgraph.schema.database import (
     DatabaseTarget,
     cache_statements,
@@ -58,7 +59,7 @@ class GraphDB:
 
     def __init__(self, target: DatabaseTarget, engine: Engine, *,
                  connection: Connection | None = None, max_rows: int | None = None,
-                 memo: dict[Any, Any] | None = None) -> None:
+                 memo: dict[Any, Any] | None = None, lasting: Lasting | None = None) -> None:
         self.target = target
         self.engine = engine
         self._conn = connection
@@ -67,6 +68,9 @@ class GraphDB:
         self._anchor: Connection | None = None
         self._anchor_lock = threading.Lock()
         self._memo = memo
+        self.lasting = lasting if lasting is not None else Lasting()
+        """Rows that stay true while their model is stored (a model's nodes), shared by
+        this reader's sessions: :class:`~headgraph.queries.lasting.Lasting`."""
 
     @property
     def connection(self) -> Connection | None:
@@ -123,7 +127,7 @@ class GraphDB:
             raise connect_error(self.target, exc.orig or exc, read_only=True) from None
         try:
             yield GraphDB(self.target, self.engine, connection=conn, max_rows=max_rows,
-                          memo=self._memo)
+                          memo=self._memo, lasting=self.lasting)
         finally:
             conn.close()
 
@@ -153,6 +157,11 @@ class GraphDB:
     @property
     def held(self) -> bool:
         return self._anchor is not None
+
+    def idle_connections(self) -> int:
+        """Connections waiting in the pool (0 where there is no pool, as on DuckDB)."""
+        checkedin = getattr(self.engine.pool, "checkedin", None)
+        return checkedin() if callable(checkedin) else 0
 
     def close(self) -> None:
         self.unhold()

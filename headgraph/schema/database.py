@@ -85,8 +85,11 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
                                                   connect_args={"read_only": read_only}))
         return _duckdb_writer_engine(target.path)
     if read_only and target.dialect == "postgresql":
-        # every transaction of a reader is READ ONLY: the server cannot write, by construction
-        return create_engine(target.url, pool_pre_ping=True,
+        # every transaction of a reader is READ ONLY: the server cannot write, by construction;
+        # and REPEATABLE READ: all statements of a unit of work (a GraphQL request) read one
+        # snapshot, so a model replaced between its "models" and "edges" statements is
+        # seen whole, old or new (READ COMMITTED takes a snapshot per statement)
+        return create_engine(target.url, pool_pre_ping=True, isolation_level="REPEATABLE READ",
                              execution_options={"postgresql_readonly": True})
     return create_engine(target.url, pool_pre_ping=True)
 
