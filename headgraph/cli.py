@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headgraph.cli_options import DbOption, ThreadsOption
 from headgraph.errors import HeadgraphError
 
 app = typer.Typer(
@@ -27,11 +28,6 @@ console = Console()
 err_console = Console(stderr=True)
 _state = {"debug": False}
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
-                 "headgraph.duckdb)."),
-]
 
 
 @app.callback()
@@ -48,6 +44,19 @@ def _fail(exc: BaseException) -> None:
     err_console.print(f"[bold red]error[/] [{code}]: {exc}", markup=True, highlight=False,
                       soft_wrap=True)
     raise typer.Exit(2)
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (refused below 1) before any torch work starts."""
+    if threads is None:
+        return
+    from headgraph.errors import BadInputError
+
+    if threads < 1:
+        _fail(BadInputError(f"--threads must be at least 1, got {threads}."))
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _run(fn, *args, **kwargs):
@@ -88,6 +97,7 @@ def ingest(
                                                     "here, on loopback.")] = None,
     ray_cpus: Annotated[int | None, typer.Option(help="CPUs of the Ray started here "
                                                  "(default: all).")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Compute a model's circuit graph and store it in one transaction; with several
     SOURCEs (or --manifest), a fleet, each model in its own transaction. A fleet in which
@@ -113,6 +123,7 @@ def ingest(
     if fleet and (name is not None or step is not None):
         _fail(BadInputError("--name and --step label one model; for a fleet put them in a "
                             "--manifest (columns source,name,family,step)."))
+    set_threads(threads)
     options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
     runner = _run(make_executor, executor, **options)  # Ray starts at the first task
     try:

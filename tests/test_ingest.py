@@ -263,3 +263,21 @@ def test_edges_are_stored_sorted_for_feeder_lookups(small_db: Path):
     assert rows == sorted(rows)
     scores = np.asarray(con.execute("SELECT score FROM edges").fetchall()).ravel()
     assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+
+
+def test_ingest_threads_option_sets_torch_threads_and_refuses_zero(tmp_path: Path):
+    """``--threads N`` (to leave a serving machine's other cores to the API) reaches torch
+    before any matrix work; 0 is refused before the database is touched."""
+    db = tmp_path / "t.duckdb"
+    before = torch.get_num_threads()
+    try:
+        bad = CliRunner().invoke(app, ["ingest", "random:L2H4D32V50,ctx=16", "--db", str(db),
+                                       "--threads", "0"])
+        assert bad.exit_code == 2 and "--threads must be at least 1" in bad.output
+        assert not db.exists()
+        ok = CliRunner().invoke(app, ["ingest", "random:L2H4D32V50,ctx=16", "--db", str(db),
+                                      "--threads", "1"])
+        assert ok.exit_code == 0, ok.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -14,13 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from headgraph.cli_options import DbOption
 from headgraph.errors import DatabaseLockedError, HeadgraphError
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
-                 "headgraph.duckdb)."),
-]
 
 
 def _settings_option() -> Any:

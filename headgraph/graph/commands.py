@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from headgraph.cli_options import DbOption
+
 console = Console()
 
-DbOption = Annotated[str | None, typer.Option("--db", help="DuckDB file or SQLAlchemy URL.")]
 ModelOption = Annotated[str, typer.Option("--model", help="Model name.")]
 
 

@@ -11,11 +11,7 @@ from typing import Annotated
 
 import typer
 
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
-                 "headgraph.duckdb)."),
-]
+from headgraph.cli_options import DbOption, ThreadsOption
 
 
 def probe(
@@ -35,26 +31,18 @@ def probe(
     = None,
     allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
                                                "(weights_only=True).")] = False,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's "
-                                                "choice; 1 is fastest for small models on "
-                                                "a busy machine).")] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Run probes on a stored model and store the evidence, replacing earlier evidence
     from the same probes (one transaction)."""
     from rich.table import Table
 
-    from headgraph.cli import _fail, _run, console
-    from headgraph.errors import BadInputError
+    from headgraph.cli import _run, console, set_threads
     from headgraph.ingest.evidence import EvidenceOptions
     from headgraph.ingest.reprobe import probe_model
     from headgraph.progress import StageProgress
 
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            _fail(BadInputError(f"--threads must be at least 1, got {threads}."))
-        torch.set_num_threads(threads)
+    set_threads(threads)
     options = _run(EvidenceOptions, patch_targets=patch_targets, patch_sources=patch_sources,
                    max_tokens=max_tokens,
                    heads=None if heads is None else tuple(h.strip() for h in heads.split(",")))
