@@ -176,12 +176,19 @@ def test_a_sweep_cut_short_is_finished_by_the_next(toy_pg: str):
     with engine.begin() as conn:
         old_id = conn.execute(select(t.models.c.model_id)).scalar_one()
         delete_model(conn, old_id)
-    holder = _raw(toy_pg)  # a long reader: the detach cannot finish while it lasts
+    holder = _raw(toy_pg)  # a long reader: its snapshot may still read the old partition
     holder.execute("SELECT count(*) FROM edges").fetchone()
-    assert sweep_partitions(engine, timeout_s=0.3) == []
+    pending = ("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass(%s)",
+               (partition_name(old_id),))
+    assert sweep_partitions(engine, timeout_s=0.3) == []  # waited for it, then left it
     with _raw(toy_pg) as con:
-        assert con.execute("SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = "
-                           "to_regclass(%s)", (partition_name(old_id),)).fetchone() == (True,)
+        assert con.execute(*pending).fetchone() == (False,)  # still attached
+    with _raw(toy_pg, autocommit=True) as con:  # a detach cut short midway stays pending
+        con.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            con.execute(f'ALTER TABLE edges DETACH PARTITION "{partition_name(old_id)}" '
+                        "CONCURRENTLY")
+        assert con.execute(*pending).fetchone() == (True,)
     holder.close()
     ingest("toy@1600", toy_pg, name="early")  # writes go on meanwhile; its sweep finishes
     assert _partitions(toy_pg) == [partition_name(old_id + 1)]

@@ -25,10 +25,12 @@ commit. ``tests/test_pg_partitions.py`` checks this with a second connection and
 ``lock_timeout``.
 
 Removing a model (:func:`delete_model`, used by ``--replace``) is a transactional DELETE
-(ROW EXCLUSIVE: readers go on and see the old rows until commit). TRUNCATE, a plain
+(ROW EXCLUSIVE: readers go on and see the old rows until commit, and after it if their
+REPEATABLE READ snapshot began before). TRUNCATE, a plain
 DETACH or DROP of an attached partition would take ACCESS EXCLUSIVE on ``edges`` and
 stall every reader, so none is used in a write transaction. The partition left empty is
-removed after commit by :func:`sweep_partitions`: ``DETACH PARTITION ... CONCURRENTLY``
+removed after commit by :func:`sweep_partitions`, once the transactions that began
+before it have ended (a snapshot of theirs may still read it): ``DETACH PARTITION ... CONCURRENTLY``
 (SHARE UPDATE EXCLUSIVE; it waits for transactions that may still use the partition,
 readers do not wait for it), then ``DROP TABLE`` of what is then a standalone table. A
 sweep that times out (a long reader still uses the partition) or is killed leaves an
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pyarrow as pa
 from sqlalchemy import CheckConstraint, Column, Connection, Engine, MetaData, Table, delete, text
@@ -112,12 +115,20 @@ def insert_model_edges(conn: Connection, model_id: int, data: pa.Table) -> int:
     if data.num_rows == 0:
         return 0  # no partition: a model without edges has no rows to find
     part = partition_table(model_id)
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
     conn.execute(CreateTable(part))
     copy_arrow(conn, part.name, part, data, freeze=True)
+    phases["copy"] = time.perf_counter() - start
     for index in sorted(part.indexes, key=lambda i: i.name):  # feeders: sorted input, first
+        start = time.perf_counter()
         conn.execute(CreateIndex(index))
+        phases[index.name.removeprefix(f"{part.name}_") + " index"] = time.perf_counter() - start
     conn.execute(text(f'ALTER TABLE edges ATTACH PARTITION "{part.name}" '
                       f"FOR VALUES IN ({int(model_id)})"))
+    log.debug("%s: %d rows; %s", part.name, data.num_rows,
+              ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()),
+              extra={"rows": data.num_rows, "phases": phases})
     return data.num_rows
 
 
@@ -144,6 +155,31 @@ def sweep_partitions(engine: Engine, *, timeout_s: float = 5.0) -> list[str]:
     return dropped
 
 
+def _older_transactions_end(conn: Connection, timeout_s: float) -> bool:
+    """Wait (up to ``timeout_s``) until every client transaction of this database that
+    began before now has ended; whether they all did.
+
+    Why: a reader's REPEATABLE READ snapshot taken before the replace committed still
+    sees the old model's row in ``models``; if it reads ``edges`` only after the sweep
+    has detached and dropped the partition, it finds that model without edges. DETACH
+    CONCURRENTLY waits only for transactions that have already touched ``edges``, so the
+    sweep first waits for those that began earlier (API requests last milliseconds).
+    Transactions of other roles show no start time without ``pg_read_all_stats`` and are
+    not waited for."""
+    deadline = time.monotonic() + timeout_s
+    since = conn.execute(text("SELECT clock_timestamp()")).scalar()
+    older = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+                 "AND xact_start < :since")
+    while conn.execute(older, {"since": since}).scalar():
+        if time.monotonic() > deadline:
+            log.info("partition sweep left for the next write: a transaction older than "
+                     "the replace is still open")
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _sweep(conn: Connection, timeout_s: float, dropped: list[str]) -> None:
     if not edges_partitioned(conn):
         return
@@ -157,7 +193,7 @@ def _sweep(conn: Connection, timeout_s: float, dropped: list[str]) -> None:
     stale = sorted(((name, pending) for name, pending in found
                     if (m := _PARTITION.fullmatch(name)) and int(m.group(1)) not in stored),
                    key=lambda p: p[1] is not True)  # a pending detach blocks any other
-    if not stale:
+    if not stale or not _older_transactions_end(conn, timeout_s):
         return
     conn.execute(text(f"SET lock_timeout = '{int(timeout_s * 1000)}ms'"))
     conn.execute(text(f"SET statement_timeout = '{int(timeout_s * 1000)}ms'"))
