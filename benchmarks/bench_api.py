@@ -260,10 +260,18 @@ def kuzu_bench(db: str) -> None:
 def pg_bulk_write(db: str, url: str, runs: int) -> None:
     """``headgraph copy`` of xl into PostgreSQL (the first run into ``url``, later ones into
     new databases on the same server), one transaction each, timed whole."""
+    import logging
+
     import psycopg
 
     from headgraph.schema.transfer import copy_models
 
+    phases: list[logging.LogRecord] = []
+    catch = logging.Handler(logging.DEBUG)
+    catch.emit = phases.append  # type: ignore[method-assign]
+    schema_log = logging.getLogger("headgraph.schema")
+    schema_log.addHandler(catch)
+    schema_log.setLevel(logging.DEBUG)
     for run in range(runs):
         dest = url
         if run:
@@ -278,6 +286,16 @@ def pg_bulk_write(db: str, url: str, runs: int) -> None:
               f"{result.rows['edges']:,} edges, one transaction): {seconds:.2f} s, "
               f"{rows / seconds / 1e6:.2f} M rows/s (read from DuckDB included; load average "
               f"{os.getloadavg()[0]:.2f})", flush=True)
+        for record in phases:
+            if hasattr(record, "phases"):
+                edges, took = record.rows, record.phases  # type: ignore[attr-defined]
+                print(f"  edges partition: {edges:,} rows; " + ", ".join(
+                    f"{k} {v:.2f} s" for k, v in took.items()) + f"; COPY alone "
+                    f"{edges / took['copy'] / 1e6:.2f} M rows/s, COPY and feeders index "
+                    f"{edges / (took['copy'] + took['feeders index']) / 1e6:.2f} M rows/s",
+                    flush=True)
+        phases.clear()
+    schema_log.removeHandler(catch)
 
 
 def main() -> None:
