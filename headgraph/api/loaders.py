@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 K = TypeVar("K")
 LOOKUP_ROWS = 1000
 """Feeders/readers loads of at most this many rows (top x nodes) are lookups, run on the
-event loop (:meth:`~headgraph.api.context.AsyncDB.lookup`); larger ones in a worker thread."""
+event loop (:meth:`~headgraph.api.context.AsyncDB.lookup`) where the backend answers them
+faster than a thread switch (``GraphDB.edge_lookups_inline``); others in a worker thread."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class Loaders:
         found: dict[EdgeAsk, list[EdgeRow]] = {}
         for (model_id, kind, top, min_score), group in _groups(keys, lambda k: k.group).items():
             names = [k.node for k in group]
-            run = self._db.lookup if top * len(names) <= LOOKUP_ROWS else self._db.run
+            inline = top * len(names) <= LOOKUP_ROWS and self._db.session.edge_lookups_inline
+            run = self._db.lookup if inline else self._db.run
             rows = await run(fn, model_id, names, kind, top, min_score)
             found.update({k: rows[k.node] for k in group})
         return [found[k] for k in keys]
