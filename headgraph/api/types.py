@@ -89,16 +89,23 @@ class Edge:
     row: Private[EdgeRow]
     kind: EdgeKind
     score: float = strawberry.field(description="||W_write M_read||_F / (||W_write|| ||M_read||).")
-    baseline: float = strawberry.field(
-        description="Mean score of random matrices of the same shapes (the null).")
-    null_std: float | None = strawberry.field(description="Spread of the null score.")
+
+    # computed only when asked for: a request for 10 feeders and their sources' names
+    # spent ~7% of its time on decimals of fields nobody asked for
+    @strawberry.field(description="Mean score of random matrices of the same shapes (the null).")
+    def baseline(self) -> float:
+        return f32(self.row.baseline)
+
+    @strawberry.field(description="Spread of the null score.")
+    def null_std(self) -> float | None:
+        return f32(self.row.null_std)
+
     rank: int = strawberry.field(
         description="1 for the strongest source among the target's feeders of this kind.")
 
     @classmethod
     def from_row(cls, row: EdgeRow) -> Edge:
-        return cls(row=row, kind=EdgeKind(row.kind), score=f32(row.score),
-                   baseline=f32(row.baseline), null_std=f32(row.null_std), rank=row.rank)
+        return cls(row=row, kind=EdgeKind(row.kind), score=f32(row.score), rank=row.rank)
 
     @strawberry.field(description="(score - baseline) / nullStd: how far above chance.")
     def z(self) -> float | None:
@@ -175,18 +182,28 @@ class Node:
     head: int | None
     kv_head: int | None = strawberry.field(
         description="The key/value head this query head reads (grouped-query attention).")
-    qk_norm: float | None = strawberry.field(description="||W_Q W_K^T||_F of a head.")
-    ov_norm: float | None = strawberry.field(description="||W_V W_O||_F of a head.")
-    in_norm: float | None = strawberry.field(description="Norm of the read matrix (MLP, unembed).")
-    out_norm: float | None = strawberry.field(
-        description="Norm of the write matrix (MLP, embeddings).")
+
+    # computed only when asked for (most requests want a node's name): see Edge.baseline
+    @strawberry.field(description="||W_Q W_K^T||_F of a head.")
+    def qk_norm(self) -> float | None:
+        return f32(self.row.qk_norm)
+
+    @strawberry.field(description="||W_V W_O||_F of a head.")
+    def ov_norm(self) -> float | None:
+        return f32(self.row.ov_norm)
+
+    @strawberry.field(description="Norm of the read matrix (MLP, unembed).")
+    def in_norm(self) -> float | None:
+        return f32(self.row.in_norm)
+
+    @strawberry.field(description="Norm of the write matrix (MLP, embeddings).")
+    def out_norm(self) -> float | None:
+        return f32(self.row.out_norm)
 
     @classmethod
     def from_row(cls, row: NodeRow) -> Node:
         return cls(row=row, name=row.node, kind=NodeKind(row.kind), layer=row.layer,
-                   head=row.head, kv_head=row.kv_head, qk_norm=f32(row.qk_norm),
-                   ov_norm=f32(row.ov_norm), in_norm=f32(row.in_norm),
-                   out_norm=f32(row.out_norm))
+                   head=row.head, kv_head=row.kv_head)
 
     @strawberry.field(description="Copying scores of a head; null for other nodes.")
     def copying(self) -> Copying | None:
