@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from support import Server
 
 from headgraph.api.app import create_app
@@ -112,5 +113,30 @@ def test_a_reader_replaces_a_pooled_connection_closed_while_idle(pg_url: str, mo
         time.sleep(0.1)
         with reader.session() as s:
             assert s.rows(pid)[0]["pid"] != first
+    finally:
+        reader.close()
+
+
+def test_a_reader_gives_up_on_a_table_lock_within_a_second(pg_url: str):
+    """Another tool's DDL (ACCESS EXCLUSIVE) makes a reader's lookup fail within about a
+    second (READER_LOCK_TIMEOUT), not wait: the API runs lookups on its event loop."""
+    import psycopg
+
+    from headgraph.errors import DatabaseError
+    from headgraph.queries.models import get_model
+    from headgraph.queries.session import open_reader
+
+    ingest("random:L2H4D32V50,ctx=16", pg_url, name="m")
+    reader = open_reader(pg_url)
+    try:
+        with psycopg.connect(pg_url.replace("+psycopg", "")) as ddl:
+            ddl.execute("LOCK TABLE models IN ACCESS EXCLUSIVE MODE")
+            start = time.monotonic()
+            with pytest.raises(DatabaseError), reader.session() as s:
+                get_model(s, "m")
+            assert time.monotonic() - start < 5
+            ddl.rollback()
+        with reader.session() as s:  # and the connection goes on serving
+            assert get_model(s, "m").name == "m"
     finally:
         reader.close()

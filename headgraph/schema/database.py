@@ -89,9 +89,32 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
         # and REPEATABLE READ: all statements of a unit of work (a GraphQL request) read one
         # snapshot, so a model replaced between its "models" and "edges" statements is
         # seen whole, old or new (READ COMMITTED takes a snapshot per statement)
-        return ping_when_idle(create_engine(target.url, isolation_level="REPEATABLE READ",
-                                            execution_options={"postgresql_readonly": True}))
+        return ping_when_idle(wait_briefly_for_locks(create_engine(
+            target.url, isolation_level="REPEATABLE READ",
+            execution_options={"postgresql_readonly": True})))
     return create_engine(target.url, pool_pre_ping=True)
+
+
+READER_LOCK_TIMEOUT = "1s"
+"""How long a reader's statement waits for a table lock before failing (PostgreSQL)."""
+
+
+def wait_briefly_for_locks(engine: Engine) -> Engine:
+    """Set :data:`READER_LOCK_TIMEOUT` on each new connection of a PostgreSQL reader.
+
+    headgraph's writers never take a lock that makes a reader wait (schema/partitions.py),
+    but another tool's DDL can (``ALTER TABLE``, ``VACUUM FULL``: ACCESS EXCLUSIVE), and
+    the API answers lookups on its event loop (api/context.py ``AsyncDB.lookup``), where
+    a statement waiting for minutes would stop every request. With the timeout the
+    statement fails within a second instead (``lock_timeout``; set once per connection
+    and committed, so the pool's rollbacks keep it)."""
+    @event.listens_for(engine, "connect")
+    def _lock_timeout(dbapi_connection: Any, record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = '{READER_LOCK_TIMEOUT}'")
+        dbapi_connection.commit()
+
+    return engine
 
 
 PING_AFTER_S = 1.0
