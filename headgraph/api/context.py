@@ -62,10 +62,10 @@ class AsyncDB:
     async def lookup(self, fn: Callable[Concatenate[GraphDB, P], T], *args: P.args,
                      **kwargs: P.kwargs) -> T:
         """``fn(session, *args, **kwargs)`` on the event loop, for a bounded index lookup
-        (a model or node by name, the top few feeders of a few nodes): it answers in
-        about 0.1 ms on PostgreSQL and 1 ms on DuckDB, less than the two thread switches
-        :meth:`run` costs (measured: 3.4 -> 2.6 ms a feeders request), and under load
-        each switch is one more wait for a core. It cannot be abandoned at the deadline,
+        (a model or node by name; on PostgreSQL also the top few feeders of a few nodes,
+        ``GraphDB.edge_lookups_inline``): it answers in about 0.1 ms, less than the two
+        thread switches :meth:`run` costs (measured: 3.4 -> 2.6 ms a feeders request on
+        PostgreSQL), and under load each switch is one more wait for a core. It cannot be abandoned at the deadline,
         which is why only lookups whose size the caller has bounded come here."""
         return await self._run(True, fn, *args, **kwargs)
 

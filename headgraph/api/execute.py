@@ -1,8 +1,8 @@
 """Run one GraphQL request against the database: the step that the HTTP app and
 ``headgraph query`` share.
 
-Each request holds one read-only connection from its start to its end and closes it
-before the response leaves.
+Each request holds one read-only connection from its start to its end; it is handed back
+(to PostgreSQL's pool, or DuckDB's held file) as the response leaves.
 
 Serving while an ingest runs (DuckDB)
 -------------------------------------
@@ -277,7 +277,8 @@ class Executor:
     def _quick_open(self) -> bool:
         """Whether opening a session is a cheap step to take on the event loop rather than
         in a worker thread: the DuckDB file is held open, or PostgreSQL's pool has an idle
-        connection (checking it out is one round trip, its pre-ping)."""
+        connection (checking it out costs a round trip only when it sat idle over a
+        second: its ping)."""
         reader = self._reader
         if reader is None:
             return False

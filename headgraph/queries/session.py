@@ -15,9 +15,10 @@ reader in while a writer holds it (STACK-NOTES.md), so a reader chooses how long
   connection keeps DuckDB's database instance open), so each unit connects in about 0.5 ms;
   :meth:`GraphDB.unhold` lets go, and the file is free once the units in flight end. The API
   server holds while no writer waits and lets go when one does (headgraph.api.execute).
-  While held the file cannot change (no writer gets in), so small lookups that every
-  request repeats (a model's row, its nodes) are remembered for the hold, in
-  :attr:`GraphDB.memo`, and forgotten when it ends.
+  While held the file cannot change (no writer gets in), so a lookup that every request
+  repeats (a model's row by name) is remembered for the hold, in :attr:`GraphDB.memo`,
+  and forgotten when it ends. A model's nodes need no hold: they never change while the
+  model is stored (:attr:`GraphDB.lasting`, on every backend).
 
 Errors from the driver become :class:`~headgraph.errors.DatabaseError` (a held file
 becomes :class:`~headgraph.errors.DatabaseLockedError`, code ``DATABASE_LOCKED``).
