@@ -26,15 +26,15 @@ commit. ``tests/test_pg_partitions.py`` checks this with a second connection and
 
 Removing a model (:func:`delete_model`, used by ``--replace``) is a transactional DELETE
 (ROW EXCLUSIVE: readers go on and see the old rows until commit, and after it if their
-REPEATABLE READ snapshot began before). TRUNCATE, a plain
-DETACH or DROP of an attached partition would take ACCESS EXCLUSIVE on ``edges`` and
-stall every reader, so none is used in a write transaction. The partition left empty is
-removed after commit by :func:`sweep_partitions`, once the transactions that began
-before it have ended (a snapshot of theirs may still read it): ``DETACH PARTITION ... CONCURRENTLY``
-(SHARE UPDATE EXCLUSIVE; it waits for transactions that may still use the partition,
-readers do not wait for it), then ``DROP TABLE`` of what is then a standalone table. A
-sweep that times out (a long reader still uses the partition) or is killed leaves an
-empty partition, pending detach or detached, that the next sweep finishes (FINALIZE
+REPEATABLE READ snapshot began before). TRUNCATE, a plain DETACH or DROP of an attached
+partition would take ACCESS EXCLUSIVE on ``edges`` and stall every reader, so none is
+used in a write transaction. The partition left empty is removed after commit by
+:func:`sweep_partitions`, once the transactions that began before it have ended (a
+snapshot of theirs may still read it): ``DETACH PARTITION ... CONCURRENTLY`` (SHARE
+UPDATE EXCLUSIVE; it waits for transactions that may still use the partition, readers do
+not wait for it), then ``DROP TABLE`` of what is then a standalone table. A sweep that
+times out (a long reader still uses the partition) or is killed leaves an empty
+partition, pending detach or detached, that the next sweep finishes (FINALIZE
 first: while one detach is pending PostgreSQL refuses another).
 
 Databases made before partitioning (``edges`` a plain table) keep working: writes fall
