@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.headgraph-installed
 
-.PHONY: demo test lint clean browser
+.PHONY: demo test test-fast lint clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ browser:
 
 test: $(STAMP) lint browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The quick lane: no PostgreSQL, Ray or browser (tests/conftest.py marks those `slow`).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) headgraph.duckdb headgraph.duckdb.wal

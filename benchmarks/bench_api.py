@@ -277,7 +277,7 @@ def pg_bulk_write(db: str, url: str, runs: int) -> None:
 
     import psycopg
 
-    from headgraph.schema.transfer import copy_models
+    from headgraph.maintenance import copy_models
 
     phases: list[logging.LogRecord] = []
     catch = logging.Handler(logging.DEBUG)

@@ -82,12 +82,12 @@ def llama_flops() -> dict[str, float]:
     and every stage of ``compose`` (also factors, copying, the embedding and unembedding
     edges)."""
     from headgraph.ingest.cost import choose_head_method, head_pair_flops
-    from headgraph.ingest.plan import Shape, stage_flops
+    from headgraph.ingest.plan import ModelShape, stage_flops
 
     assert choose_head_method(32, 32, 8, 4096, 128) == "qr"
     shared = head_pair_flops(32, 32, 8, 4096, 128)["qr"]
     unshared = head_pair_flops(32, 32, 32, 4096, 128)["qr"]
-    shape = Shape("LlamaForCausalLM", 32, 32, 8, 4096, 128, 0, 256, 8192, False, False,
+    shape = ModelShape("LlamaForCausalLM", 32, 32, 8, 4096, 128, 0, 256, 8192, False, False,
                   False, 0, False)
     return {"shared": shared, "unshared": unshared, "saved": unshared - shared,
             "compose": sum(stage_flops(shape).values())}

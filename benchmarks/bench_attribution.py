@@ -1,7 +1,7 @@
 """Attribution graphs at scale (issue: one home for circuit evidence).
 
 Generates a circuit-tracer-shaped graph of ``--links`` links (default 16M, ~1.7 GB of
-JSON; :mod:`headgraph.ingest.attribution_synth`: 26 layers, 16 positions, ``--features``
+JSON; :mod:`headgraph.attribution.synth`: 26 layers, 16 positions, ``--features``
 transcoder features, heavy-tailed weights) in ``--dir`` (default /tmp), then prints:
 
 * import: seconds, links/s and peak RSS of ``import_graph`` in a child process (goals:
@@ -13,7 +13,7 @@ transcoder features, heavy-tailed weights) in ``--dir`` (default /tmp), then pri
   computed each time (``cache=False``) and answered from the process's view cache, and
   its size (goal <= 50 ms computed at circuit-tracer's node 0.8 / edge 0.98). At the
   default node threshold the edge scores stored at import are read
-  (:mod:`headgraph.ingest.attribution_views`); node 0.5 / edge 0.9, node 0.7 / edge 0.98
+  (:mod:`headgraph.attribution.default_view`); node 0.5 / edge 0.9, node 0.7 / edge 0.98
   and node 0.9 / edge 0.98 compute the edge step from the links (another node threshold
   is another pruned graph), and node 0.8 / edge 0.98 is computed that way too, for
   comparison;
@@ -43,9 +43,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import run_measured  # noqa: E402
-from headgraph.ingest.attribution_synth import SynthSpec, write_graph  # noqa: E402
+from headgraph.attribution.synth import SynthSpec, write_graph  # noqa: E402
 
-IMPORT = ("import json, sys; from headgraph.ingest.attribution import import_graph; "
+IMPORT = ("import json, sys; from headgraph.attribution.importer import import_graph; "
           "r = import_graph(sys.argv[1], sys.argv[2]); print(json.dumps(r.timings))")
 STDLIB = ("import json, sys, time; t = time.perf_counter(); d = json.load(open(sys.argv[1])); "
           "print(json.dumps({'seconds': time.perf_counter() - t, 'links': len(d['links'])}))")
@@ -118,9 +118,9 @@ def latencies(db: Path, reps: int) -> None:
     import numpy as np
     from sqlalchemy import select
 
-    from headgraph.queries.attribution import get_graph, pruned_view
-    from headgraph.queries.attribution_near import neighbourhood
-    from headgraph.queries.attribution_pruned import compute_pruned
+    from headgraph.attribution.graphs import get_graph
+    from headgraph.attribution.neighbourhood import neighbourhood
+    from headgraph.attribution.pruned import compute_pruned, pruned_view
     from headgraph.queries.session import open_reader
     from headgraph.schema.tables import attribution_nodes
 

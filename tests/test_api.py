@@ -17,8 +17,8 @@ import pytest
 from graphql import get_introspection_query
 from support import Server, hold_for_writing, sql
 
-from headgraph.api.app import create_app
 from headgraph.api.settings import Settings
+from headgraph.server import create_app
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "headgraph" / "api" / "schema.graphql"
 README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
@@ -353,7 +353,7 @@ def test_served_schema_equals_the_committed_snapshot(server: Server):
     assert served.status_code == 200 and served.headers["content-type"].startswith("text/plain")
     assert served.text == SNAPSHOT.read_text(), (
         "headgraph/api/schema.graphql is out of date with the schema. If the change is "
-        "intended, regenerate it with\n  .venv/bin/python -m headgraph.api.schema > "
+        "intended, regenerate it with\n  .venv/bin/python -m headgraph.server > "
         "headgraph/api/schema.graphql\nand commit it (API clients diff it)."
     )
 

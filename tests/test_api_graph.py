@@ -19,9 +19,9 @@ import pytest
 from support import BACKENDS, Server, hold_for_writing, new_pg_database, sql, write_briefly
 
 from headgraph.api import streaming
-from headgraph.api.app import create_app
 from headgraph.api.settings import Settings
 from headgraph.ingest.pipeline import ingest
+from headgraph.server import create_app
 from headgraph.toy import CHECKPOINTS
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "headgraph" / "api" / "schema.graphql"
@@ -533,8 +533,8 @@ def test_a_client_that_leaves_mid_download_frees_the_database(
 
 
 def test_the_graph_side_of_the_api_imports_without_torch():
-    code = ("import sys; import headgraph.api.routes, headgraph.api.graph_types, "
-            "headgraph.graph.paths, headgraph.graph.circuit, headgraph.graph.compare, "
+    code = ("import sys; import headgraph.api.export_routes, headgraph.api.compare_types, "
+            "headgraph.graph.paths, headgraph.graph.upstream, headgraph.graph.compare, "
             "headgraph.graph.export, headgraph.graph.plot, headgraph.queries.virtual; "
             "print(sorted({'torch', 'transformer_lens', 'transformers'} & set(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -15,11 +15,11 @@ from support import count_statements
 from typer.testing import CliRunner
 
 from headgraph.api.errors import coded
-from headgraph.api.execute import Executor
-from headgraph.api.server import serve
+from headgraph.api.execute import Service
 from headgraph.api.settings import SETTINGS, Settings, parse_pairs
 from headgraph.cli import app
 from headgraph.errors import BadInputError, NodeNotFoundError
+from headgraph.server import serve
 
 README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
                 '{ source { name } score } } }')
@@ -84,9 +84,9 @@ NESTED = """{{ model(name: "toy") {{ heads{args} {{ name model {{ name }}
 
 
 def test_nested_fields_of_many_nodes_cost_a_bounded_number_of_statements(toy_db: Path):
-    executor = Executor(toy_db)
-    one, n_one = count_statements(executor, NESTED.format(args="(first: 1)"))
-    every, n_every = count_statements(executor, NESTED.format(args=""))
+    service = Service(toy_db)
+    one, n_one = count_statements(service, NESTED.format(args="(first: 1)"))
+    every, n_every = count_statements(service, NESTED.format(args=""))
     assert len(one["data"]["model"]["heads"]) == 1
     assert len(every["data"]["model"]["heads"]) >= 8
     # model, heads, feeders, readers, scores (one statement each for all heads), then the
@@ -94,18 +94,18 @@ def test_nested_fields_of_many_nodes_cost_a_bounded_number_of_statements(toy_db:
     # (GraphDB.lasting keeps them) and serves feeder sources (EMBED...)
     # and reader targets alike; with every head listed there is none left to read
     assert n_one == 6 and n_every == 6
-    executor.close()
+    service.close()
 
 
 def test_each_level_of_nesting_is_one_batch(toy_db: Path):
-    executor = Executor(toy_db)
-    _, n = count_statements(executor, '{ model(name: "toy") { heads { feeders(kind: V) '
+    service = Service(toy_db)
+    _, n = count_statements(service, '{ model(name: "toy") { heads { feeders(kind: V) '
                                       '{ source { feeders(kind: V) { score } } } } } }')
     assert n == 5  # model, heads, their feeders, the sources not yet read, their feeders
-    _, n = count_statements(executor, '{ model(name: "toy") { nodes { feeders(kind: V) '
+    _, n = count_statements(service, '{ model(name: "toy") { nodes { feeders(kind: V) '
                                       '{ source { feeders(kind: V) { score } } } } } }')
     assert n == 3  # every source was listed by `nodes`, and its V-feeders already loaded
-    executor.close()
+    service.close()
 
 
 # --- settings and errors ----------------------------------------------------------------
@@ -137,7 +137,7 @@ def test_internal_errors_are_masked_and_refusals_keep_their_code():
 
 def test_the_read_side_imports_without_torch():
     code = ("import sys, time; t = time.perf_counter(); import headgraph.api.app, "
-            "headgraph.api.server, headgraph.api.commands, headgraph.api.python, "
+            "headgraph.server, headgraph.cli.serve, headgraph.notebook, "
             "headgraph.queries.edges, headgraph.queries.scores, headgraph.cli, headgraph; "
             "bad = {'torch', 'transformer_lens', 'transformers'} & set(sys.modules); "
             "assert not bad, bad; print(time.perf_counter() - t)")
@@ -157,11 +157,11 @@ def test_scores_and_families_once_they_exist(toy_db: Path, tmp_path: Path):
                     "t(m, p, v)")
         con.execute("INSERT INTO models SELECT * REPLACE (model_id + 100 AS model_id, "
                     "'toy@2' AS name, 'run' AS family, 2 AS step) FROM models")
-    executor = Executor(path)
-    body = executor.execute_sync('{ node(model: "toy", name: "L1H2") { all: scores '
+    service = Service(path)
+    body = service.execute_sync('{ node(model: "toy", name: "L1H2") { all: scores '
                                  '{ metric probe value } natural: scores(probe: "natural") '
                                  '{ metric } } models(family: "run") { name family step } }').body
-    executor.close()
+    service.close()
     assert body["data"]["node"]["all"] == [
         {"metric": "induction", "probe": "repeat", "value": 0.875},
         {"metric": "prev_token", "probe": "natural", "value": 0.25}]

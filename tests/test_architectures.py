@@ -27,7 +27,12 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", params=list(FAMILIES), ids=list(FAMILIES))
+QUICK = ("gpt2", "llama-gqa", "bert")
+"""Families the quick lane keeps: one learned-position, one grouped-query, one post-LN."""
+
+
+@pytest.fixture(scope="module", ids=list(FAMILIES), params=[
+    f if f in QUICK else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES])
 def family(request):
     reader = random_family_reader(FAMILIES[request.param])
     return request.param, reader, compose(reader)

@@ -13,12 +13,12 @@ import pytest
 from support import Server
 from test_circuits import eap_ig_graph
 
-from headgraph.api.app import create_app
-from headgraph.ingest.attribution import import_graph
-from headgraph.ingest.attribution_synth import SynthSpec, graph_document
-from headgraph.ingest.circuit_import import import_circuit
-from headgraph.queries.attribution import pruned_view
+from headgraph.attribution.importer import import_graph
+from headgraph.attribution.pruned import pruned_view
+from headgraph.attribution.synth import SynthSpec, graph_document
+from headgraph.circuits.importer import import_circuit
 from headgraph.queries.session import open_reader
+from headgraph.server import create_app
 
 SCHEMA = json.loads((Path(__file__).parent / "neuronpedia_graph_schema.json").read_text())
 
@@ -165,7 +165,7 @@ def test_graph_route_waits_for_a_connection_turn(served):
                  "headers": []}
         async with AsyncExitStack() as turns:
             for _ in range(MAX_OPEN_SESSIONS):
-                await turns.enter_async_context(app.executor.session_gate())
+                await turns.enter_async_context(app.service.session_gate())
             request = asyncio.create_task(app(scope, receive, send))
             await asyncio.sleep(0.3)
             assert sent == [] and not request.done()
@@ -174,7 +174,7 @@ def test_graph_route_waits_for_a_connection_turn(served):
     try:
         asyncio.run(scenario())
     finally:
-        app.executor.close()
+        app.service.close()
     assert sent[0]["status"] == 200
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["metadata"]["pruning_settings"]["node_threshold"] == 0.5

@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from headgraph.attribution import pruning as P
+from headgraph.attribution.export import write_graph as export_graph
+from headgraph.attribution.export import write_view
+from headgraph.attribution.format import role_of
+from headgraph.attribution.graphs import GraphNotFoundError, list_graphs
+from headgraph.attribution.importer import GraphExistsError, import_graph
+from headgraph.attribution.neighbourhood import neighbourhood
+from headgraph.attribution.pruned import pruned_view
+from headgraph.attribution.synth import SynthSpec, graph_document, write_graph
 from headgraph.cli import app
+from headgraph.cli.importing import detect_format
 from headgraph.errors import BadInputError, NodeNotFoundError
-from headgraph.ingest.attribution import GraphExistsError, import_graph
-from headgraph.ingest.attribution_synth import SynthSpec, graph_document, write_graph
-from headgraph.ingest.import_command import detect_format
-from headgraph.queries import pruning as P
-from headgraph.queries.attribution import GraphNotFoundError, list_graphs, pruned_view
-from headgraph.queries.attribution_export import write_graph as export_graph
-from headgraph.queries.attribution_export import write_view
-from headgraph.queries.attribution_format import role_of
-from headgraph.queries.attribution_near import neighbourhood
 from headgraph.queries.session import open_reader
 
 SCHEMA = json.loads((Path(__file__).parent / "neuronpedia_graph_schema.json").read_text())
@@ -208,12 +209,13 @@ def test_postgresql_stores_and_serves_the_same_graph(tmp_path: Path, pg_url: str
     assert near.links.num_rows > 0
 
 
+@pytest.mark.slow
 def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_path: Path,
                                                                           db_path: Path):
     """A file written before the height columns (dropped here) is read on the slower path
     with the same answers; the next import adds the columns, and only new graphs use
     them."""
-    from headgraph.schema.check import check_database
+    from headgraph.maintenance import check_database
     from headgraph.schema.tables import ADDED_COLUMNS
 
     doc = graph_document(SynthSpec(n_links=3000, n_features=150, seed=8))
@@ -238,7 +240,7 @@ def test_a_database_from_before_heights_still_serves_and_takes_new_graphs(tmp_pa
         assert check_database(db_path).ok, check_database(db_path).problems
 
     served()
-    from headgraph.schema.transfer import copy_models
+    from headgraph.maintenance import copy_models
 
     copy_models(db_path, tmp_path / "copy.duckdb")  # copies from the older file too
     assert exported(tmp_path / "copy.duckdb", "synthetic") == doc
@@ -276,7 +278,7 @@ def test_check_finds_a_damaged_attribution_graph(synth_db, tmp_path: Path, damag
                                                  found: str):
     import shutil
 
-    from headgraph.schema.check import check_database
+    from headgraph.maintenance import check_database
 
     path, _ = synth_db
     assert check_database(path).ok, check_database(path).problems
@@ -319,8 +321,8 @@ def test_the_stored_default_view_equals_the_computed_one(tmp_path: Path, backend
     """At the default node threshold the view reads the edge scores stored at import;
     at every edge threshold it equals the view computed from the links, and both equal
     the reference."""
-    from headgraph.queries.attribution import get_graph
-    from headgraph.queries.attribution_pruned import compute_pruned
+    from headgraph.attribution.graphs import get_graph
+    from headgraph.attribution.pruned import compute_pruned
 
     db = str(tmp_path / "s.duckdb") if backend == "duckdb" else request.getfixturevalue(
         "pg_url")

@@ -1,4 +1,4 @@
-"""circuit-tracer's influence and pruning on links (headgraph.queries.pruning) against a
+"""circuit-tracer's influence and pruning on links (headgraph.attribution.pruning) against a
 brute-force dense numpy version of circuit-tracer's own code, on random layered graphs."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from headgraph.attribution import pruning as P
+from headgraph.attribution import pruning_height as H
 from headgraph.errors import BadInputError
-from headgraph.queries import pruning as P
-from headgraph.queries import pruning_height as H
 
 
 def dense_reference(n, src, tgt, w, roles, lw, node_threshold, edge_threshold):

@@ -13,9 +13,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from headgraph.ingest.circuit_import import CircuitExistsError, import_circuit
-from headgraph.ingest.circuits import CircuitError, parse_edge
-from headgraph.queries.circuits import export_circuit
+from headgraph.circuits.export import export_circuit
+from headgraph.circuits.formats import CircuitError, parse_edge
+from headgraph.circuits.importer import CircuitExistsError, import_circuit
 from headgraph.queries.gaps import evidence_gaps
 from headgraph.queries.models import get_model
 from headgraph.queries.session import open_reader
@@ -173,7 +173,7 @@ def test_evidence_gaps_find_a_planted_disagreement(toy_copy, tmp_path):
 
 
 def test_a_database_older_than_these_tables_gets_them_on_first_import(toy_copy, tmp_path):
-    from headgraph.queries.attribution import GraphNotFoundError, get_graph, list_graphs
+    from headgraph.attribution.graphs import GraphNotFoundError, get_graph, list_graphs
 
     con = duckdb.connect(str(toy_copy))
     for table in ("attribution_graphs", "attribution_nodes", "attribution_links",

@@ -167,6 +167,7 @@ def test_diff_between_first_and_last_checkpoint_ranks_the_induction_edges_first(
     assert all(c.change > 0 and c.status == "appeared" for c in changes)
 
 
+@pytest.mark.slow
 def test_minilm_against_the_toy_model_says_the_shapes_differ(tmp_path: Path, minilm_dir):
     db = tmp_path / "mixed.duckdb"
     ingest("toy", db)

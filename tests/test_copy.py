@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from headgraph.cli import app
 from headgraph.errors import ModelExistsError, ModelNotFoundError
 from headgraph.ingest.pipeline import ingest
-from headgraph.schema.transfer import copy_models
+from headgraph.maintenance import copy_models
 
 TABLES = {
     "models": "name, family, step, source, architecture, n_layers, n_heads, n_kv_heads, d_model, "
@@ -94,14 +94,15 @@ def test_copy_carries_circuits_and_attribution_graphs(home: Path, pg_url: str, t
 
     from test_circuits import eap_ig_graph
 
+    from headgraph.attribution.export import write_graph
+    from headgraph.attribution.graphs import list_graphs
+    from headgraph.attribution.importer import import_graph
+    from headgraph.attribution.pruned import pruned_view
+    from headgraph.attribution.synth import SynthSpec, graph_document
+    from headgraph.circuits.importer import import_circuit
     from headgraph.errors import GraphExistsError
-    from headgraph.ingest.attribution import import_graph
-    from headgraph.ingest.attribution_synth import SynthSpec, graph_document
-    from headgraph.ingest.circuit_import import import_circuit
-    from headgraph.queries.attribution import list_graphs, pruned_view
-    from headgraph.queries.attribution_export import write_graph
+    from headgraph.maintenance import check_database
     from headgraph.queries.session import open_reader
-    from headgraph.schema.check import check_database
 
     src = tmp_path / "src.duckdb"
     shutil.copy(home, src)

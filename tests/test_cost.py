@@ -38,6 +38,7 @@ def _weights(seed: int, n: int, d: int, dh: int):
             for shape in ((n, d, dh), (n, d, dh), (n, d, dh), (n, dh, d))]
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 5), st.integers(2, 40), st.integers(1, 8), st.integers(1, 17),
        st.integers(0, 10**6))

@@ -25,7 +25,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from headgraph.ingest.pipeline import ingest
-from headgraph.schema.check import check_database
+from headgraph.maintenance import check_database
+
+pytestmark = pytest.mark.slow  # SIGKILLs real ingests and copies: seconds each
 
 RUNS = int(os.environ.get("HEADGRAPH_CRASH_RUNS", "2"))
 SOURCE = "random:L4H8D128V500,ctx=64"

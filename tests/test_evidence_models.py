@@ -38,6 +38,7 @@ def minilm(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path):
     db.close()
 
 
+@pytest.mark.slow
 def test_minilm_probes_store_role_scores_for_every_head(minilm):
     db, model = minilm
     assert ev.probes_of(db, model) == sorted(
@@ -51,6 +52,7 @@ def test_minilm_probes_store_role_scores_for_every_head(minilm):
     assert ev.heads_with_role(db, model, "previous_token")
 
 
+@pytest.mark.slow
 def test_minilm_causal_metric_is_the_sentence_embedding_change(minilm):
     db, model = minilm
     for mode in ("zero", "mean"):

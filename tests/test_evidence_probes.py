@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from headgraph.cli import app
 from headgraph.errors import BadInputError
-from headgraph.ingest.causal import HeadRef, ProbeRunner, split_qkv_inputs
+from headgraph.ingest.evidence.causal import HeadRef, ProbeRunner, split_qkv_inputs
+from headgraph.ingest.evidence.probes import Vocab, build_probes, parse_probes
+from headgraph.ingest.evidence.runnable import load_runnable
 from headgraph.ingest.pipeline import ingest
-from headgraph.ingest.probes import Vocab, build_probes, parse_probes
-from headgraph.ingest.runnable import load_runnable
 
 SMALL = "repeat(seq=8,batch=4,seed=0)"
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from headgraph.cli import app
 from headgraph.errors import BadInputError, ModelExistsError
-from headgraph.ingest.fleet import fleet_items, ingest_fleet, read_manifest
-from headgraph.ingest.pipeline import ingest
+from headgraph.ingest.manifest import fleet_items, read_manifest
+from headgraph.ingest.pipeline import ingest, ingest_fleet
 from headgraph.ingest.sources import step_from_name
 from headgraph.ingest.writer import ModelLabel
 from headgraph.toy import checkpoint_dir
@@ -153,6 +153,7 @@ def test_cli_refuses_inconsistent_options(tmp_path: Path, args: list[str], messa
     assert not (tmp_path / "x.duckdb").exists()
 
 
+@pytest.mark.slow
 def test_the_local_executor_never_imports_ray(tmp_path: Path):
     code = ("import sys; from typer.testing import CliRunner; from headgraph.cli import app; "
             "r = CliRunner().invoke(app, ['ingest', 'toy@0', 'toy', '--db', sys.argv[1]]); "

@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import Server
 
-from headgraph.api.app import create_app
+from headgraph.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("HEADGRAPH_FUZZ_EXAMPLES", "200"))
@@ -241,6 +241,7 @@ def check(r: httpx.Response, query: str) -> str:
     return "partial" if body.get("data") else errors[0]["extensions"]["code"]
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.filter_too_much])

@@ -358,6 +358,7 @@ def test_malformed_http_is_refused_quickly(served: ServerProcess, name: str, mak
         assert known(codes(json.loads(rest[:length])))
 
 
+@pytest.mark.slow
 def test_a_burst_of_hostile_requests_leaves_memory_bounded_and_the_server_answering(
         served: ServerProcess, duck_store: str):
     before_db = digest(duck_store)
@@ -608,6 +609,7 @@ def pg_store(pg_server: str) -> str:
         con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
 def test_injection_strings_in_every_argument_change_nothing(
         backend: str, request: pytest.FixtureRequest):

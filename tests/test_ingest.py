@@ -205,6 +205,7 @@ def test_a_database_held_by_another_writer_is_refused(small_db: Path, monkeypatc
         holder.wait()
 
 
+@pytest.mark.slow
 def test_ingest_waits_for_a_briefly_held_database(small_db: Path):
     """A server holds the file for one request at a time: the writer waits its turn."""
     holder = subprocess.Popen(
@@ -221,6 +222,7 @@ def test_ingest_waits_for_a_briefly_held_database(small_db: Path):
     assert con.execute("SELECT count(*) FROM models WHERE name = 'after-wait'").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_a_killed_ingest_leaves_the_database_as_it_was(small_db: Path):
     """SIGKILL inside the write transaction, after every row was inserted: nothing lands."""
     before = snapshot(small_db)

@@ -33,7 +33,7 @@ def reader(request, minilm_dir: Path):
     return read_directory(minilm_dir, "minilm")
 
 
-@pytest.fixture(scope="module", params=["qr", "gram"])
+@pytest.fixture(scope="module", params=["qr", pytest.param("gram", marks=pytest.mark.slow)])
 def composed(request, reader) -> tuple[object, ComposedGraph]:
     """Both exact head-pair routes (QR products and block Grams), whichever ``auto`` picks."""
     return reader.bridge, compose(reader, head_method=request.param)

@@ -115,7 +115,7 @@ def test_ratio_weight_divides_by_baseline():
 
 
 def test_upstream_circuit_is_the_depth_bounded_ancestry():
-    from headgraph.graph.circuit import upstream
+    from headgraph.graph.upstream import upstream
 
     view = random_view(11, 4, 3, 0.4)
     sub = upstream(view, "L3H1", depth=2, kinds=("K", "V"))

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from headgraph.ingest.pipeline import ingest
+from headgraph.maintenance import check_database, copy_models
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import feeders, readers
 from headgraph.queries.session import open_reader
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert, copy_arrow
-from headgraph.schema.check import check_database
 from headgraph.schema.database import create_db_engine, ensure_schema, resolve_target
 from headgraph.schema.partitions import (
     delete_model,
@@ -33,7 +33,7 @@ from headgraph.schema.partitions import (
     partition_name,
     sweep_partitions,
 )
-from headgraph.schema.transfer import copy_models, read_arrow
+from headgraph.schema.transfer import read_arrow
 
 WAIT = "SET lock_timeout = '300ms'"  # a reader that would wait for a lock fails instead
 

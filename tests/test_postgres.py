@@ -13,8 +13,8 @@ import time
 import pytest
 from support import Server
 
-from headgraph.api.app import create_app
 from headgraph.ingest.pipeline import ingest
+from headgraph.server import create_app
 
 FEEDERS = '{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) { source { name } } } }'
 NEW = '{ model(name: "late") { nEdges edges(first: 1) { totalCount } } }'

@@ -12,8 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from headgraph.ingest.fleet import fleet_items, ingest_fleet
-from headgraph.ingest.pipeline import ingest
+from headgraph.ingest.manifest import fleet_items
+from headgraph.ingest.pipeline import ingest, ingest_fleet
 from headgraph.ingest.ray_executor import RayExecutor
 from headgraph.toy import checkpoint_steps
 

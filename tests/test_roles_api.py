@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from support import Server, count_statements, sql
 
-from headgraph.api.app import create_app
-from headgraph.api.execute import Executor
+from headgraph.api.execute import Service
 from headgraph.api.types import f32
 from headgraph.queries import evidence as ev
 from headgraph.queries import scores
 from headgraph.queries.models import get_model
 from headgraph.queries.records import ScoreRow
 from headgraph.queries.session import open_reader
+from headgraph.server import create_app
 
 INDUCTION = ["L1H0", "L1H1", "L1H2", "L1H3"]
 
@@ -145,12 +145,12 @@ EVIDENCE = """{{ model(name: "toy") {{ heads{args} {{ name roles scores {{ value
 
 
 def test_roles_scores_and_edge_evidence_batch_per_level(probed_db: Path):
-    executor = Executor(probed_db)
+    service = Service(probed_db)
     try:
-        one, n_one = count_statements(executor, EVIDENCE.format(args="(first: 1)"))
-        every, n_every = count_statements(executor, EVIDENCE.format(args=""))
+        one, n_one = count_statements(service, EVIDENCE.format(args="(first: 1)"))
+        every, n_every = count_statements(service, EVIDENCE.format(args=""))
     finally:
-        executor.close()
+        service.close()
     heads = every["data"]["model"]["heads"]
     assert len(one["data"]["model"]["heads"]) == 1 and len(heads) == 8
     assert any(f["evidence"] for h in heads for f in h["feeders"])

@@ -23,12 +23,12 @@ from sqlalchemy import text
 from support import Server, write_briefly
 from typer.testing import CliRunner
 
-import headgraph.api.server as server_module
-from headgraph.api.app import create_app
-from headgraph.api.execute import Executor
+import headgraph.server as server_module
+from headgraph.api.execute import Service
 from headgraph.api.settings import SETTINGS, Settings, parse_pairs
 from headgraph.cli import app as cli
 from headgraph.errors import BadInputError, DatabaseError
+from headgraph.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-32-characters-xx"
@@ -103,15 +103,15 @@ def test_there_is_no_mutation_or_subscription(plain: Server):
 def test_the_reader_cannot_write(toy_db: Path, tmp_path: Path):
     db = tmp_path / "ro.duckdb"
     shutil.copy(toy_db, db)
-    executor = Executor(db)
+    service = Service(db)
     try:
-        with executor.reader().session() as session:
+        with service.reader().session() as session:
             for stmt in ("CREATE TABLE hack (i INTEGER)", "DELETE FROM edges",
                          "DROP TABLE edges", "INSERT INTO meta VALUES ('k', 'v')"):
                 with pytest.raises(DatabaseError):
                     session.rows(text(stmt))
     finally:
-        executor.close()
+        service.close()
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM edges").fetchone()[0] > 0
 
@@ -246,13 +246,14 @@ def test_weak_tokens_are_refused_before_serving(toy_db: Path):
 
 # --- time budget ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_graph_operation_over_max_query_seconds_is_stopped(
         toy_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import headgraph.api.graph_types as graph_types
+    import headgraph.api.types as api_types
 
     db = tmp_path / "slow.duckdb"
     shutil.copy(toy_db, db)
-    real = graph_types.find_paths
+    real = api_types.find_paths
     finished = []
 
     def slow_paths(*args, **kwargs):  # a path search that takes 3 s, in its worker thread
@@ -261,7 +262,7 @@ def test_a_graph_operation_over_max_query_seconds_is_stopped(
         finished.append(time.monotonic())
         return out
 
-    monkeypatch.setattr(graph_types, "find_paths", slow_paths)
+    monkeypatch.setattr(api_types, "find_paths", slow_paths)
     s = Server(create_app(db, Settings(max_query_seconds=0.5)))
     try:
         t = time.monotonic()

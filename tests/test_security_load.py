@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,7 @@ def load_test_module():
     return module
 
 
+@pytest.mark.slow
 def test_four_clients_for_a_few_seconds_get_only_clean_answers(toy_db: Path):
     lt = load_test_module()
     with lt.ServerProcess(toy_db) as server:
@@ -60,6 +63,7 @@ print(f"wrote after {time.monotonic() - t:.2f} s", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_waiting_writers_marker_makes_the_server_step_aside(toy_db: Path, tmp_path: Path):
     """Back-to-back clients keep a DuckDB file held without a break; a writer that leaves
     ``<db>.write-pending`` (its pid) gets its gap: new requests are refused with 503 +
@@ -73,7 +77,7 @@ def test_a_waiting_writers_marker_makes_the_server_step_aside(toy_db: Path, tmp_
     import httpx
     from support import Server
 
-    from headgraph.api.app import create_app
+    from headgraph.server import create_app
 
     db = tmp_path / "served.duckdb"
     shutil.copy(toy_db, db)

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from support import Server  # tests/support.py: uvicorn in a thread on a free loopback port
 
-from headgraph.api.app import create_app
 from headgraph.api.viewer import CSP
+from headgraph.server import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "headgraph" / "api" / "static"

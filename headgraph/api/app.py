@@ -10,9 +10,11 @@ Routes
                     200 while the process is up.
 ``/``               the viewer page; ``/viewer/...`` its files (:mod:`headgraph.api.viewer`).
 ``/export/...``     a model's graph for viewers (JSON, Cytoscape, GraphML, DOT), streamed;
-``/plot/...``       PNG plots (:mod:`headgraph.api.routes`).
-``/graphs/{slug}.json`` an attribution graph or a view of it, Neuronpedia JSON
-                    (:mod:`headgraph.api.graph_routes`).
+``/plot/...``       PNG plots (:mod:`headgraph.api.export_routes`).
+
+Features add routes of their own (``routes``: each answers the paths its ``handles``
+accepts, e.g. ``/graphs/{slug}.json`` of :mod:`headgraph.attribution.routes`);
+:mod:`headgraph.server` assembles the app that is served.
 
 Responses are JSON: ``{"data": ..., "errors": [...]}``, HTTP 200 for every request that
 was executed (errors included, each with ``extensions.code``); 400 for a body that is not
@@ -42,19 +44,19 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from strawberry.http.ides import get_graphql_ide_html
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
-from headgraph.api.execute import Executor, refusal
-from headgraph.api.graph_routes import AttributionRoutes
+from headgraph.api.execute import Service, refusal
+from headgraph.api.export_routes import ExportRoutes
 from headgraph.api.http import Message, Receive, Scope, Send
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import send_bytes as _send
 from headgraph.api.http import send_json as _json
-from headgraph.api.routes import GraphRoutes
 from headgraph.api.settings import Settings
 from headgraph.api.viewer import Viewer
 from headgraph.errors import (
@@ -77,17 +79,28 @@ class _ClientGone(Exception):
     pass
 
 
+class Route(Protocol):
+    """A group of HTTP routes: answers the paths ``handles`` accepts."""
+
+    def handles(self, path: str) -> bool: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+RouteFactory = Callable[[Service], Route]
+
+
 class HeadgraphApp:
     """ASGI callable serving one database read-only."""
 
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
-        self.settings = executor.settings
-        self._sdl = (executor.schema.as_str() + "\n").encode()
+    def __init__(self, service: Service, routes: Sequence[RouteFactory] = ()) -> None:
+        self.service = service
+        self.settings = service.settings
+        self._sdl = (service.schema.as_str() + "\n").encode()
         self._graphiql = get_graphql_ide_html("graphiql").encode()
         self._viewer = Viewer()
-        self._graph_routes = GraphRoutes(executor)
-        self._attribution_routes = AttributionRoutes(executor)
+        self._routes: tuple[Route, ...] = (ExportRoutes(service),
+                                           *(make(service) for make in routes))
         token = self.settings.auth_token
         self._token_digest = None if token is None else _digest(token.encode())
         self._origins = frozenset(self.settings.cors_origins)
@@ -121,7 +134,7 @@ class HeadgraphApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(self.executor.close)
+                await asyncio.to_thread(self.service.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -142,17 +155,15 @@ class HeadgraphApp:
                                                            f"{path}; use GET."), 405,
                                              {"Allow": "GET"}))
             elif path == "/healthz":
-                async with self.executor.session_gate():
+                async with self.service.session_gate():
                     health = await asyncio.to_thread(self._health)
                 await _json(send, 200, health)
             elif path == "/schema.graphql":
                 await _send(send, 200, self._sdl, "text/plain; charset=utf-8")
             elif self._viewer.handles(path):
                 await self._viewer(scope, send)
-            elif self._graph_routes.handles(path):
-                await self._graph_routes(scope, receive, send)
-            elif self._attribution_routes.handles(path):
-                await self._attribution_routes(scope, receive, send)
+            elif route := next((r for r in self._routes if r.handles(path)), None):
+                await route(scope, receive, send)
             else:
                 await _respond(send, refusal(BadInputError(
                     f"no such path {path!r}; the API is at /graphql."), 404))
@@ -179,7 +190,7 @@ class HeadgraphApp:
             if self.settings.log_queries:
                 scope[_QUERY_KEY] = {"operationName": params.get("operationName"),
                                      "query": params.get("query"), "variables": variables}
-            outcome = await self.executor.execute(params.get("query"), variables,
+            outcome = await self.service.execute(params.get("query"), variables,
                                                   params.get("operationName"), query_only=True)
         elif method == "POST":
             if not _is_json(scope):
@@ -198,7 +209,7 @@ class HeadgraphApp:
             if self.settings.log_queries:
                 scope[_QUERY_KEY] = {k: request.get(k)
                                      for k in ("operationName", "query", "variables")}
-            outcome = await self.executor.execute(request.get("query"), request.get("variables"),
+            outcome = await self.service.execute(request.get("query"), request.get("variables"),
                                                   request.get("operationName"))
         else:
             outcome = refusal(BadInputError(f"{method} is not allowed on /graphql; use POST "
@@ -258,7 +269,7 @@ class HeadgraphApp:
 
     def _health(self) -> dict[str, Any]:
         try:
-            with self.executor.open_session() as db:
+            with self.service.open_session() as db:
                 n = len(list_models(db))
         except DatabaseLockedError:
             return {"status": "ok", "database": "locked", "retryable": True}
@@ -267,20 +278,24 @@ class HeadgraphApp:
         return {"status": "ok", "database": "ok", "models": n}
 
 
-def create_app(db: str | os.PathLike[str] | None, settings: Settings | None = None) -> HeadgraphApp:
-    """The ASGI app serving ``db`` read-only with ``settings`` (defaults if ``None``).
+def create_app(db: str | os.PathLike[str] | None, settings: Settings | None = None, *,
+               queries: Sequence[type] = (), routes: Sequence[RouteFactory] = ()
+               ) -> HeadgraphApp:
+    """The ASGI app serving ``db`` read-only with ``settings`` (defaults if ``None``), with
+    the root fields of ``queries`` and the HTTP ``routes`` of the features that
+    :mod:`headgraph.server` passes.
 
     Checks the database at once (missing file, empty, other schema version: a
     :class:`~headgraph.errors.DatabaseError`); a database locked by an ingest is not an
     error here: requests get ``DATABASE_LOCKED`` until the ingest finishes.
     """
-    executor = Executor(db, settings)
+    service = Service(db, settings, queries)
     try:
-        executor.reader()
+        service.reader()
     except DatabaseLockedError:
         log.warning("%s is locked by a writer; requests get DATABASE_LOCKED until it is free.",
-                    executor.target)
-    return HeadgraphApp(executor)
+                    service.target)
+    return HeadgraphApp(service, routes)
 
 
 class _Unauthenticated(HeadgraphError):

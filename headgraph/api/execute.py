@@ -7,7 +7,7 @@ Each request holds one read-only connection from its start to its end; it is han
 Serving while an ingest runs (DuckDB)
 -------------------------------------
 DuckDB lets no process read a file that another holds for writing, and no process write
-one that another reads (STACK-NOTES.md). Opening the file costs 10-30 ms, so between
+one that another reads (docs/engines.md). Opening the file costs 10-30 ms, so between
 requests the server keeps it open (an idle anchor connection: each request then connects
 in about 0.5 ms) for as long as no writer waits. A writer that finds the file held leaves a
 ``<database>.write-pending`` marker (below); the server sees it within
@@ -38,7 +38,7 @@ process is alive counts, so a killed ingest never blocks a server.
 On PostgreSQL none of this applies: readers and the writer never wait for each other.
 
 At most :data:`MAX_OPEN_SESSIONS` requests hold a connection at once; the others wait
-their turn on the event loop (:meth:`Executor.session_gate`). Without this gate, on
+their turn on the event loop (:meth:`Service.session_gate`). Without this gate, on
 PostgreSQL, more concurrent requests than the pool has connections (SQLAlchemy's 5 + 10
 overflow) opened their sessions from all the event loop's worker threads: each blocked
 waiting for a connection that only a worker thread could give back, every request stalled
@@ -52,7 +52,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +61,8 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from headgraph.api.context import AsyncDB, Context
+from headgraph.api.asyncdb import AsyncDB
+from headgraph.api.context import Context
 from headgraph.api.errors import request_error
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
@@ -98,18 +99,19 @@ def refusal(exc: HeadgraphError, status: int, headers: dict[str, str] | None = N
     return Outcome(status, {"errors": [request_error(exc)]}, headers or {})
 
 
-class Executor:
+class Service:
     """The schema, its settings and the database, ready to answer requests.
 
     The database is opened (and its schema version checked) on first use; a database
     locked by a writer at that moment is retried on the next request.
     """
 
-    def __init__(self, db: str | os.PathLike[str] | None, settings: Settings | None = None) -> None:
+    def __init__(self, db: str | os.PathLike[str] | None, settings: Settings | None = None,
+                 queries: Sequence[type] = ()) -> None:
         self.db = db
         self.target = resolve_target(db)
         self.settings = settings or Settings()
-        self.schema = build_schema(self.settings)
+        self.schema = build_schema(self.settings, queries)
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
         self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None

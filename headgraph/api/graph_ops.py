@@ -4,7 +4,7 @@
 Path searches, circuits and comparisons are CPU-bound (numpy, pandas, scipy), so resolvers
 run them in a worker thread with ``await info.context.db.run(fn, ...)``: the event loop keeps
 answering other requests, and the request's one connection serves one thread at a time.
-The HTTP routes (:mod:`headgraph.api.routes`) call the same functions from their own worker
+The HTTP routes (:mod:`headgraph.api.export_routes`) call the same functions from their own worker
 thread.
 
 The modules of :mod:`headgraph.graph` are imported inside the functions: comparison pulls in
@@ -75,7 +75,7 @@ def find_paths(db: GraphDB, model: ModelRow, ask: PathAsk) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class Circuit:
+class UpstreamCircuit:
     """A node's upstream circuit with its edges as stored rows (strongest first)."""
 
     model_id: int
@@ -87,12 +87,12 @@ class Circuit:
 
 def circuit_of(db: GraphDB, model: ModelRow, node: str, *, depth: int = 2,
                kinds: tuple[str, ...] | None = None, min_score: float | None = None,
-               top_per_target: int | None = None, max_edges: int = 5000) -> Circuit:
-    """``node``'s upstream circuit (:func:`~headgraph.graph.circuit.upstream`): every edge
+               top_per_target: int | None = None, max_edges: int = 5000) -> UpstreamCircuit:
+    """``node``'s upstream circuit (:func:`~headgraph.graph.upstream.upstream`): every edge
     that reaches it within ``depth`` hops through ``kinds`` (score >= ``min_score``; only
     each target's ``top_per_target`` strongest feeders if given), at most ``max_edges`` of
     them (the strongest; ``truncated`` says when the cap cut)."""
-    from headgraph.graph.circuit import upstream
+    from headgraph.graph.upstream import upstream
     from headgraph.graph.view import VIEWS, ViewFilter
 
     if depth < 1:
@@ -115,7 +115,7 @@ def circuit_of(db: GraphDB, model: ModelRow, node: str, *, depth: int = 2,
                 rows[key] = EdgeRow.from_row(r)
     ordered = tuple(rows[k] for k in ((e.source, e.target, e.kind) for e in sub.edges)
                     if k in rows)
-    return Circuit(model_id=model.model_id, root=node,
+    return UpstreamCircuit(model_id=model.model_id, root=node,
                    nodes=tuple(sorted(sub.nodes, key=lambda n: _stream_position(view, n))),
                    edges=ordered, truncated=sub.truncated)
 

@@ -7,7 +7,7 @@ by request garbage every few seconds under load, stopped the event loop for 40-6
 stalling every request in flight at once: the whole p99 of a paced load
 (``benchmarks/bench_api.py``). :func:`settle_heap` moves what exists once the server is
 built into the permanent generation (:func:`gc.freeze`), which collections skip; full
-collections then take 1-2 ms. :func:`headgraph.api.server.serve` calls it, not the app:
+collections then take 1-2 ms. :func:`headgraph.server.serve` calls it, not the app:
 an app made inside another program (tests, a notebook) leaves that program's heap alone.
 """
 

@@ -4,7 +4,7 @@
 * list sizes: ``top`` and ``first`` at most ``max_first``;
 * total work: at most ``max_rows`` rows read per request (enforced in
   :meth:`headgraph.queries.session.GraphDB.session`, while fetching), and at most
-  ``max_query_seconds`` of wall time (:class:`headgraph.api.context.AsyncDB`);
+  ``max_query_seconds`` of wall time (:class:`headgraph.api.asyncdb.AsyncDB`);
 * strings: no NUL character in a string literal (:class:`SafeStrings`; variables are
   checked in :mod:`headgraph.api.execute`), so every backend answers the same BAD_INPUT.
 

@@ -25,12 +25,12 @@ from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
 from headgraph.queries.scores import node_scores_of
 
 if TYPE_CHECKING:
-    from headgraph.api.context import AsyncDB
+    from headgraph.api.asyncdb import AsyncDB
 
 K = TypeVar("K")
 LOOKUP_ROWS = 1000
 """Feeders/readers loads of at most this many rows (top x nodes) are lookups, run on the
-event loop (:meth:`~headgraph.api.context.AsyncDB.lookup`) where the backend answers them
+event loop (:meth:`~headgraph.api.asyncdb.AsyncDB.lookup`) where the backend answers them
 faster than a thread switch (``GraphDB.edge_lookups_inline``); others in a worker thread."""
 
 

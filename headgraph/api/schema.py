@@ -5,23 +5,24 @@ Read-only: there are no mutations or subscriptions. An unknown model or node is 
 ``model`` and ``node`` are nullable only so that the rest of a query can still answer
 (``data.model`` is ``null`` and ``errors[0].extensions.code`` says why).
 
-``schema`` (default settings) is what ``strawberry export-schema headgraph.api.schema``
-prints and what ``headgraph/api/schema.graphql`` snapshots; the settings change only
-limits, never the SDL.
+Features add root fields of their own (:func:`build_schema`'s ``queries``);
+:mod:`headgraph.server` builds the schema that is served, and snapshots its SDL in
+``headgraph/api/schema.graphql``. The settings change only limits, never the SDL.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import strawberry
 from graphql import GraphQLError
 from strawberry import Info
 from strawberry.types import ExecutionContext
 
-from headgraph.api import attribution_types, graph_types
-from headgraph.api.attribution_types import AttributionGraph
+from headgraph.api import compare_types
+from headgraph.api.compare_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.context import Context
 from headgraph.api.errors import CodedErrors, log_errors
-from headgraph.api.graph_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.limits import limit_extensions
 from headgraph.api.settings import Settings
 from headgraph.api.types import EdgeKind, Model, Node
@@ -61,7 +62,7 @@ class Query:
     async def compare(self, info: Info[Context, None], a: str, b: str,
                       min_similarity: float | None = None,
                       match_by: HeadMatching | None = HeadMatching.AUTO) -> Comparison:
-        return await graph_types.compare(info, a, b, min_similarity, match_by)
+        return await compare_types.compare(info, a, b, min_similarity, match_by)
 
     @strawberry.field(description="A metric across the checkpoints of training-run `family`, "
                       "by step: a node series (`node`, `metric` a node column such as "
@@ -73,21 +74,7 @@ class Query:
                      source: str | None = None, target: str | None = None,
                      kind: EdgeKind | None = None,
                      metric: str | None = None) -> list[SeriesPoint]:
-        return await graph_types.series(info, family, node, source, target, kind, metric)
-
-    @strawberry.field(description="Imported attribution graphs (circuit-tracer / Neuronpedia), "
-                      "by model and slug: of one `model` if given, whose prompt contains "
-                      "`prompt` (case-insensitive) if given; at most `first`.")
-    async def attribution_graphs(self, info: Info[Context, None], model: str | None = None,
-                                 prompt: str | None = None, first: int | None = None
-                                 ) -> list[AttributionGraph]:
-        return await attribution_types.attribution_graphs(info, model, prompt, first)
-
-    @strawberry.field(description="One attribution graph by slug; an error GRAPH_NOT_FOUND if "
-                      "there is none.")
-    async def attribution_graph(self, info: Info[Context, None], slug: str
-                                ) -> AttributionGraph | None:
-        return await attribution_types.attribution_graph(info, slug)
+        return await compare_types.series(info, family, node, source, target, kind, metric)
 
 
 class HeadgraphSchema(strawberry.Schema):
@@ -98,22 +85,18 @@ class HeadgraphSchema(strawberry.Schema):
         log_errors(errors)
 
 
-def build_schema(settings: Settings | None = None) -> HeadgraphSchema:
-    """The schema with the limits of ``settings`` (defaults if ``None``)."""
+def build_schema(settings: Settings | None = None, queries: Sequence[type] = ()
+                 ) -> HeadgraphSchema:
+    """The schema with the limits of ``settings`` (defaults if ``None``): the ``Query``
+    root of the composition graph, with the root fields of ``queries`` (strawberry types,
+    one per feature, e.g. :class:`headgraph.attribution.types.AttributionQuery`) merged in,
+    in that order."""
     settings = settings or Settings()
+    root = Query
+    if queries:  # class Query(Query, *queries): the core's fields first, then each feature's
+        root = strawberry.type(type("Query", (Query, *queries), {}),
+                               description=Query.__strawberry_definition__.description)
     return HeadgraphSchema(
-        query=Query,
+        query=root,
         extensions=[*limit_extensions(settings), CodedErrors],
     )
-
-
-schema = build_schema()
-
-
-def sdl() -> str:
-    """The schema as SDL text (what ``/schema.graphql`` serves)."""
-    return schema.as_str() + "\n"
-
-
-if __name__ == "__main__":  # python -m headgraph.api.schema > headgraph/api/schema.graphql
-    print(sdl(), end="")

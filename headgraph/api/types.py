@@ -1,86 +1,42 @@
-"""GraphQL types: thin views over the frozen records of :mod:`headgraph.queries.records`.
+"""GraphQL object types of the composition graph: thin views over frozen records.
 
-Each type keeps its record in a ``strawberry.Private`` field and is built with
-``from_row``; plain fields are copied from the record, and fields that need the database
-(``Node.feeders``, ``Edge.source``, ``Model.edges``...) go through the request's
-DataLoaders or one bounded query. Field names are camelCase in GraphQL.
-
-Stored metrics are 4-byte floats (``REAL``); they are shown as the shortest decimal that
-reads back as the same float (``0.13215104``, not ``0.1321510374546051``).
-
-The graph side's fields (``Model.paths``, ``Model.virtualHeads``, ``Node.circuit``) are
-declared here and answered in :mod:`headgraph.api.graph_types`, whose types are referenced
-lazily (that module imports this one).
+``Model``, ``Node`` and ``Edge`` and the types their fields return (pages of edges, paths,
+virtual heads, upstream circuits, evidence gaps) refer to each other, as a GraphQL schema
+does, so they live in this one module. Each type keeps its record in a
+``strawberry.Private`` field and is built with ``from_row``; plain fields are copied from
+the record, and fields that need the database (``Node.feeders``, ``Edge.source``,
+``Model.edges``...) go through the request's DataLoaders or one bounded query. The graph
+side's work (path search, circuits) runs in a worker thread (:mod:`headgraph.api.graph_ops`).
+Leaf values are in :mod:`headgraph.api.values`, comparisons and series (reached only from
+``Query``) in :mod:`headgraph.api.compare_types`. Field names are camelCase in GraphQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
-import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated
+from enum import Enum
 
 import strawberry
 from strawberry import Info, Private
 
 from headgraph.api.context import Context
 from headgraph.api.enums import EdgeKind, HeadOrder, NodeKind, PathRank, PathWeight
+from headgraph.api.graph_ops import PathAsk, UpstreamCircuit, circuit_of, find_paths
 from headgraph.api.limits import check_first
 from headgraph.api.loaders import EdgeAsk, EvidenceAsk, NodeKey, ScoreAsk
-from headgraph.errors import BadInputError, NodeNotFoundError
+from headgraph.api.values import Copying, PageInfo, Score, f32, kind_values
+from headgraph.errors import NodeNotFoundError
+from headgraph.graph.paths import Path as PathRecord
+from headgraph.queries.circuits import CircuitRow
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
-from headgraph.queries.evidence import EdgeEvidence, heads_in_role
+from headgraph.queries.evidence import heads_in_role
+from headgraph.queries.gaps import ABSENT, evidence_gaps
+from headgraph.queries.gaps import EvidenceGap as GapRecord
 from headgraph.queries.nodes import list_nodes, top_heads
-from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
-
-if TYPE_CHECKING:
-    from headgraph.api.attribution_types import EvidenceGap
-    from headgraph.api.graph_types import Path, Subgraph, VirtualHead
-
-_GRAPH_TYPES = "headgraph.api.graph_types"
-PathT = Annotated["Path", strawberry.lazy(_GRAPH_TYPES)]
-VirtualHeadT = Annotated["VirtualHead", strawberry.lazy(_GRAPH_TYPES)]
-SubgraphT = Annotated["Subgraph", strawberry.lazy(_GRAPH_TYPES)]
-EvidenceGapT = Annotated["EvidenceGap", strawberry.lazy("headgraph.api.attribution_types")]
-
-
-def f32(x: float | None) -> float | None:
-    """The shortest decimal that reads back as the same 4-byte float as ``x``."""
-    if x is None or not math.isfinite(x):
-        return x
-    try:
-        for digits in range(6, 10):
-            y = float(f"{x:.{digits}g}")
-            if struct.unpack("f", struct.pack("f", y))[0] == x:
-                return y
-    except OverflowError:
-        pass
-    return x
-
-
-@strawberry.type(description="Copying scores from the eigenvalues of the full OV circuit "
-                 "W_E W_OV W_U.")
-class Copying:
-    positive_fraction: float | None = strawberry.field(
-        description="Share of eigenvalues with positive real part.")
-    ratio: float | None = strawberry.field(
-        description="sum(eigenvalues) / sum(|eigenvalues|), in [-1, 1]: near +1 copies, "
-                    "negative suppresses.")
-
-
-@strawberry.type(description="Evidence about a node or an edge from running the model: "
-                 "`metric` = `value` on `probe`.")
-class Score:
-    row: Private[ScoreRow | EdgeEvidence]
-    metric: str
-    probe: str = strawberry.field(description="The probe input set that produced it.")
-    value: float
-
-    @classmethod
-    def from_row(cls, row: ScoreRow | EdgeEvidence) -> Score:
-        return cls(row=row, metric=row.metric, probe=row.probe, value=f32(row.value))
+from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
+from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
 
 
 @strawberry.type(description="One weighted edge: how strongly the source's write enters the "
@@ -150,17 +106,6 @@ async def load_node_or_none(info: Info[Context, None], model_id: int,
         return None
     row = await info.context.loaders.node.load(NodeKey(model_id, name))
     return None if row is None else Node.from_row(row)
-
-
-def kind_values(kinds: list[EdgeKind] | None) -> tuple[str, ...] | None:
-    """GraphQL ``[EdgeKind!]`` as stored kind strings (``None`` stays ``None``; an empty
-    list, which would allow nothing, is refused)."""
-    if kinds is None:
-        return None
-    if not kinds:
-        raise BadInputError("kinds is empty; name at least one edge kind, or leave it out "
-                            "for all kinds.")
-    return tuple(dict.fromkeys(k.value for k in kinds))
 
 
 async def _edges(info: Info[Context, None], node: NodeRow, readers: bool, kind: EdgeKind,
@@ -250,19 +195,9 @@ class Node:
                       "says when that cap cut.")
     async def circuit(self, info: Info[Context, None], depth: int | None = 2,
                       kinds: list[EdgeKind] | None = None,
-                      min_score: float | None = None) -> SubgraphT:
-        from headgraph.api.graph_types import node_circuit
-
+                      min_score: float | None = None) -> Subgraph:
         return await node_circuit(info, self.row, 2 if depth is None else depth,
                                   kind_values(kinds), min_score)
-
-
-@strawberry.type(description="Relay page information.")
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
 
 
 @strawberry.type(description="An edge of the graph with its cursor (Relay's 'edge').")
@@ -391,10 +326,7 @@ class Model:
                     max_length: int | None = 3, top: int | None = 10,
                     min_score: float | None = None, pattern: list[EdgeKind] | None = None,
                     weight: PathWeight | None = PathWeight.SCORE,
-                    rank_by: PathRank | None = PathRank.PRODUCT) -> list[PathT]:
-        from headgraph.api.graph_ops import PathAsk
-        from headgraph.api.graph_types import model_paths
-
+                    rank_by: PathRank | None = PathRank.PRODUCT) -> list[Path]:
         top = check_first(info.context.settings, "top", 10 if top is None else top)
         ask = PathAsk(target=target, source=source, kinds=kind_values(kinds),
                       pattern=None if pattern is None else tuple(k.value for k in pattern),
@@ -408,9 +340,7 @@ class Model:
                       "head, scored exactly at ingest, strongest first; of one chain "
                       "`length` (2 or 3) if given.")
     async def virtual_heads(self, info: Info[Context, None], length: int | None = None,
-                            top: int | None = 10) -> list[VirtualHeadT]:
-        from headgraph.api.graph_types import model_virtual_heads
-
+                            top: int | None = 10) -> list[VirtualHead]:
         top = check_first(info.context.settings, "top", 10 if top is None else top)
         return await model_virtual_heads(info, self.row, length, top)
 
@@ -422,9 +352,151 @@ class Model:
     async def evidence_gaps(self, info: Info[Context, None], kind: EdgeKind | None = None,
                             top: int | None = 10, tool: str | None = None,
                             task: str | None = None, min_z: float | None = 3.0,
-                            max_z: float | None = 1.0) -> list[EvidenceGapT]:
-        from headgraph.api.attribution_types import model_evidence_gaps
-
+                            max_z: float | None = 1.0) -> list[EvidenceGap]:
         return await model_evidence_gaps(info, self.row, kind, 10 if top is None else top,
                                          tool, task, 3.0 if min_z is None else min_z,
                                          1.0 if max_z is None else max_z)
+
+
+@strawberry.type(description="A chain of edges into a target: nodes[i] -kinds[i]-> "
+                 "nodes[i+1], first node first.")
+class Path:
+    record: Private[PathRecord]
+    model_id: Private[int]
+    kinds: list[EdgeKind]
+    score: float = strawberry.field(
+        description="The ranking value: the product of the edge weights (rankBy: PRODUCT) "
+                    "or its geometric mean per hop (PER_HOP).")
+    product: float = strawberry.field(
+        description="The product of the edge weights (scores, or score/baseline for RATIO).")
+    edge_scores: list[float] = strawberry.field(
+        description="Each edge's stored score, source end first.")
+    length: int = strawberry.field(description="Number of edges.")
+
+    @classmethod
+    def from_row(cls, record: PathRecord, model_id: int) -> Path:
+        return cls(record=record, model_id=model_id,
+                   kinds=[EdgeKind(k) for k in record.kinds], score=record.value,
+                   product=record.product, edge_scores=[f32(s) for s in record.scores],
+                   length=record.length)
+
+    @strawberry.field(description="The path's nodes, source first, target last.")
+    async def nodes(self, info: Info[Context, None]) -> list[Node]:
+        return await load_nodes(info, self.model_id, self.record.nodes)
+
+
+async def model_paths(info: Info[Context, None], model: ModelRow, ask: PathAsk) -> list[Path]:
+    """``Model.paths``: the search runs in a worker thread."""
+    found = await info.context.db.run(find_paths, model, ask)
+    return [Path.from_row(p, model.model_id) for p in found]
+
+
+@strawberry.type(description="A virtual attention head: a chain of heads whose OV circuits, "
+                 "multiplied, act as one head (the first head's values moved on by the "
+                 "next). Scored exactly from the weights at ingest.")
+class VirtualHead:
+    row: Private[VirtualHeadRow]
+    length: int = strawberry.field(description="Number of heads in the chain.")
+    score: float = strawberry.field(
+        description="||W_OV^1 W_OV^2 ...||_F / (||W_OV^1||_F ||W_OV^2||_F ...).")
+    heuristic: float = strawberry.field(
+        description="Product of the chain's stored V-composition scores (what chose it).")
+    copying: Copying = strawberry.field(
+        description="Copying scores of the chain's full OV circuit W_E W_OV^1 W_OV^2 ... W_U.")
+
+    @classmethod
+    def from_row(cls, row: VirtualHeadRow) -> VirtualHead:
+        return cls(row=row, length=row.length, score=f32(row.score),
+                   heuristic=f32(row.heuristic),
+                   copying=Copying(positive_fraction=f32(row.copying_positive_fraction),
+                                   ratio=f32(row.copying_ratio)))
+
+    @strawberry.field(description="The heads of the chain, first head (whose values are "
+                      "moved first) first.")
+    async def heads(self, info: Info[Context, None]) -> list[Node]:
+        return await load_nodes(info, self.row.model_id, self.row.heads)
+
+
+async def model_virtual_heads(info: Info[Context, None], model: ModelRow, length: int | None,
+                              top: int) -> list[VirtualHead]:
+    """``Model.virtualHeads``: one bounded query."""
+    rows = await info.context.db.run(virtual_heads_of, model.model_id, length=length, top=top)
+    return [VirtualHead.from_row(r) for r in rows]
+
+
+@strawberry.type(description="A node's upstream circuit: the nodes and edges that reach it "
+                 "within a few hops, strongest edges first.")
+class Subgraph:
+    circuit: Private[UpstreamCircuit]
+    edges: list[Edge]
+    truncated: bool = strawberry.field(
+        description="True when max_circuit_edges cut the circuit (the strongest edges are "
+                    "kept).")
+
+    @classmethod
+    def from_row(cls, circuit: UpstreamCircuit) -> Subgraph:
+        return cls(circuit=circuit, edges=[Edge.from_row(e) for e in circuit.edges],
+                   truncated=circuit.truncated)
+
+    @strawberry.field(description="The nodes met, the circuit's own node included.")
+    async def nodes(self, info: Info[Context, None]) -> list[Node]:
+        return await load_nodes(info, self.circuit.model_id, self.circuit.nodes)
+
+
+async def node_circuit(info: Info[Context, None], node: NodeRow, depth: int,
+                       kinds: tuple[str, ...] | None, min_score: float | None) -> Subgraph:
+    """``Node.circuit``: the walk runs in a worker thread."""
+    model = await info.context.loaders.model.load(node.model_id)
+    circuit = await info.context.db.run(circuit_of, model, node.node, depth=depth, kinds=kinds,
+                                        min_score=min_score,
+                                        max_edges=info.context.settings.max_circuit_edges)
+    return Subgraph.from_row(circuit)
+
+
+@strawberry.enum(description="How a circuit and the weights disagree on an edge.")
+class GapKind(Enum):
+    ABSENT_FROM_CIRCUIT = "absent"
+    WEAK_IN_WEIGHTS = "weak"
+
+
+@strawberry.type(description="A head-level circuit imported from ACDC, auto-circuit or "
+                 "EAP-IG: its edges are evidence rows (metric `<tool>:in_graph` / "
+                 "`<tool>:score`, probe `task:<task>`).")
+class Circuit:
+    tool: str
+    task: str
+    probe: str
+    format: str
+    edge_count: int
+    in_graph_count: int
+
+    @classmethod
+    def of(cls, c: CircuitRow) -> Circuit:
+        return cls(tool=c.tool, task=c.task, probe=c.probe, format=c.format,
+                   edge_count=c.n_edges, in_graph_count=c.n_in_graph)
+
+
+@strawberry.type(description="An edge on which a circuit and the weights disagree.")
+class EvidenceGap:
+    gap: GapKind
+    circuit: Circuit
+    edge: Edge = strawberry.field(description="The weight edge, with its z-score.")
+    circuit_score: float | None = strawberry.field(description="The circuit's own score of "
+                                                   "the edge, if its file had one.")
+    in_circuit: bool
+
+    @classmethod
+    def of(cls, g: GapRecord) -> EvidenceGap:
+        return cls(gap=GapKind.ABSENT_FROM_CIRCUIT if g.gap == ABSENT else
+                   GapKind.WEAK_IN_WEIGHTS, circuit=Circuit.of(g.circuit),
+                   edge=Edge.from_row(g.edge), circuit_score=g.circuit_score,
+                   in_circuit=g.in_circuit)
+
+
+async def model_evidence_gaps(info: Info[Context, None], model: ModelRow, kind: EdgeKind | None,
+                              top: int, tool: str | None, task: str | None, min_z: float,
+                              max_z: float) -> list[EvidenceGap]:
+    check_first(info.context.settings, "top", top)
+    gaps = await info.context.db.run(evidence_gaps, model, None if kind is None else kind.value,
+                                     top, tool=tool, task=task, min_z=min_z, max_z=max_z)
+    return [EvidenceGap.of(g) for g in gaps]

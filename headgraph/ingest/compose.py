@@ -8,18 +8,17 @@ Two passes over the layers keep memory bounded by what the scores need, not by t
 2. *Scores, one task per target layer* (:mod:`.scoring`): the layer's read factors are
    rebuilt and one product ``A_earlier @ B_layer`` (chunked) scores every earlier head
    into it; dense writers go through the Gram trick; the layer's heads are scored into
-   the dense readers after them. Tasks run in-process or on a cluster (:mod:`.executors`).
+   the dense readers after them. Tasks run in-process or on a cluster (a :class:`~.scoring.LayerScorer`).
 
 Then one buffer resolves null baselines, ranks every target's feeders and sorts the rows.
 
-See :mod:`headgraph.ingest.kernel` for the algebra and DESIGN.md for the definitions.
+See :mod:`headgraph.ingest.kernel` for the algebra and docs/science.md for the definitions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,13 +26,10 @@ import torch
 from headgraph.ingest.factors import compute_factors
 from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.nodes import NodeTable
-from headgraph.ingest.null import NullStat, Shape, sample_null
+from headgraph.ingest.null import NullStat, OperandShape, sample_null
 from headgraph.ingest.reader import WeightReader
-from headgraph.ingest.scoring import ScoreBlock, score_dense
+from headgraph.ingest.scoring import LayerScorer, ScoreBlock, score_dense, score_layers_here
 from headgraph.ingest.spec import ModelSpec
-
-if TYPE_CHECKING:
-    from headgraph.ingest.executors import Executor
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
 """Q/K/V: the source's write read by a head's queries, keys or values; MLP: read by an
@@ -42,7 +38,7 @@ MLP's input; UNEMBED: read by the unembedding (a direct effect on the logits).""
 KIND_CODE = {k: i for i, k in enumerate(EDGE_KINDS)}
 
 Progress = Callable[[str, int, int], None]
-NullProvider = Callable[[Shape, Shape, str], NullStat]
+NullProvider = Callable[[OperandShape, OperandShape, str], NullStat]
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ class _EdgeBuffer:
     def __init__(self, null: NullProvider) -> None:
         self._null = null
         self._nulls: dict[str, tuple[int, NullStat]] = {}
-        self._by_shape: dict[tuple[Shape, Shape, str], tuple[int, NullStat]] = {}
+        self._by_shape: dict[tuple[OperandShape, OperandShape, str], tuple[int, NullStat]] = {}
         self._parts: list[tuple[np.ndarray, ...]] = []
 
     def add(self, block: ScoreBlock) -> None:
@@ -146,7 +142,7 @@ def compose(
     device: str | torch.device = "cpu",
     null: NullProvider = sample_null,
     progress: Progress | None = None,
-    executor: Executor | None = None,
+    executor: LayerScorer | None = None,
     head_method: str = "auto",
 ) -> ComposedGraph:
     """Compute every node metric and composition edge of the model behind ``reader``.
@@ -161,15 +157,15 @@ def compose(
     head_method : ``"qr"``, ``"gram"`` or ``"auto"`` (fewer FLOPs within the memory
         budget): how head pairs are scored; both are exact (:mod:`.cost`).
     """
-    from headgraph.ingest.executors import LocalExecutor
-
     tick = progress or (lambda stage, done, total: None)
     factors = compute_factors(reader, device=device, progress=tick, head_method=head_method)
     spec = factors.spec
     buf = _EdgeBuffer(null)
-    run = executor or LocalExecutor()
+    layers = list(range(spec.n_layers))
     done = 0
-    for blocks in run.score_layers(factors, reader, list(range(spec.n_layers))):
+    blocks_of = (score_layers_here(factors, reader, layers) if executor is None
+                 else executor.score_layers(factors, reader, layers))
+    for blocks in blocks_of:
         for block in blocks:
             buf.add(block)
         del blocks

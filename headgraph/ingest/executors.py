@@ -1,39 +1,31 @@
 """Where the ingest's tasks run.
 
-Two kinds of task, one protocol each:
+An :class:`Executor` runs two kinds of task:
 
-* :class:`Executor` (``score_layers``): the per-target-layer scoring tasks of one model
+* ``run_models``: one task per model of a fleet (:func:`headgraph.ingest.task.compute_model`:
+  load, compose, virtual heads, optional evidence), whose results come back to the driver;
+* ``score_layers``: the per-target-layer scoring tasks of one model
   (:func:`headgraph.ingest.scoring.score_layer`), fed the shared factors and each layer's
-  attention weights, which the driver reads from the reader.
-* :class:`FleetExecutor` (``run_models``): one task per model of a fleet (load, compose,
-  virtual heads, optional evidence; :func:`headgraph.ingest.fleet.compute_model`), whose
-  results come back to the driver.
+  attention weights, which the driver reads from the reader (a
+  :class:`~headgraph.ingest.scoring.LayerScorer`).
 
 :class:`LocalExecutor` runs both in this process, in order (the default; no Ray import).
 :class:`~headgraph.ingest.ray_executor.RayExecutor` (``pip install headgraph[ray]``) runs
 the same task functions on a Ray cluster. Either way one committer, the driver, writes each
-model in one transaction, so the database semantics do not depend on the executor.
-``make_executor`` picks one by name from :data:`EXECUTORS`.
+model in one transaction (:mod:`.pipeline`), so the database semantics do not depend on the
+executor. ``make_executor`` picks one by name from :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from headgraph.errors import BadInputError, HeadgraphError
+from headgraph.errors import BadInputError
 from headgraph.ingest.factors import Factors
-from headgraph.ingest.reader import WeightReader, check_layer
-from headgraph.ingest.scoring import ScoreBlock, score_layer
-
-if TYPE_CHECKING:
-    from headgraph.ingest.fleet import ModelJob, ModelResult
-
-
-class TaskFailedError(HeadgraphError):
-    """A task that could not finish on the executor (its worker died on every retry)."""
-
-    code = "TASK_FAILED"
+from headgraph.ingest.reader import WeightReader
+from headgraph.ingest.scoring import ScoreBlock, score_layers_here
+from headgraph.ingest.task import ModelJob, ModelResult, compute_model
 
 
 class Executor(Protocol):
@@ -42,8 +34,6 @@ class Executor(Protocol):
         """Yield the blocks of each layer's task (in any order)."""
         ...
 
-
-class FleetExecutor(Protocol):
     def run_models(self, jobs: Iterable[ModelJob]
                    ) -> Iterator[tuple[ModelJob, ModelResult | Exception]]:
         """Yield each job with its result, or the exception that failed it (in any order).
@@ -52,20 +42,20 @@ class FleetExecutor(Protocol):
         the results before it (cached null baselines)."""
         ...
 
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 class LocalExecutor:
     """Runs each task here, one after another."""
 
     def score_layers(self, factors: Factors, reader: WeightReader, layers: list[int]
                      ) -> Iterator[list[ScoreBlock]]:
-        for layer in layers:
-            lw = check_layer(reader.layer(layer, mlp=False), factors.spec)
-            yield score_layer(factors, lw)
+        return score_layers_here(factors, reader, layers)
 
     def run_models(self, jobs: Iterable[ModelJob]
                    ) -> Iterator[tuple[ModelJob, ModelResult | Exception]]:
-        from headgraph.ingest.fleet import compute_model
-
         for job in jobs:
             try:
                 result = compute_model(job)

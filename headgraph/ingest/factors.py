@@ -26,7 +26,7 @@ from headgraph.ingest.kernel import (
     write_gram_blocks,
 )
 from headgraph.ingest.nodes import NodeTable, build_nodes
-from headgraph.ingest.null import Shape
+from headgraph.ingest.null import OperandShape
 from headgraph.ingest.reader import WeightReader, check_finite, check_layer
 from headgraph.ingest.spec import LayerWeights, ModelSpec
 
@@ -49,7 +49,7 @@ class DenseSide:
     ids: np.ndarray  # node ids
     grams: torch.Tensor  # (n, d, d)
     sq_norms: torch.Tensor  # (n,) ‖W‖_F^2
-    shapes: tuple[Shape, ...]
+    shapes: tuple[OperandShape, ...]
     positions: np.ndarray  # residual-stream positions of the nodes
 
 
@@ -63,8 +63,8 @@ class Factors:
     A_sq: torch.Tensor  # (L * H,) ‖W_OV‖_F^2
     writers: DenseSide
     readers: DenseSide
-    head_writer: Shape
-    head_reader: Shape
+    head_writer: OperandShape
+    head_reader: OperandShape
     metrics: dict[str, np.ndarray]
     # the block-Gram route (:mod:`.cost`): every head's source Gram blocks, else None
     A_grams: tuple[torch.Tensor, ...] | None = None
@@ -106,7 +106,7 @@ class _DenseCollector:
         self.ids = np.asarray([nodes.index(n) for n in order], np.int64)
         self.grams = torch.empty(len(order), d, d, device=device)
         self.sq = torch.zeros(len(order), device=device)
-        self.shapes: list[Shape | None] = [None] * len(order)
+        self.shapes: list[OperandShape | None] = [None] * len(order)
 
     def add(self, name: str, W: torch.Tensor) -> None:
         """``W`` is ``(rows, d)`` for a writer, ``(d, cols)`` for a reader."""
@@ -114,7 +114,7 @@ class _DenseCollector:
         torch.matmul(*((W.T, W) if self.side == "write" else (W, W.T)), out=self.grams[k])
         self.sq[k] = W.square().sum()
         rows = W.shape[0] if self.side == "write" else W.shape[1]
-        self.shapes[k] = Shape("dense", self.d, rows, self.centred)
+        self.shapes[k] = OperandShape("dense", self.d, rows, self.centred)
         metric = "out_norm" if self.side == "write" else "in_norm"
         self.metrics[metric][self.ids[k]] = float(self.sq[k].sqrt())
 
@@ -193,7 +193,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
         return Factors(
             spec=spec, nodes=nodes, A=A_all, A_sq=frob(A_all).square(),
             writers=writers.build(), readers=readers.build(),
-            head_writer=Shape("head", d, dh, write_centred),
-            head_reader=Shape("head", d, dh, read_centred), metrics=metrics,
+            head_writer=OperandShape("head", d, dh, write_centred),
+            head_reader=OperandShape("head", d, dh, read_centred), metrics=metrics,
             A_grams=None if grams is None else tuple(grams), gram_edges=edges,
         )

@@ -1,4 +1,4 @@
-"""Exact composition scores, reduced to small cores (Elhage et al. 2021; DESIGN.md).
+"""Exact composition scores, reduced to small cores (Elhage et al. 2021; docs/science.md).
 
 Composition of a writer ``W`` (a head's ``W_OV``, an MLP's ``W_out``...) into a reader
 ``M`` (a head's ``W_QK``, ``W_QK^T`` or ``W_OV``, an MLP's ``W_in``...) is
@@ -92,7 +92,7 @@ def grouped_read_parts(
     attention: ``base`` is shared by the query heads of one KV head (``W_K`` or ``W_V``,
     ``[Hkv, d_model, d_head]``), ``core`` is per query head (``R_Q^T`` or ``R_O^T``,
     ``[H, d_head, d_head]``). Then ``A @ base`` is one product per KV head, and only a
-    ``d_head x d_head`` core is applied per query head (DESIGN.md, Architectures)."""
+    ``d_head x d_head`` core is applied per query head (docs/science.md, "Architectures")."""
     R_Q = qr_r(W_Q)
     R_O = qr_r(W_O.transpose(-1, -2))
     return {"K": (W_K, R_Q.transpose(-1, -2)), "V": (W_V, R_O.transpose(-1, -2))}

@@ -1,6 +1,6 @@
 """The node set of a model and the order in which its components read and write.
 
-Names (DESIGN.md): heads ``L{layer}H{head}``, MLPs ``MLP{layer}``, and ``EMBED``,
+Names (docs/data-model.md): heads ``L{layer}H{head}``, MLPs ``MLP{layer}``, and ``EMBED``,
 ``POS_EMBED``, ``UNEMBED``. Every node gets a *position* in the residual stream:
 
 =============  ==============================  =========================================

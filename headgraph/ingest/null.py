@@ -33,7 +33,7 @@ NULL_SEED = 20211222  # the framework paper's publication date
 
 
 @dataclass(frozen=True)
-class Shape:
+class OperandShape:
     """A writer or reader shape: ``head`` (``d_model``, ``d_head``) or ``dense``
     (``rows``: the other side of a ``[rows, d_model]`` matrix)."""
 
@@ -58,7 +58,7 @@ class NullStat:
     seed: int
 
 
-def null_key(writer: Shape, reader: Shape, kind: str) -> str:
+def null_key(writer: OperandShape, reader: OperandShape, kind: str) -> str:
     return f"{writer.label()}->{reader.label()}:{kind}"
 
 
@@ -78,7 +78,7 @@ def _head_weights(n: int, d: int, dh: int, rng: np.random.Generator) -> list[tor
     return [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in shape]
 
 
-def _write_factors(shape: Shape, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+def _write_factors(shape: OperandShape, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
     """Factors ``X [r, d_model]`` with ``‖X M‖ = ‖W M‖`` for a Gaussian writer ``W``."""
     if shape.kind == "head":
         _, _, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
@@ -88,7 +88,7 @@ def _write_factors(shape: Shape, n: int, rng: np.random.Generator) -> list[torch
     return [x - x.mean(dim=-1, keepdim=True) for x in xs] if shape.centred else xs
 
 
-def _read_factors(shape: Shape, kind: str, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+def _read_factors(shape: OperandShape, kind: str, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
     """Factors ``Y [d_model, c]`` with ``‖X Y‖ = ‖X M‖`` for a Gaussian reader ``M``."""
     if shape.kind == "head":
         W_Q, W_K, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
@@ -98,7 +98,7 @@ def _read_factors(shape: Shape, kind: str, n: int, rng: np.random.Generator) -> 
     return [y - y.mean(dim=0, keepdim=True) for y in ys] if shape.centred else ys
 
 
-def sample_null(writer: Shape, reader: Shape, kind: str, samples: int | None = None) -> NullStat:
+def sample_null(writer: OperandShape, reader: OperandShape, kind: str, samples: int | None = None) -> NullStat:
     """Mean and standard deviation of the composition score under the Gaussian null."""
     key = null_key(writer, reader, kind)
     if samples is None:

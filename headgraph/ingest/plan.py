@@ -26,7 +26,7 @@ BYTES_PER_EDGE = 9.0  # measured on DuckDB for gpt2-xl-sized models (BENCHMARKS.
 
 
 @dataclass(frozen=True)
-class Shape:
+class ModelShape:
     architecture: str
     n_layers: int
     n_heads: int
@@ -45,7 +45,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class Plan:
-    shape: Shape
+    shape: ModelShape
     edges: dict[str, int]
     flops: dict[str, float]
     peak_bytes: float
@@ -55,7 +55,7 @@ class Plan:
     head_method: HeadMethod = "qr"
 
 
-def edge_counts(s: Shape) -> dict[str, int]:
+def edge_counts(s: ModelShape) -> dict[str, int]:
     L, H = s.n_layers, s.n_heads
     embeds = 2 if s.pos_embed else 1
     head_pairs = H * H * L * (L - 1) // 2
@@ -71,12 +71,12 @@ def edge_counts(s: Shape) -> dict[str, int]:
             "head->head (Q+K+V)": 3 * head_pairs}
 
 
-def head_method(s: Shape) -> HeadMethod:
+def head_method(s: ModelShape) -> HeadMethod:
     """How head pairs of this shape are scored (:func:`~.cost.choose_head_method`)."""
     return choose_head_method(s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head)
 
 
-def stage_flops(s: Shape) -> dict[str, float]:
+def stage_flops(s: ModelShape) -> dict[str, float]:
     """FLOPs (2 per multiply-add) of each stage of ``compose``, on the head-pair route that
     :func:`head_method` picks. "Gram pairs" are the edges between heads and dense nodes:
     on the QR route each head's read and write Grams are formed for them (full ``d x d``);
@@ -102,7 +102,7 @@ def stage_flops(s: Shape) -> dict[str, float]:
     }
 
 
-def peak_bytes(s: Shape) -> float:
+def peak_bytes(s: ModelShape) -> float:
     """The largest memory the ingest holds at once (fp32)."""
     factors = s.n_layers * s.n_heads * s.d_head * s.d_model * 4
     n_grams = (2 if s.pos_embed else 1) + 1 + (2 * s.n_layers if s.d_mlp else 0)
@@ -130,7 +130,7 @@ def matmul_rate(seconds: float = 0.3) -> float:
     return 2 * 1024 * 1024 * 2048 / best / 1e9
 
 
-def shape_of(source: str) -> Shape:
+def shape_of(source: str) -> ModelShape:
     """The shape of a source, without loading its weights."""
     if source.startswith("random:"):
         return _random_shape(source[len("random:"):])
@@ -149,7 +149,7 @@ def shape_of(source: str) -> Shape:
     return _from_hf(config, arch, loads_whole_model=True)
 
 
-def _from_hf(config, arch: str, *, loads_whole_model: bool) -> Shape:
+def _from_hf(config, arch: str, *, loads_whole_model: bool) -> ModelShape:
     import torch
     from transformer_lens.factories.architecture_adapter_factory import (
         ArchitectureAdapterFactory,
@@ -166,12 +166,12 @@ def _from_hf(config, arch: str, *, loads_whole_model: bool) -> Shape:
     pos = getattr(c, "positional_embedding_type", "standard") == "standard"
     n_params = c.n_layers * (c.d_model * c.d_head * (2 * c.n_heads + 2 * n_kv)
                              + c.d_model * d_mlp * (3 if gated else 2)) + c.d_vocab * c.d_model
-    return Shape(arch, c.n_layers, c.n_heads, n_kv, c.d_model, c.d_head, d_mlp, c.d_vocab,
+    return ModelShape(arch, c.n_layers, c.n_heads, n_kv, c.d_model, c.d_head, d_mlp, c.d_vocab,
                  c.n_ctx, gated, bool(getattr(c, "parallel_attn_mlp", False)), pos, n_params,
                  loads_whole_model)
 
 
-def _random_shape(text: str) -> Shape:
+def _random_shape(text: str) -> ModelShape:
     from headgraph.ingest.gpt2_stream import PRESETS as GPT2
     from headgraph.ingest.gpt2_stream import parse_random_shape
     from headgraph.ingest.random_hf import (
@@ -187,10 +187,10 @@ def _random_shape(text: str) -> Shape:
         fs = parse_family_shape(text)
         config, arch = hf_config(fs)
         shape = _from_hf(config, arch, loads_whole_model=True)
-        return Shape(**{**shape.__dict__, "n_parameters": n_parameters(fs)})
+        return ModelShape(**{**shape.__dict__, "n_parameters": n_parameters(fs)})
     g = parse_random_shape(text)
     n_params = g.n_layers * 12 * g.d_model**2 + g.d_vocab * g.d_model
-    return Shape("GPT2LMHeadModel", g.n_layers, g.n_heads, g.n_heads, g.d_model, g.d_head,
+    return ModelShape("GPT2LMHeadModel", g.n_layers, g.n_heads, g.n_heads, g.d_model, g.d_head,
                  g.d_mlp, g.d_vocab, g.n_ctx, False, False, True, n_params, False)
 
 

@@ -1,7 +1,7 @@
 """Run the ingest's tasks on a Ray cluster (``pip install headgraph[ray]``).
 
 The only module of headgraph that imports ``ray`` (lazily, after setting its environment).
-It implements both executor protocols of :mod:`headgraph.ingest.executors`:
+It implements the executor protocol of :mod:`headgraph.ingest.executors`:
 
 ``score_layers`` (one big model)
     The shared :class:`~headgraph.ingest.factors.Factors` go into the object store once
@@ -11,9 +11,9 @@ It implements both executor protocols of :mod:`headgraph.ingest.executors`:
     scores all l * n_heads earlier heads) are submitted first. A worker deserialises the factors once and
     keeps them for the next layer of the same model (on its GPU when the device is cuda).
 ``run_models`` (a fleet)
-    One task per model runs :func:`headgraph.ingest.fleet.compute_model` (load, compose,
-    virtual heads, evidence) and returns its :class:`~headgraph.ingest.fleet.ModelResult`;
-    the driver writes each one in its own transaction (:func:`.fleet.ingest_fleet`).
+    One task per model runs :func:`headgraph.ingest.task.compute_model` (load, compose,
+    virtual heads, evidence) and returns its :class:`~headgraph.ingest.task.ModelResult`;
+    the driver writes each one in its own transaction (:func:`.pipeline.ingest_fleet`).
 
 Both keep at most ``in_flight`` results pending (default: twice the workers the cluster
 can run at once), so the driver's memory stays flat however many tasks there are. Each task
@@ -23,7 +23,7 @@ the count of its first task otherwise). A task whose worker dies is retried
 (``max_retries``); an exception raised by the task itself (bad weights, a bad source) is
 deterministic and fails at once. Workers are reused (``max_calls=0``, GPU tasks included):
 an idle worker keeps the last model's factors until its next layer task or until Ray
-reaps it. Fault injection for tests: :func:`.fleet.inject_fault`.
+reaps it. Fault injection for tests: :func:`.task.inject_fault`.
 
 Network: without an address a local Ray starts on this machine's cores, bound to
 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``_node_ip_address``; no
@@ -38,12 +38,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from headgraph.errors import HeadgraphError
-from headgraph.ingest.executors import TaskFailedError
 from headgraph.ingest.factors import Factors
-from headgraph.ingest.fleet import ModelJob, ModelResult, compute_model, inject_fault
 from headgraph.ingest.reader import WeightReader, check_layer
 from headgraph.ingest.scoring import ScoreBlock, score_layer
 from headgraph.ingest.spec import LayerWeights
+from headgraph.ingest.task import (
+    ModelJob,
+    ModelResult,
+    TaskFailedError,
+    compute_model,
+    inject_fault,
+)
 from headgraph.ingest.writer import FAULT_ENV
 
 _END = object()

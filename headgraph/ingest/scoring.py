@@ -10,7 +10,9 @@ in-process or on a Ray worker. One extra task scores dense writers into dense re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,7 +31,8 @@ from headgraph.ingest.kernel import (
     head_read_factors,
     read_gram_blocks,
 )
-from headgraph.ingest.null import Shape
+from headgraph.ingest.null import OperandShape
+from headgraph.ingest.reader import WeightReader, check_layer
 from headgraph.ingest.spec import LayerWeights
 
 
@@ -41,8 +44,8 @@ class ScoreBlock:
     targets: np.ndarray  # node ids
     kind: str
     scores: np.ndarray  # (len(sources), len(targets)) float32, NaN where undefined
-    writer: Shape
-    reader: Shape
+    writer: OperandShape
+    reader: OperandShape
 
 
 def ratio(num_sq: torch.Tensor, left_sq: torch.Tensor, right_sq: torch.Tensor) -> torch.Tensor:
@@ -168,3 +171,22 @@ def score_dense(f: Factors) -> list[ScoreBlock]:
                                          _dense_kind(f, r.ids[j]), scores[i : i + 1, j : j + 1],
                                          w.shapes[i], r.shapes[j]))
     return blocks
+
+
+class LayerScorer(Protocol):
+    """Runs the per-target-layer scoring tasks of one model (:func:`score_layer`) somewhere:
+    here (:func:`score_layers_here`) or on a cluster
+    (:class:`~headgraph.ingest.ray_executor.RayExecutor`)."""
+
+    def score_layers(self, factors: Factors, reader: WeightReader, layers: list[int]
+                     ) -> Iterator[list[ScoreBlock]]:
+        """Yield the blocks of each layer's task (in any order)."""
+        ...
+
+
+def score_layers_here(factors: Factors, reader: WeightReader, layers: list[int]
+                      ) -> Iterator[list[ScoreBlock]]:
+    """Each layer's task in this process, in order; the layer's attention weights are read
+    from ``reader`` as the task starts."""
+    for layer in layers:
+        yield score_layer(factors, check_layer(reader.layer(layer, mlp=False), factors.spec))

@@ -1,6 +1,6 @@
 """Records that cross the ingest's module borders: a model's shape and one layer's weights.
 
-Row-vector convention throughout (DESIGN.md): ``W_Q, W_K, W_V: [d_model, d_head]`` and
+Row-vector convention throughout (docs/science.md): ``W_Q, W_K, W_V: [d_model, d_head]`` and
 ``W_O: [d_head, d_model]`` per head, so a head reads ``x @ W_Q`` and writes ``z @ W_O``.
 All tensors are already processed (LayerNorm folded, writing weights centred), float32.
 """

@@ -17,10 +17,9 @@ import pyarrow as pa
 from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 
-import headgraph
 from headgraph.errors import ModelExistsError
 from headgraph.ingest.compose import EDGE_KINDS, ComposedGraph
-from headgraph.ingest.evidence import Evidence, store_evidence
+from headgraph.ingest.evidence.collect import Evidence, store_evidence
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead
@@ -34,6 +33,7 @@ from headgraph.schema.database import (
     raise_db_error,
 )
 from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
+from headgraph.version import __version__
 
 FAULT_ENV = "HEADGRAPH_FAULT"
 
@@ -168,7 +168,7 @@ def write_model(
                     processing=spec.processing,
                     weights_digest=info.weights_digest,
                     ingested_at=dt.datetime.now(dt.UTC),
-                    headgraph_version=headgraph.__version__,
+                    headgraph_version=__version__,
                     n_nodes=len(graph.nodes.names),
                     n_edges=len(graph.edges),
                 )

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import duckdb
 import pyarrow as pa
-from sqlalchemy import ColumnElement, Connection, Select, TextClause, and_
+from sqlalchemy import ColumnElement, Connection, Select, TextClause, and_, inspect
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.queries.session import GraphDB
@@ -91,3 +91,13 @@ def fetch_arrow(db: GraphDB, stmt: Select | TextClause) -> pa.Table:
         raise connect_error(db.target, exc, read_only=True) from None
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
     return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
+
+
+def has_table(db: GraphDB, name: str) -> bool:
+    """Whether the database has table ``name`` (files older than the attribution and
+    circuit tables do not have them)."""
+    try:
+        with connection(db) as conn:
+            return bool(inspect(conn).has_table(name))
+    except DBAPIError as exc:
+        raise connect_error(db.target, exc.orig or exc, read_only=True) from None

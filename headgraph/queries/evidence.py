@@ -1,12 +1,12 @@
 """The read side of evidence from running the model: scores, roles, causal edges.
 
 Rows come from ``node_scores`` and ``edge_scores`` (written by
-:mod:`headgraph.ingest.evidence`); every row names the probe that produced it (a canonical
+:mod:`headgraph.ingest.evidence.collect`); every row names the probe that produced it (a canonical
 string such as ``repeat(seq=20,batch=32,seed=0)``). Metrics stored per head:
 
 ==================================  ====================================================
-metric                              meaning (definitions in ``headgraph.ingest.roles`` /
-                                    ``headgraph.ingest.causal``)
+metric                              meaning (definitions in ``headgraph.ingest.evidence.roles`` /
+                                    ``headgraph.ingest.evidence.causal``)
 ==================================  ====================================================
 ``<role>_score``                    TransformerLens ``detect_head`` "mul" score, for role
                                     in previous_token, duplicate_token, induction,

@@ -2,7 +2,7 @@
 
 The DuckDB file is opened read-only, so any number of readers (several servers, a
 notebook) can share it. DuckDB lets no writer in while any reader holds the file, and no
-reader in while a writer holds it (STACK-NOTES.md), so a reader chooses how long it holds:
+reader in while a writer holds it (docs/engines.md), so a reader chooses how long it holds:
 
 * ``open_reader(db)`` pools its connections: fast, but the file stays held (an ingest
   into it fails with ``DATABASE_LOCKED``) until :meth:`GraphDB.close`. Right for a

@@ -2,7 +2,7 @@
 
 Row-by-row inserts run at ~35k rows/s through SQLAlchemy; a registered Arrow table goes
 into DuckDB at 15-26M rows/s, and binary COPY into PostgreSQL at ~3M rows/s into a table
-without indexes (STACK-NOTES.md). Both paths keep the caller's transaction, so a failed
+without indexes (docs/engines.md). Both paths keep the caller's transaction, so a failed
 ingest rolls back everything.
 """
 

@@ -1,7 +1,7 @@
 """Opening a headgraph database: DuckDB file or SQLAlchemy URL, schema creation and the
 version check, and the raw driver connection for bulk writes.
 
-DuckDB locking (STACK-NOTES.md): while one process holds the file read-write no other
+DuckDB locking (docs/engines.md): while one process holds the file read-write no other
 process can open it at all; several read-only processes can share it. headgraph opens
 the file read-write only for the length of one write transaction (an ingest), and the
 server opens it read-only; see README "Ingest while serving".

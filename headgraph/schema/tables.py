@@ -14,7 +14,7 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
 ``baselines``   the Gaussian null per edge type, cached across models of one shape.
 ``meta``        key/value: the schema version.
 
-Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.ingest.circuits`):
+Evidence from other tools (:mod:`headgraph.attribution.importer`, :mod:`headgraph.circuits.formats`):
 
 ``attribution_graphs``     one row per imported circuit-tracer / Neuronpedia graph (``slug``
                            unique); ``document`` keeps every top-level field but nodes/links.
@@ -24,7 +24,7 @@ Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.
 ``attribution_links``      its links by node ``nid``, stored sorted by (graph,
                            ``target_height``, target): a pruned view reads the links
                            between the first ``K`` nids height by height, a node's
-                           in-links are one zone (:mod:`headgraph.queries.pruning`).
+                           in-links are one zone (:mod:`headgraph.attribution.pruning`).
 ``attribution_out_links``  the same links sorted by (graph, source): a node's out-links.
 ``attribution_pruned_links`` the links between the nodes kept at the default node threshold
                            (``attribution_graphs.pruned_k`` of them) with their edge scores
@@ -35,7 +35,7 @@ Evidence from other tools (:mod:`headgraph.ingest.attribution`, :mod:`headgraph.
                            EAP-IG); its edges are ``edge_scores`` rows (metric ``tool:...``,
                            probe ``task:<name>``).
 
-Portability notes (STACK-NOTES.md): ``REAL`` is 4 bytes on both DuckDB and PostgreSQL;
+Portability notes (docs/engines.md): ``REAL`` is 4 bytes on both DuckDB and PostgreSQL;
 autoincrement keys use an explicit ``Sequence``; big tables carry no primary key
 (DuckDB's ART index would cost more than the table and not speed lookups up: edges are
 written sorted by (model, target, kind, rank) so zone maps serve feeder lookups).
@@ -354,7 +354,7 @@ faster. ``model_id`` is still included: the planner does not drop the query's
 impossible. Databases made before partitioning carry the same two indexes on the whole table
 with ``model_id`` first (``edges_feeders``, ``edges_readers``). On DuckDB sorted storage
 and zone maps serve the same lookups (an ART index there costs 2.6x the table and was not
-faster: STACK-NOTES.md)."""
+faster: docs/engines.md)."""
 
 
 def edge_indexes(table: Table) -> list[Index]:

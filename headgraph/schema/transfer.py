@@ -1,22 +1,27 @@
 """``headgraph copy``: move models between databases of either kind, whole and exact.
 
 Each model travels with its nodes, edges, evidence (``node_scores``, ``edge_scores``),
-virtual heads, the null baselines its edges use, its imported circuits and the attribution
-graphs that explain it (:mod:`headgraph.schema.transfer_graphs`), and lands in the
-destination in one transaction (a new ``model_id`` there), so a reader of the destination
-sees all of it or none. A name that exists in the destination is refused unless
-``replace``; then the old model is removed in the same transaction. A name that only
-attribution graphs carry (no stored model) copies those graphs.
+virtual heads, the null baselines its edges use, its imported circuits, and what each
+feature's :class:`Carrier` holds for its name (the attribution graphs that explain it:
+:class:`headgraph.attribution.transfer.GraphCarrier`; :mod:`headgraph.maintenance` passes
+every feature's), and lands in the destination in one transaction (a new ``model_id``
+there), so a reader of the destination sees all of it or none. A name that exists in the
+destination is refused unless ``replace``; then the old model is removed in the same
+transaction. A name that only a carrier holds data for (no stored model) copies that.
+
+Circuits (``circuits``) hang on a ``model_id`` and get the new one; their edges are
+``edge_scores`` rows, which travel with the model already.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import ModelExistsError, ModelNotFoundError
@@ -32,16 +37,26 @@ from headgraph.schema.database import (
     schema_state,
 )
 from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
-from headgraph.schema.transfer_graphs import (
-    StoredGraph,
-    graph_models,
-    read_circuits,
-    read_graphs,
-    write_circuits,
-    write_graphs,
-)
 
 CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.virtual_heads)
+
+
+class Carrier(Protocol):
+    """What a feature adds to a copy: rows tied to a model *name*, read from the source
+    and written in the model's transaction in the destination."""
+
+    def names(self, conn: Connection) -> set[str]:
+        """Model names this feature holds rows for (with or without a stored model)."""
+        ...
+
+    def read(self, conn: Connection, name: str) -> Any:
+        """Everything it holds for ``name`` in the source."""
+        ...
+
+    def write(self, conn: Connection, target: DatabaseTarget, payload: Any,
+              replace: bool) -> dict[str, int]:
+        """Insert ``payload`` in the caller's transaction; row counts by table."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -83,9 +98,10 @@ def copy_models(
     *,
     replace: bool = False,
     progress: Callable[[str], None] | None = None,
+    carriers: Sequence[Carrier] = (),
 ) -> list[CopyResult]:
-    """Copy ``names`` (default: every model, and every model name attribution graphs
-    explain) from ``source`` to ``dest``."""
+    """Copy ``names`` (default: every model, and every model name a carrier holds rows
+    for) from ``source`` to ``dest``."""
     src_t, dst_t = resolve_target(source), resolve_target(dest)
     if src_t.url == dst_t.url:
         raise ModelExistsError("source and destination are the same database.")
@@ -96,7 +112,7 @@ def copy_models(
         with src.connect() as sconn:
             check_version(schema_state(sconn), src_t)
             stored = {r.name: r for r in sconn.execute(select(t.models)).mappings()}
-            explained = graph_models(sconn)
+            explained = set().union(*(c.names(sconn) for c in carriers))
             wanted = names or sorted(set(stored) | explained)
             missing = [n for n in wanted if n not in stored and n not in explained]
             if missing:
@@ -104,14 +120,14 @@ def copy_models(
                                          f"stored: {', '.join(sorted(stored)) or 'none'}.")
             nulls = [dict(r) for r in sconn.execute(select(t.baselines)).mappings()]
             for name in wanted:
-                graphs = read_graphs(sconn, name)
+                extras = [(c, c.read(sconn, name)) for c in carriers]
                 if name not in stored:
-                    results.append(_write_graphs(dst, dst_t, name, graphs, replace))
+                    results.append(_write_extras(dst, dst_t, name, extras, replace))
                     continue
                 row = dict(stored[name])
                 data = {tb.name: read_arrow(sconn, tb, row["model_id"]) for tb in CHILD_TABLES}
                 circuits = read_circuits(sconn, row["model_id"])
-                results.append(_write(dst, dst_t, row, data, nulls, replace, circuits, graphs))
+                results.append(_write(dst, dst_t, row, data, nulls, replace, circuits, extras))
                 if progress:
                     progress(name)
     except DBAPIError as exc:
@@ -124,7 +140,7 @@ def copy_models(
 
 def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
            nulls: list[dict], replace: bool, circuits: list[dict],
-           graphs: list[StoredGraph]) -> CopyResult:
+           extras: list[tuple[Carrier, Any]]) -> CopyResult:
     with engine.begin() as conn:
         ensure_schema(conn, target)
         old = conn.execute(select(t.models.c.model_id).where(t.models.c.name == row["name"])
@@ -148,16 +164,35 @@ def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
             counts[name] = (insert_model_edges(conn, model_id, table) if name == "edges"
                             else bulk_insert(conn, name, table))
         counts["circuits"] = write_circuits(conn, model_id, circuits)
-        counts.update(write_graphs(conn, target, graphs, replace))
+        for carrier, payload in extras:
+            counts.update(carrier.write(conn, target, payload, replace))
     sweep_partitions(engine)  # PostgreSQL: drop the partition a replace left empty
     return CopyResult(name=row["name"], rows=counts, replaced=old is not None)
 
 
-def _write_graphs(engine, target: DatabaseTarget, name: str, graphs: list[StoredGraph],
-                  replace: bool) -> CopyResult:
-    """The attribution graphs of a model name that has no stored model, in one
+def _write_extras(engine, target: DatabaseTarget, name: str,
+                  extras: list[tuple[Carrier, Any]], replace: bool) -> CopyResult:
+    """What the carriers hold for a model name that has no stored model, in one
     transaction."""
+    counts: dict[str, int] = {}
     with engine.begin() as conn:
         ensure_schema(conn, target)
-        counts = write_graphs(conn, target, graphs, replace)
+        for carrier, payload in extras:
+            counts.update(carrier.write(conn, target, payload, replace))
     return CopyResult(name=name, rows=counts, replaced=False)
+
+
+def read_circuits(conn: Connection, model_id: int) -> list[dict[str, Any]]:
+    """The ``circuits`` rows of a model (less ``circuit_id`` and ``model_id``)."""
+    if not inspect(conn).has_table("circuits"):
+        return []
+    rows = conn.execute(select(t.circuits).where(t.circuits.c.model_id == model_id)
+                        .order_by(t.circuits.c.circuit_id)).mappings().all()
+    return [{k: v for k, v in r.items() if k not in ("circuit_id", "model_id")} for r in rows]
+
+
+def write_circuits(conn: Connection, model_id: int, circuits: list[dict[str, Any]]) -> int:
+    """Insert ``circuits`` for ``model_id`` in the caller's transaction."""
+    for row in circuits:
+        conn.execute(insert(t.circuits).values(model_id=model_id, **row))
+    return len(circuits)

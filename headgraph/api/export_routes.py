@@ -1,0 +1,432 @@
+"""HTTP routes for visualization clients: graph exports (streamed) and PNG plots.
+
+==============================================  ============================================
+route                                           answer
+==============================================  ============================================
+``GET /export/{model}.{json|cyjs|graphml|dot}``  the model's graph (:mod:`headgraph.graph.export`)
+                                                streamed in ~64 KB chunks (chunked transfer),
+                                                with ``Content-Disposition: attachment``
+``GET /plot/{model}/composition.png?kind=K``    head x head heatmap of Q, K or V composition
+``GET /plot/{model}/copying.png``               every head's OV copying ratio
+``GET /plot/series.png?family=...``             a checkpoint series (node= or source=,
+                                                target=, kind=; metric=)
+==============================================  ============================================
+
+Export filters are query parameters: ``kinds=Q,K`` (default Q,K,V), ``min_score=0.2``,
+``top_per_target=3``, ``circuit=L1H2&depth=2`` (only that node's upstream circuit; at most
+``max_circuit_edges`` edges, ``X-Headgraph-Truncated: true`` when the cap cut). The number
+of edges is counted first and sent as ``X-Headgraph-Edges``; more than ``max_export_edges``
+is refused with ``LIMIT_EXCEEDED`` before anything is sent. Unknown parameters are refused.
+
+Model names may hold ``:`` and ``@`` (``random:gpt2-small``, ``toy@1400``), raw or
+percent-encoded; a name that decodes to something path-like (``/``, ``\\``, ``..``, NUL or
+another control character) is refused with 400 ``BAD_INPUT``.
+
+Errors use the API's one JSON shape ``{"errors": [{"message", "extensions": {"code"}}]}``:
+400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``MODEL_NOT_FOUND`` / ``NODE_NOT_FOUND`` (and
+``BAD_INPUT`` for an unknown route), 405 for a method other than GET, 503 + ``Retry-After``
+``DATABASE_LOCKED`` while an ingest writes. Each download holds the database (read-only)
+while it streams, like a GraphQL request does while it runs: an ingest that starts during
+a long download gets ``DATABASE_LOCKED`` and should retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, unquote_to_bytes
+
+from sqlalchemy import and_, func, select
+
+from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
+from headgraph.api.execute import Outcome, Service, refusal
+from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
+from headgraph.api.http import Receive, Scope, Send, raw_path, refuse_unless_get
+from headgraph.api.http import respond as _respond
+from headgraph.api.http import watch_disconnect as _watch_disconnect
+from headgraph.api.limits import NUL_MESSAGE, unsafe_string
+from headgraph.api.settings import Settings
+from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
+from headgraph.errors import (
+    BadInputError,
+    DatabaseLockedError,
+    HeadgraphError,
+    LimitExceededError,
+    ModelNotFoundError,
+    NodeNotFoundError,
+)
+from headgraph.queries.models import get_model
+from headgraph.queries.nodes import check_kind
+from headgraph.queries.records import ModelRow
+from headgraph.queries.session import GraphDB
+from headgraph.schema.tables import edges, score_at_least
+
+log = logging.getLogger("headgraph.api")
+
+PREFIXES = ("/export/", "/plot/")
+CONTENT_TYPES = {
+    "json": "application/json",
+    "cyjs": "application/json",
+    "graphml": "application/graphml+xml; charset=utf-8",
+    "dot": "text/vnd.graphviz; charset=utf-8",
+}
+EXPORT_PARAMS = ("kinds", "min_score", "top_per_target", "circuit", "depth")
+PLOTS = {"composition.png": ("kind",), "copying.png": ()}
+SERIES_PARAMS = ("family", "node", "source", "target", "kind", "metric")
+MAX_STREAMING_EXPORTS = 8  # exports streaming at once; more wait for a free slot
+_PLOT_LOCK = threading.Lock()  # pyplot keeps global state: draw one figure at a time
+
+
+class NoSuchRoute(LookupError):
+    """A path under a known prefix that names no route (404)."""
+
+
+@dataclass(frozen=True)
+class ExportAsk:
+    """One export request, checked."""
+
+    model: str
+    fmt: str
+    kinds: tuple[str, ...] = COMPOSITION_KINDS
+    min_score: float | None = None
+    top_per_target: int | None = None
+    circuit: str | None = None
+    depth: int = 2
+
+    @property
+    def filename(self) -> str:
+        stem = self.model if self.circuit is None else f"{self.model}.circuit-{self.circuit}"
+        return f"{stem}.{self.fmt}"
+
+
+@dataclass(frozen=True)
+class PlotAsk:
+    """One plot request, checked: ``plot`` is composition, copying or series."""
+
+    plot: str
+    model: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        return dict(self.params).get(name)
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+def model_name(raw: bytes) -> str:
+    """A model name from one raw (percent-encoded) path segment; refuses path-like names."""
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError("the model name in the path is not UTF-8.") from None
+    if not name:
+        raise BadInputError("the path names no model.")
+    if ("/" in name or "\\" in name or ".." in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise BadInputError(f"{name[:80]!r} is not a model name: names cannot contain '/', "
+                            "'\\', '..' or control characters.")
+    return name
+
+
+def _params(scope: Scope, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    params = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise BadInputError(f"unknown parameter {', '.join(unknown)}; this route takes "
+                            f"{', '.join(allowed) or 'no parameters'}.")
+    if any(unsafe_string(v) for values in params.values() for v in values):
+        raise BadInputError(f"parameters: {NUL_MESSAGE}")
+    return params
+
+
+def _last(params: dict[str, list[str]], name: str) -> str | None:
+    values = params.get(name)
+    return values[-1] if values else None
+
+
+def _float(params: dict[str, list[str]], name: str) -> float | None:
+    raw = _last(params, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadInputError(f"{name} must be a finite number, not {raw[:40]!r}.")
+    return value
+
+
+def _int(params: dict[str, list[str]], name: str, minimum: int) -> int | None:
+    raw = _last(params, name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or int(raw) < minimum:
+        raise BadInputError(f"{name} must be an integer >= {minimum}, not {raw[:40]!r}.")
+    return int(raw)
+
+
+def _kinds(params: dict[str, list[str]]) -> tuple[str, ...]:
+    if "kinds" not in params:
+        return COMPOSITION_KINDS
+    kinds = [k.strip().upper() for v in params["kinds"] for k in v.split(",") if k.strip()]
+    if not kinds:
+        raise BadInputError("kinds is empty; give edge kinds such as kinds=Q,K or leave it "
+                            "out (Q,K,V).")
+    return tuple(dict.fromkeys(check_kind(k) for k in kinds))
+
+
+def parse_export(rest: bytes, scope: Scope) -> ExportAsk:
+    """``rest`` is the raw path after ``/export/``: ``{model}.{format}``."""
+    if b"/" in rest:
+        raise BadInputError("an export is /export/{model}.{format}; a model name cannot "
+                            "contain '/'.")
+    stem, dot, fmt = rest.rpartition(b".")
+    if not dot or fmt.decode("latin-1") not in CONTENT_TYPES:
+        raise BadInputError(f"an export is /export/{{model}}.{{format}} with format one of "
+                            f"{', '.join(CONTENT_TYPES)}.")
+    name = model_name(stem)
+    params = _params(scope, EXPORT_PARAMS)
+    circuit = _last(params, "circuit")
+    depth = _int(params, "depth", 1)
+    if depth is not None and circuit is None:
+        raise BadInputError("depth applies to a circuit export; give circuit=NODE too.")
+    if circuit is not None and not circuit:
+        raise BadInputError("circuit is empty; give a node name such as circuit=L1H2.")
+    return ExportAsk(model=name, fmt=fmt.decode("latin-1"), kinds=_kinds(params),
+                     min_score=_float(params, "min_score"),
+                     top_per_target=_int(params, "top_per_target", 1), circuit=circuit,
+                     depth=2 if depth is None else depth)
+
+
+def parse_plot(rest: bytes, scope: Scope) -> PlotAsk:
+    """``rest`` is the raw path after ``/plot/``: ``series.png`` or ``{model}/{plot}.png``."""
+    if rest == b"series.png":
+        params = _params(scope, SERIES_PARAMS)
+        if not _last(params, "family"):
+            raise BadInputError("a series plot needs family=NAME (and node= or source=, "
+                                "target=, kind=).")
+        return PlotAsk("series", None, tuple((k, v[-1]) for k, v in params.items()))
+    model, slash, plot = rest.rpartition(b"/")
+    plot_name = plot.decode("latin-1")
+    if not slash or plot_name not in PLOTS:
+        raise NoSuchRoute("no such plot; plots are /plot/{model}/composition.png, "
+                          "/plot/{model}/copying.png and /plot/series.png.")
+    if b"/" in model:
+        raise BadInputError("a model name cannot contain '/'.")
+    name = model_name(model)
+    params = _params(scope, PLOTS[plot_name])
+    return PlotAsk(plot_name.removesuffix(".png"), name,
+                   tuple((k, v[-1]) for k, v in params.items()))
+
+
+# --- work in a worker thread -----------------------------------------------------------
+
+def count_export_edges(db: GraphDB, model: ModelRow, kinds: tuple[str, ...],
+                       min_score: float | None, top_per_target: int | None) -> int:
+    """How many edges an export with these filters holds (the conditions of
+    :func:`headgraph.graph.export.edge_batches`)."""
+    c = edges.c
+    cond = [c.model_id == model.model_id, c.kind.in_(kinds)]
+    if min_score is not None:
+        cond.append(score_at_least(min_score))
+    if top_per_target is not None:
+        cond.append(c.rank <= top_per_target)
+    stmt = select(func.count().label("n")).select_from(edges).where(and_(*cond))
+    return int(db.rows(stmt)[0]["n"])
+
+
+@dataclass(frozen=True)
+class ExportStart:
+    """What the worker knows before the first byte: the response can start."""
+
+    n_edges: int
+    truncated: bool
+
+
+def _finish(channel: Channel, item: tuple) -> None:
+    try:
+        channel.close(item)
+    except Exception:  # noqa: BLE001 - the loop is gone; nobody is listening
+        pass
+
+
+class ExportRoutes:
+    """The ``/export/`` and ``/plot/`` routes of :class:`headgraph.api.app.HeadgraphApp`."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+        # An export's writer thread lives as long as its download: it gets a thread of its
+        # own (a slow client must not hold one of the event loop's worker threads, which
+        # GraphQL requests need), and the number of them is capped. Plots are short but
+        # drawn one at a time; waiting for the turn happens here, not in a worker thread.
+        self._exports = asyncio.Semaphore(MAX_STREAMING_EXPORTS)
+        self._plot_turn = asyncio.Lock()
+
+    @staticmethod
+    def handles(path: str) -> bool:
+        return path.startswith(PREFIXES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await refuse_unless_get(scope, send):
+            return
+        raw = raw_path(scope)
+        try:
+            if raw.startswith(b"/export/"):
+                await self._export(parse_export(raw[len(b"/export/"):], scope), receive, send)
+            else:
+                await self._plot(parse_plot(raw[len(b"/plot/"):], scope), send)
+        except BadInputError as exc:
+            await _respond(send, refusal(exc, 400))
+        except NoSuchRoute as exc:
+            await _respond(send, refusal(BadInputError(str(exc)), 404))
+
+    # exports ----------------------------------------------------------------------------
+
+    async def _export(self, ask: ExportAsk, receive: Receive, send: Send) -> None:
+        async with self._exports:
+            await self._stream_export(ask, receive, send)
+
+    async def _stream_export(self, ask: ExportAsk, receive: Receive, send: Send) -> None:
+        channel = Channel(asyncio.get_running_loop())
+        threading.Thread(target=self._write_export, args=(channel, ask),
+                         name=f"headgraph-export-{ask.model}", daemon=True).start()
+        watcher = asyncio.create_task(_watch_disconnect(receive, channel))
+        try:
+            first = await channel.get()
+            if first[0] == "cancelled":
+                return
+            if first[0] != "start":
+                await _respond(send, self.service.public(_refusal_for(first[1],
+                                                                       self.settings)))
+                return
+            start: ExportStart = first[1]
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", CONTENT_TYPES[ask.fmt].encode()),
+                (b"content-disposition", _disposition(ask.filename)),
+                (b"x-headgraph-edges", str(start.n_edges).encode()),
+                (b"x-headgraph-truncated", b"true" if start.truncated else b"false"),
+            ]})
+            while True:
+                item = await channel.get()
+                if item[0] == "data":
+                    await send({"type": "http.response.body", "body": item[1],
+                                "more_body": True})
+                elif item[0] == "end":
+                    await send({"type": "http.response.body", "body": b"",
+                                "more_body": False})
+                    return
+                elif item[0] == "cancelled":  # the client left
+                    return
+                else:  # failed after the headers left: end without the final chunk, so
+                    # the client sees a broken transfer, never a short file that looks whole
+                    log.error("export of %r failed mid-stream: %s", ask.model, item[1])
+                    return
+        finally:  # the writer stops at its next chunk (it sends a last item either way)
+            channel.cancel()
+            watcher.cancel()
+
+    def _write_export(self, channel: Channel, ask: ExportAsk) -> None:
+        from headgraph.graph.export import ExportFilter, write_export
+
+        try:
+            with self.service.open_session(max_rows=self.settings.max_rows) as db:
+                model = get_model(db, ask.model)
+                flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
+                                   top_per_target=ask.top_per_target)
+                truncated = False
+                if ask.circuit is not None:
+                    circuit = circuit_of(db, model, ask.circuit, depth=ask.depth,
+                                         kinds=ask.kinds, min_score=ask.min_score,
+                                         top_per_target=ask.top_per_target,
+                                         max_edges=self.settings.max_circuit_edges)
+                    keys = frozenset((e.source, e.target, e.kind) for e in circuit.edges)
+                    flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
+                                       top_per_target=ask.top_per_target, edge_keys=keys)
+                    n, truncated = len(keys), circuit.truncated
+                else:
+                    n = count_export_edges(db, model, ask.kinds, ask.min_score,
+                                           ask.top_per_target)
+                limit = self.settings.max_export_edges
+                if n > limit:
+                    raise LimitExceededError(
+                        f"this export holds {n:,} edges, over this server's limit of "
+                        f"{limit:,} (max_export_edges). Narrow it with kinds=, min_score=, "
+                        "top_per_target= or circuit=, or use `headgraph export` locally.")
+                channel.put(("start", ExportStart(n, truncated)))
+                writer = ChunkWriter(channel)
+                write_export(db, model.name, ask.fmt, writer, flt)
+                writer.flush()
+            _finish(channel, ("end", None))
+        except Cancelled:
+            _finish(channel, ("cancelled", None))
+        except HeadgraphError as exc:
+            _finish(channel, ("error", exc))
+        except Exception as exc:
+            log.exception("internal error exporting %r", ask.model)
+            _finish(channel, ("bug", exc))
+
+    # plots ------------------------------------------------------------------------------
+
+    async def _plot(self, ask: PlotAsk, send: Send) -> None:
+        try:
+            async with self._plot_turn, self.service.session_gate():
+                png = await asyncio.to_thread(self._draw, ask)
+        except HeadgraphError as exc:
+            await _respond(send, self.service.public(_refusal_for(exc, self.settings)))
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"image/png"), (b"content-length", str(len(png)).encode())]})
+        await send({"type": "http.response.body", "body": png})
+
+    def _draw(self, ask: PlotAsk) -> bytes:
+        from headgraph.graph.plot import composition_heatmap, copying_chart, series_chart
+
+        with _PLOT_LOCK, self.service.open_session(max_rows=self.settings.max_rows) as db:
+            if ask.plot == "composition":
+                return composition_heatmap(db, ask.model, (ask.get("kind") or "K").upper())
+            if ask.plot == "copying":
+                return copying_chart(db, ask.model)
+            kind = ask.get("kind")
+            points = family_series(db, ask.get("family"), node=ask.get("node"),
+                                   source=ask.get("source"), target=ask.get("target"),
+                                   kind=kind.upper() if kind else None,
+                                   metric=ask.get("metric"))
+            what = ask.get("node") or (f"{ask.get('source')} -{(kind or '').upper()}-> "
+                                       f"{ask.get('target')}")
+            return series_chart(points, f"{ask.get('family')}: {what} "
+                                        f"{ask.get('metric') or ''}".rstrip())
+
+
+# --- responses --------------------------------------------------------------------------
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, DatabaseLockedError):
+        return 503
+    if isinstance(exc, ModelNotFoundError | NodeNotFoundError):
+        return 404
+    if isinstance(exc, BadInputError | LimitExceededError):
+        return 400
+    return 500
+
+
+def _refusal_for(exc: BaseException, settings: Settings) -> Outcome:
+    if not isinstance(exc, HeadgraphError):  # a bug, already logged with its traceback
+        return Outcome(500, {"errors": [{"message": INTERNAL_MESSAGE,
+                                         "extensions": {"code": INTERNAL_ERROR}}]})
+    status = _status(exc)
+    headers = {"Retry-After": str(settings.retry_after_s)} if status == 503 else None
+    return refusal(exc, status, headers)
+
+
+def _disposition(filename: str) -> bytes:
+    ascii_name = "".join(c if c.isascii() and (c.isalnum() or c in "._-@") else "_"
+                         for c in filename)
+    return (f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{quote(filename, safe='')}").encode("latin-1")
+
+

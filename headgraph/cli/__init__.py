@@ -1,0 +1,57 @@
+"""The ``headgraph`` command line: one module per group of commands.
+
+=================  ===============================================================
+module             commands
+=================  ===============================================================
+:mod:`.ingest`     ``ingest``, ``plan``, ``probe`` (the write side)
+:mod:`.database`   ``models``, ``check``, ``copy``
+:mod:`.importing`  ``import`` (attribution graphs, discovered circuits)
+:mod:`.graph`      ``paths``, ``compare``, ``series``, ``export``, ``plot``
+:mod:`.serve`      ``serve``, ``query`` (the API)
+:mod:`.demo`       ``demo``
+=================  ===============================================================
+
+The CLI imports every feature and no feature imports it; what the command modules share
+(consoles, the one-line refusal, common options) is :mod:`.common`. Every refusal is one
+line ``error [CODE]: message`` on stderr with exit status 2 (no traceback unless
+``--debug``); see :mod:`headgraph.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from headgraph.cli import database, demo, graph, importing, ingest, serve
+from headgraph.cli.common import err_console, state
+from headgraph.errors import HeadgraphError
+
+app = typer.Typer(
+    help="headgraph: a graph database of transformer circuit structure.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    state["debug"] = debug
+
+
+for _group in (ingest, database, demo, importing, serve, graph):
+    _group.register(app)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except HeadgraphError as exc:
+        err_console.print(f"error [{exc.code}]: {exc}")
+        sys.exit(2)

@@ -1,0 +1,5 @@
+"""``python -m headgraph.cli``: the same command line as ``headgraph``."""
+
+from headgraph.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""``headgraph ingest``, ``plan`` and ``probe``: the write side's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from headgraph.cli.common import (
+    DbOption,
+    ThreadsOption,
+    console,
+    err_console,
+    fail,
+    run,
+    set_threads,
+)
+from headgraph.errors import HeadgraphError
+
+
+def ingest(
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="Model directory, hub name, 'toy', 'toy@STEP' or 'random:SHAPE'; several make a "
+        "fleet (one task and one transaction per model).", show_default=False)] = None,
+    db: DbOption = None,
+    name: Annotated[str | None, typer.Option(help="Name to store it under (unique).")] = None,
+    family: Annotated[str | None, typer.Option(help="Training-run family of checkpoints.")] = None,
+    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint (default: "
+                                             "read from a name like checkpoint-1500).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="CSV of the fleet: columns source,"
+                                                  "name,family,step (only source needed).")]
+    = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite a stored model of that name.")] = False,
+    device: Annotated[str, typer.Option(help="Where the matrix work runs: cpu, cuda.")] = "cpu",
+    allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
+                                               "(weights_only=True).")] = False,
+    probes: Annotated[str | None, typer.Option(help="Also run the model on these probes "
+                                               "('default', 'repeat(seq=20)', ...) and store "
+                                               "the evidence.")] = None,
+    executor: Annotated[str, typer.Option(help="Where tasks run: local (this process) or ray "
+                                          "(one task per layer, or per model of a fleet).")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT of "
+                                                    "`ray start --head`); default: start Ray "
+                                                    "here, on loopback.")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(help="CPUs of the Ray started here "
+                                                 "(default: all).")] = None,
+    threads: ThreadsOption = None,
+) -> None:
+    """Compute a model's circuit graph and store it in one transaction; with several
+    SOURCEs (or --manifest), a fleet, each model in its own transaction. A fleet in which
+    some models failed stores the rest, lists the failures and exits with status 1."""
+    from headgraph.cli.progress import StageProgress
+    from headgraph.errors import BadInputError
+    from headgraph.ingest.executors import make_executor
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail(HeadgraphError(f"--device {device}: no CUDA device is available here; "
+                                 "use --device cpu."))
+    if executor != "ray" and (ray_address or ray_cpus):
+        fail(BadInputError("--ray-address and --ray-cpus need --executor ray."))
+    if ray_address and ray_cpus:
+        fail(BadInputError("--ray-cpus sizes a Ray started here; a cluster joined with "
+                            "--ray-address has the CPUs its `ray start` gave it."))
+    fleet = manifest is not None or len(sources or []) > 1
+    if not sources and manifest is None:
+        fail(BadInputError("give a SOURCE (or several), or --manifest FILE.csv."))
+    if fleet and (name is not None or step is not None):
+        fail(BadInputError("--name and --step label one model; for a fleet put them in a "
+                            "--manifest (columns source,name,family,step)."))
+    set_threads(threads)
+    options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
+    runner = run(make_executor, executor, **options)  # Ray starts at the first task
+    try:
+        with StageProgress(console) as progress:
+            if not fleet:
+                report = run(_ingest_one, sources[0], db, name=name, family=family,
+                              step=step, replace=replace, device=device,
+                              allow_pickle=allow_pickle, progress=progress.update,
+                              probes=probes, executor=runner)
+            else:
+                report = run(_ingest_fleet, sources or [], manifest, db, family=family,
+                              replace=replace, device=device, allow_pickle=allow_pickle,
+                              probes=probes, executor=runner, tick=progress.update)
+    finally:
+        runner.__exit__(None, None, None)
+    if not fleet:
+        _print_report(report)
+        return
+    _print_fleet(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _ingest_one(source, db, **kwargs):
+    from headgraph.ingest.pipeline import ingest as run_ingest
+
+    return run_ingest(source, db, **kwargs)
+
+
+def _ingest_fleet(sources, manifest, db, *, family, tick, **kwargs):
+    from headgraph.ingest.manifest import fleet_items, read_manifest
+    from headgraph.ingest.pipeline import ingest_fleet
+
+    items = fleet_items(sources, family)
+    if manifest is not None:
+        items += read_manifest(manifest, family)
+    written = [0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "models written":
+            written[0] = done
+        tick(stage, done, total)
+
+    try:
+        return ingest_fleet(items, db, progress=progress, **kwargs)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: {written[0]} of {len(items)} models were stored, "
+                          "each whole; nothing of the others was written.")
+        raise typer.Exit(130) from None
+
+
+def _print_report(report) -> None:
+    table = Table(title=f"ingested {report.name!r} into {report.database}", show_header=False)
+    table.add_row("nodes", f"{report.n_nodes:,}")
+    table.add_row("edges", f"{report.n_edges:,}")
+    for stage, seconds in report.timings.items():
+        table.add_row(f"{stage} (s)", f"{seconds:.2f}")
+    table.add_row("total (s)", f"{sum(report.timings.values()):.2f}")
+    if report.replaced:
+        table.add_row("replaced", "the earlier model of this name")
+    console.print(table)
+
+
+def _print_fleet(report) -> None:
+    table = Table(title=f"fleet into {report.database}: {len(report.stored)} stored, "
+                  f"{len(report.failed)} failed, {report.seconds:.1f} s")
+    for col in ("model", "nodes", "edges", "compute (s)", "write (s)", "result"):
+        table.add_column(col)
+    for o in report.outcomes:
+        if o.error is None:
+            table.add_row(o.name, f"{o.n_nodes:,}", f"{o.n_edges:,}",
+                          f"{o.compute_seconds:.2f}", f"{o.write_seconds:.2f}", "stored")
+        else:
+            table.add_row(o.name, "", "", "", "", "[red]failed[/] (below)")
+    console.print(table)
+    for o in report.failed:
+        console.print(f"[red]failed[/] {o.name} ({o.source}): {o.error}", highlight=False,
+                      soft_wrap=True)
+
+
+def plan(
+    source: Annotated[str, typer.Argument(help="Model directory, 'toy' or 'random:SHAPE'.")],
+) -> None:
+    """Print what an ingest of SOURCE will cost (edges, FLOPs, memory, size, time)."""
+    from headgraph.ingest.plan import make_plan
+
+    p = run(make_plan, source)
+    s = p.shape
+    table = Table(title=f"plan for {source}", show_header=False)
+    table.add_row("architecture", s.architecture)
+    table.add_row("shape", f"{s.n_layers} layers x {s.n_heads} heads ({s.n_kv_heads} KV), "
+                  f"d_model {s.d_model}, d_head {s.d_head}, d_mlp {s.d_mlp}, vocab {s.d_vocab}")
+    table.add_row("parameters", f"{s.n_parameters / 1e6:,.0f} M"
+                  + (" (loaded whole, through the bridge)" if s.loads_whole_model
+                     else " (streamed layer by layer)"))
+    table.add_row("edges", f"{p.edges['total']:,} ({p.edges['head->head (Q+K+V)']:,} head->head)")
+    table.add_row("head pairs by", "block Grams (fewer FLOPs for this shape)"
+                  if p.head_method == "gram" else "QR-reduced products")
+    for stage, flops in p.flops.items():
+        table.add_row(f"FLOPs: {stage}", f"{flops / 1e12:,.3f} T")
+    table.add_row("peak memory", f"{p.peak_bytes / 2**30:,.1f} GiB")
+    table.add_row("database", f"{p.database_bytes / 2**20:,.0f} MiB")
+    table.add_row("time here", f"{p.seconds:,.0f} s at {p.gflops_rate:,.0f} GFLOP/s (CPU)")
+    console.print(table)
+
+
+
+def probe(
+    model: Annotated[str, typer.Option("--model", help="Name of the stored model.")],
+    db: DbOption = None,
+    probes: Annotated[str, typer.Option(help="Probes: 'default', or e.g. "
+                                        "'repeat(seq=20,batch=32,seed=0),text(path=F)'.")]
+    = "default",
+    patch_targets: Annotated[int, typer.Option(help="Heads (by ablation effect) whose weight "
+                                               "feeders are path-patched; 0: none.")] = 4,
+    patch_sources: Annotated[int, typer.Option(help="Strongest weight feeders per target "
+                                               "and kind to path-patch.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Tokens per forward pass (batching).")]
+    = 8192,
+    heads: Annotated[str | None, typer.Option(help="Ablate (and path-patch into) only these "
+                                              "heads, e.g. 'L0H1,L1H2'; default: all.")]
+    = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
+                                               "(weights_only=True).")] = False,
+    threads: ThreadsOption = None,
+) -> None:
+    """Run probes on a stored model and store the evidence, replacing earlier evidence
+    from the same probes (one transaction)."""
+    from rich.table import Table
+
+    from headgraph.cli.progress import StageProgress
+    from headgraph.ingest.evidence.collect import EvidenceOptions
+    from headgraph.ingest.evidence.reprobe import probe_model
+
+    set_threads(threads)
+    options = run(EvidenceOptions, patch_targets=patch_targets, patch_sources=patch_sources,
+                   max_tokens=max_tokens,
+                   heads=None if heads is None else tuple(h.strip() for h in heads.split(",")))
+    with StageProgress(console) as progress:
+        report = run(probe_model, db, model, probes, options=options,
+                      allow_pickle=allow_pickle, progress=progress.update)
+    table = Table(title=f"probed {report.name!r} in {report.database}", show_header=False)
+    for name in report.probes:
+        table.add_row("probe", name)
+    table.add_row("node scores", f"{report.n_node_scores:,}")
+    table.add_row("edge scores", f"{report.n_edge_scores:,}")
+    for stage, seconds in report.timings.items():
+        passes = report.forward_passes.get(stage)
+        table.add_row(f"{stage} (s)", f"{seconds:.2f}" + (f"  ({passes} forward passes)"
+                                                           if passes else ""))
+    for note in report.notes:
+        table.add_row("note", note)
+    console.print(table)
+
+
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)
+    app.command()(plan)
+    app.command()(probe)

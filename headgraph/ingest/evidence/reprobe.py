@@ -1,0 +1,147 @@
+"""Add evidence to a model that is already stored, without recomputing its weight graph.
+
+``probe_model`` (the ``headgraph probe`` command) re-opens the model from its stored
+``models.source``, refuses it if its weights digest differs from the stored one, runs the
+probes, and writes the rows in one transaction that first deletes the model's earlier
+rows of the same probes. The database is held only for two short moments, reading the
+model row and its strongest weight feeders before the run and writing after it, so a
+server can keep reading the file while the model runs; the write re-checks that the
+model was not replaced in between.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, and_, func, select
+from sqlalchemy.exc import DBAPIError
+
+from headgraph.errors import DatabaseError, ModelNotFoundError
+from headgraph.ingest.evidence.collect import (
+    PATCH_KINDS,
+    EvidenceOptions,
+    Feeders,
+    Progress,
+    collect_evidence,
+    store_evidence,
+)
+from headgraph.ingest.evidence.probes import build_probes, parse_probes
+from headgraph.ingest.evidence.runnable import load_runnable
+from headgraph.schema import tables as t
+from headgraph.schema.database import (
+    DatabaseTarget,
+    check_version,
+    create_db_engine,
+    raise_db_error,
+    resolve_target,
+    schema_state,
+)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """What probing needs from a ``models`` row."""
+
+    model_id: int
+    name: str
+    source: str
+    weights_digest: str
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What ``probe_model`` wrote: canonical probe names, row counts, seconds per stage,
+    forward passes per stage, and notes (e.g. why path patching was skipped)."""
+
+    name: str
+    database: str
+    probes: tuple[str, ...]
+    n_node_scores: int
+    n_edge_scores: int
+    timings: dict[str, float] = field(default_factory=dict)
+    forward_passes: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _model_row(conn: Connection, target: DatabaseTarget, name: str) -> StoredModel:
+    version = schema_state(conn)
+    if version is None:
+        raise DatabaseError(f"{target}: the database is empty; ingest the model first.")
+    check_version(version, target)
+    m = t.models.c
+    row = conn.execute(select(m.model_id, m.name, m.source, m.weights_digest)
+                       .where(m.name == name)).first()
+    if row is None:
+        known = [r[0] for r in conn.execute(select(m.name).order_by(m.name).limit(20))]
+        raise ModelNotFoundError(f"no model named {name!r} in {target}. Stored: "
+                                 f"{', '.join(known) or 'none'}.")
+    return StoredModel(*row)
+
+
+def stored_feeders(conn: Connection, model_id: int, n: int) -> Feeders:
+    """:data:`Feeders` from the stored ``edges``: per (target, kind), the ``n`` strongest
+    head sources by stored rank, read in one statement."""
+    e = t.edges.c
+    pos = func.row_number().over(partition_by=(e.target, e.kind),
+                                 order_by=(e.rank, e.source)).label("pos")
+    inner = select(e.source, e.target, e.kind, pos).where(and_(
+        e.model_id == model_id, e.kind.in_(PATCH_KINDS), e.source.like("L%H%"),
+        e.target.like("L%H%"))).subquery()
+    rows = conn.execute(select(inner).where(inner.c.pos <= n)
+                        .order_by(inner.c.target, inner.c.kind, inner.c.pos))
+    table: dict[tuple[str, str], list[str]] = {}
+    for source, target, kind, _ in rows:
+        table.setdefault((target, kind), []).append(source)
+    return lambda target, kind, k: table.get((target, kind), [])[:k]
+
+
+def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "default", *,
+                options: EvidenceOptions | None = None, allow_pickle: bool = False,
+                progress: Progress | None = None) -> ProbeReport:
+    """Run ``probes`` on stored model ``model`` and replace its evidence from them.
+
+    Examples
+    --------
+    >>> probe_model("/tmp/doctest-headgraph.duckdb", "toy", "repeat(seq=10,batch=4)")
+    ... # doctest: +SKIP
+    """
+    opts = options or EvidenceOptions()
+    specs = parse_probes(probes)
+    target = resolve_target(db)
+    if target.path is not None and not target.path.exists():
+        raise DatabaseError(f"{target}: no database file there; ingest the model first.")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    engine = create_db_engine(target, read_only=True)
+    try:
+        with engine.connect() as conn:
+            stored = _model_row(conn, target, model)
+            feeders = stored_feeders(conn, stored.model_id, opts.patch_sources)
+    except DBAPIError as exc:
+        raise_db_error(target, exc, read_only=True)
+    finally:
+        engine.dispose()
+    runnable = load_runnable(stored.source, stored.weights_digest, allow_pickle=allow_pickle)
+    built = build_probes(specs, runnable.vocab)
+    timings["load"] = time.perf_counter() - start
+    evidence = collect_evidence(runnable, built, feeders, opts, progress)
+    timings.update(evidence.timings)
+    start = time.perf_counter()
+    engine = create_db_engine(target, read_only=False)
+    try:
+        with engine.begin() as conn:
+            again = _model_row(conn, target, model)
+            if again != stored:
+                raise DatabaseError(f"{target}: model {model!r} was replaced while it was "
+                                    "being probed; nothing was written. Run probe again.")
+            store_evidence(conn, stored.model_id, evidence)
+    except DBAPIError as exc:
+        raise_db_error(target, exc, read_only=False)
+    finally:
+        engine.dispose()
+    timings["write"] = time.perf_counter() - start
+    return ProbeReport(stored.name, str(target), evidence.probes, len(evidence.node_scores),
+                       len(evidence.edge_scores), timings, evidence.forward_passes,
+                       evidence.notes)
