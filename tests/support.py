@@ -71,13 +71,15 @@ def count_statements(executor: Any, query: str) -> tuple[dict, int]:
     """Run ``query`` on a :class:`~headgraph.api.execute.Executor`; its body and the number
     of SQL statements it sent. Starts cold: lookups remembered while the file was held
     (``GraphDB.memo``) and models' nodes the reader kept (``GraphDB.lasting``) are dropped
-    first, so counts do not depend on earlier requests."""
+    first, so counts do not depend on earlier requests (the database's sizes, which the
+    cost estimate reads every 10 s, are read before)."""
     from sqlalchemy import event
 
     from headgraph.queries.lasting import Lasting
 
     statements: list[str] = []
-    reader = executor.reader()
+    executor.execute_sync("{ models { name } }")  # the database's sizes are read every
+    reader = executor.reader()  # 10 s for the cost estimate, not per request: read them now
     reader.unhold()
     reader.lasting = Lasting()
     engine = reader.engine

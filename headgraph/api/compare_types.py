@@ -19,6 +19,7 @@ import strawberry
 from strawberry import Info, Private
 
 from headgraph.api.context import Context
+from headgraph.api.cost import sized
 from headgraph.api.enums import EdgeKind
 from headgraph.api.graph_ops import COMPOSITION_KINDS, changed_edges, compare_models, family_series
 from headgraph.api.limits import check_first
@@ -116,7 +117,8 @@ class Comparison:
     same_shape: bool = strawberry.field(description="Same number of layers and heads.")
     note: str = strawberry.field(description="How the models were compared, in words.")
     features: list[str] = strawberry.field(description="The signature features used.")
-    matches: list[HeadMatch] = strawberry.field(description="Most similar pairs first.")
+    matches: list[HeadMatch] = strawberry.field(description="Most similar pairs first.",
+                                                metadata=sized(assumed="heads"))
 
     @classmethod
     def from_row(cls, record: "ComparisonRecord") -> "Comparison":
@@ -135,11 +137,12 @@ class Comparison:
         return Model.from_row(self.record.b)
 
     @strawberry.field(description="Heads of A left unmatched (below minSimilarity, or more "
-                      "heads than B has).")
+                      "heads than B has).", metadata=sized(assumed="heads"))
     async def unmatched_a(self, info: Info[Context, None]) -> list[Node]:
         return await load_nodes(info, self.record.a.model_id, self.record.unmatched_a)
 
-    @strawberry.field(description="Heads of B left unmatched.")
+    @strawberry.field(description="Heads of B left unmatched.",
+                      metadata=sized(assumed="heads"))
     async def unmatched_b(self, info: Info[Context, None]) -> list[Node]:
         return await load_nodes(info, self.record.b.model_id, self.record.unmatched_b)
 

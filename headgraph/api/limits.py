@@ -2,9 +2,11 @@
 
 * document size: ``max_tokens`` (the parser stops early), ``max_aliases``, ``max_depth``;
 * list sizes: ``top`` and ``first`` at most ``max_first``;
-* total work: at most ``max_rows`` rows read per request (enforced in
-  :meth:`headgraph.queries.session.GraphDB.session`, while fetching), and at most
-  ``max_query_seconds`` of wall time (:class:`headgraph.api.asyncdb.AsyncDB`);
+* total work: a cost estimate at most ``max_cost`` before anything runs
+  (:mod:`headgraph.api.cost`), at most ``max_rows`` rows read per request (enforced in
+  :meth:`headgraph.queries.session.GraphDB.session`, while fetching), at most
+  ``max_query_seconds`` of wall time (:class:`headgraph.api.asyncdb.AsyncDB` and
+  :mod:`headgraph.api.execute`), and at most ``max_response_bytes`` of answer;
 * strings: no NUL character in a string literal (:class:`SafeStrings`; variables are
   checked in :mod:`headgraph.api.execute`), so every backend answers the same BAD_INPUT.
 
@@ -15,13 +17,13 @@ parsing messages. They count as strawberry's ``QueryDepthLimiter`` and
 fragment spread anew, so a document of 20 fragments that each spread the next twice (200
 tokens) took 5 s to validate, on the event loop, and one of 30 would have taken hours.
 Unknown and cyclic fragments count 0 here; graphql-core's own rules refuse them
-(``BAD_INPUT``).
+(``BAD_INPUT``). :mod:`headgraph.api.admission` runs these rules, and the cost, before
+graphql-core's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from functools import lru_cache
+from collections.abc import Callable
 
 from graphql import (
     DocumentNode,
@@ -35,13 +37,6 @@ from graphql import (
     StringValueNode,
     ValidationContext,
     ValidationRule,
-    parse,
-)
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    SchemaExtension,
-    ValidationCache,
 )
 
 from headgraph.api.settings import Settings
@@ -172,44 +167,6 @@ def aliases_rule(max_aliases: int) -> type[ValidationRule]:
                     f"{total} aliases found. Allowed: {max_aliases} (max_aliases)"))
 
     return AliasLimit
-
-
-DOCUMENT_CACHE_SIZE = 256
-"""Parsed and validated documents kept per server (LRU, keyed by the query text and the
-limits): clients send the same few queries with different variables, and parsing plus
-validation was most of a small request's time (~60% of a feeders query in-process)."""
-
-
-def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
-    """Extension factories (strawberry wants classes or factories, not instances).
-
-    The rule classes are made once, here: the validation cache keys on them, so rules made
-    per request would never hit it. A document over a limit is refused on every request
-    (errors are cached with the document; parse errors are not cached but raised again)."""
-    rules = [depth_rule(settings.max_depth), aliases_rule(settings.max_aliases), SafeStrings]
-    return [
-        lambda: AddValidationRules(rules),
-        lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-        DocumentCache,
-        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
-    ]
-
-
-_cached_parse = lru_cache(maxsize=DOCUMENT_CACHE_SIZE)(parse)
-
-
-class DocumentCache(SchemaExtension):
-    """Parse each query text once (strawberry's ``ParserCache`` raises a syntax error from
-    its hook, past strawberry's own handling, so the error lost its code). A document that
-    does not parse is left to strawberry, which parses it again and reports it as usual."""
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            context.graphql_document = _cached_parse(context.query, **context.parse_options)
-        except GraphQLError:
-            pass
-        yield
 
 
 def is_token_limit(error: GraphQLError) -> bool:

@@ -17,13 +17,15 @@ from collections.abc import Sequence
 import strawberry
 from graphql import GraphQLError
 from strawberry import Info
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.types import ExecutionContext
 
 from headgraph.api import compare_types
+from headgraph.api.admission import admission
 from headgraph.api.compare_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.context import Context
+from headgraph.api.cost import sized
 from headgraph.api.errors import CodedErrors, log_errors
-from headgraph.api.limits import limit_extensions
 from headgraph.api.settings import Settings
 from headgraph.api.types import EdgeKind, Model, Node
 from headgraph.queries.models import get_model, list_models
@@ -33,7 +35,7 @@ from headgraph.queries.nodes import model_and_node
 @strawberry.type(description="Questions about the stored models' circuit graphs.")
 class Query:
     @strawberry.field(description="Stored models (of one training-run family if given), by "
-                      "family, step and name.")
+                      "family, step and name.", metadata=sized(assumed="models"))
     async def models(self, info: Info[Context, None], family: str | None = None) -> list[Model]:
         rows = await info.context.db.run(list_models, family)
         for row in rows:
@@ -69,7 +71,8 @@ class Query:
                       "copying_ratio, the default, or an evidence metric) or an edge series "
                       "(`source`, `target`, `kind`, `metric` score (default), baseline, rank "
                       "or z). Checkpoints lacking the node or edge are left out. Errors: "
-                      "MODEL_NOT_FOUND (no such family), NODE_NOT_FOUND, BAD_INPUT.")
+                      "MODEL_NOT_FOUND (no such family), NODE_NOT_FOUND, BAD_INPUT.",
+                      metadata=sized(assumed="models"))
     async def series(self, info: Info[Context, None], family: str, node: str | None = None,
                      source: str | None = None, target: str | None = None,
                      kind: EdgeKind | None = None,
@@ -98,5 +101,6 @@ def build_schema(settings: Settings | None = None, queries: Sequence[type] = ()
                                description=Query.__strawberry_definition__.description)
     return HeadgraphSchema(
         query=root,
-        extensions=[*limit_extensions(settings), CodedErrors],
+        extensions=[lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
+                    admission(settings), CodedErrors],
     )

@@ -15,28 +15,44 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 
 import strawberry
 from strawberry import Info, Private
 
 from headgraph.api.context import Context
+from headgraph.api.cost import sized
 from headgraph.api.enums import EdgeKind, HeadOrder, NodeKind, PathRank, PathWeight
 from headgraph.api.graph_ops import PathAsk, UpstreamCircuit, circuit_of, find_paths
 from headgraph.api.limits import check_first
 from headgraph.api.loaders import EdgeAsk, EvidenceAsk, NodeKey, ScoreAsk
 from headgraph.api.values import Copying, PageInfo, Score, f32, kind_values
 from headgraph.errors import NodeNotFoundError
+from headgraph.graph.paths import MAX_LENGTH as MAX_PATH_LENGTH
 from headgraph.graph.paths import Path as PathRecord
 from headgraph.queries.circuits import CircuitRow
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
-from headgraph.queries.evidence import heads_in_role
+from headgraph.queries.evidence import ROLE_RULES, heads_in_role
 from headgraph.queries.gaps import ABSENT, evidence_gaps
 from headgraph.queries.gaps import EvidenceGap as GapRecord
 from headgraph.queries.nodes import list_nodes, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
+
+SCORES = 20
+"""Evidence rows assumed per node or edge in the cost estimate (each is a database row, so
+``max_rows`` bounds the real number; what is asked of each is leaves)."""
+MAX_CHAIN = 3  # heads in the longest stored virtual head
+N_KINDS = len(EdgeKind)
+
+
+def circuit_edges(args: Mapping[str, int], sizes: Mapping[str, int]) -> int:
+    """Edges an upstream circuit may hold, for the cost estimate: at most
+    ``max_circuit_edges``; within one hop, the root's feeders of every kind; further, the
+    feeders of every node."""
+    reach = 1 if args.get("depth", 2) <= 1 else sizes["nodes"]
+    return min(sizes["max_circuit_edges"], N_KINDS * sizes["nodes"] * reach)
 
 
 @strawberry.type(description="One weighted edge: how strongly the source's write enters the "
@@ -73,7 +89,7 @@ class Edge:
 
     @strawberry.field(description="Causal evidence on this edge from running the model "
                       "(path patching: path_zero_dloss, path_mean_dloss...), of one probe "
-                      "if given; [] when none was measured.")
+                      "if given; [] when none was measured.", metadata=sized(assumed=SCORES))
     async def evidence(self, info: Info[Context, None], probe: str | None = None) -> list[Score]:
         r = self.row
         rows = await info.context.loaders.evidence.load(
@@ -173,7 +189,8 @@ class Node:
                       min_score: float | None = None) -> list[Edge]:
         return await _edges(info, self.row, True, kind, top, min_score)
 
-    @strawberry.field(description="Evidence rows about this node (of one probe if given).")
+    @strawberry.field(description="Evidence rows about this node (of one probe if given).",
+                      metadata=sized(assumed=SCORES))
     async def scores(self, info: Info[Context, None], probe: str | None = None) -> list[Score]:
         rows = await info.context.loaders.scores.load(
             ScoreAsk(self.row.model_id, self.row.node, probe))
@@ -183,7 +200,7 @@ class Node:
                       "duplicate_token, first_token, copying, suppression), derived from its "
                       "stored evidence and weights with the thresholds of "
                       "headgraph.queries.evidence.ROLE_RULES (from one probe's evidence if "
-                      "given); [] for none.")
+                      "given); [] for none.", metadata=sized(assumed=len(ROLE_RULES)))
     async def roles(self, info: Info[Context, None], probe: str | None = None) -> list[str]:
         return await info.context.loaders.roles.load(
             ScoreAsk(self.row.model_id, self.row.node, probe))
@@ -192,7 +209,7 @@ class Node:
                       "(1-6) through `kinds` (default all) over edges with score >= "
                       "`minScore`: its upstream circuit, nodes and edges, for a client to "
                       "draw. At most max_circuit_edges edges (the strongest); `truncated` "
-                      "says when that cap cut.")
+                      "says when that cap cut.", metadata=sized(fn=circuit_edges))
     async def circuit(self, info: Info[Context, None], depth: int | None = 2,
                       kinds: list[EdgeKind] | None = None,
                       min_score: float | None = None) -> Subgraph:
@@ -212,7 +229,7 @@ class EdgeConnection:
     model_id: Private[int]
     kind: Private[str | None]
     min_score: Private[float | None]
-    edges: list[EdgeEdge]
+    edges: list[EdgeEdge] = strawberry.field(metadata=sized(per_parent=1))
     page_info: PageInfo
 
     @classmethod
@@ -271,7 +288,7 @@ class Model:
                    n_nodes=row.n_nodes, n_edges=row.n_edges)
 
     @strawberry.field(description="Nodes in residual-stream order, optionally of one kind "
-                      "or layer.")
+                      "or layer.", metadata=sized(assumed="nodes"))
     async def nodes(self, info: Info[Context, None], kind: NodeKind | None = None,
                     layer: int | None = None) -> list[Node]:
         rows = await info.context.db.run(list_nodes, self.row,
@@ -283,7 +300,7 @@ class Model:
                       "Metric orders put the highest first unless descending is false; heads "
                       "without the metric come last. `first` defaults to all heads. `role` "
                       "keeps only the heads that play it (see Node.roles); an unknown role "
-                      "is BAD_INPUT.")
+                      "is BAD_INPUT.", metadata=sized("first", "heads"))
     async def heads(self, info: Info[Context, None],
                     order_by: HeadOrder | None = HeadOrder.LAYER, descending: bool | None = None,
                     first: int | None = None, role: str | None = None) -> list[Node]:
@@ -348,7 +365,8 @@ class Model:
                       "weights disagree, per stored circuit: edges with weight z >= `minZ` "
                       "that the circuit leaves out (strongest first), then circuit edges with "
                       "weight z < `maxZ` (weakest first); z = (score - baseline) / nullStd. At "
-                      "most `top` of each per circuit; of one `tool` / `task` if given.")
+                      "most `top` of each per circuit; of one `tool` / `task` if given.",
+                      metadata=sized(fn=lambda a, n: 2 * a.get("top", 10) * n["circuits"]))
     async def evidence_gaps(self, info: Info[Context, None], kind: EdgeKind | None = None,
                             top: int | None = 10, tool: str | None = None,
                             task: str | None = None, min_z: float | None = 3.0,
@@ -363,14 +381,15 @@ class Model:
 class Path:
     record: Private[PathRecord]
     model_id: Private[int]
-    kinds: list[EdgeKind]
+    kinds: list[EdgeKind] = strawberry.field(metadata=sized(assumed=MAX_PATH_LENGTH))
     score: float = strawberry.field(
         description="The ranking value: the product of the edge weights (rankBy: PRODUCT) "
                     "or its geometric mean per hop (PER_HOP).")
     product: float = strawberry.field(
         description="The product of the edge weights (scores, or score/baseline for RATIO).")
     edge_scores: list[float] = strawberry.field(
-        description="Each edge's stored score, source end first.")
+        description="Each edge's stored score, source end first.",
+        metadata=sized(assumed=MAX_PATH_LENGTH))
     length: int = strawberry.field(description="Number of edges.")
 
     @classmethod
@@ -380,7 +399,8 @@ class Path:
                    product=record.product, edge_scores=[f32(s) for s in record.scores],
                    length=record.length)
 
-    @strawberry.field(description="The path's nodes, source first, target last.")
+    @strawberry.field(description="The path's nodes, source first, target last.",
+                      metadata=sized(assumed=MAX_PATH_LENGTH + 1))
     async def nodes(self, info: Info[Context, None]) -> list[Node]:
         return await load_nodes(info, self.model_id, self.record.nodes)
 
@@ -412,7 +432,7 @@ class VirtualHead:
                                    ratio=f32(row.copying_ratio)))
 
     @strawberry.field(description="The heads of the chain, first head (whose values are "
-                      "moved first) first.")
+                      "moved first) first.", metadata=sized(assumed=MAX_CHAIN))
     async def heads(self, info: Info[Context, None]) -> list[Node]:
         return await load_nodes(info, self.row.model_id, self.row.heads)
 
@@ -428,7 +448,7 @@ async def model_virtual_heads(info: Info[Context, None], model: ModelRow, length
                  "within a few hops, strongest edges first.")
 class Subgraph:
     circuit: Private[UpstreamCircuit]
-    edges: list[Edge]
+    edges: list[Edge] = strawberry.field(metadata=sized(per_parent=1))
     truncated: bool = strawberry.field(
         description="True when max_circuit_edges cut the circuit (the strongest edges are "
                     "kept).")
@@ -438,7 +458,8 @@ class Subgraph:
         return cls(circuit=circuit, edges=[Edge.from_row(e) for e in circuit.edges],
                    truncated=circuit.truncated)
 
-    @strawberry.field(description="The nodes met, the circuit's own node included.")
+    @strawberry.field(description="The nodes met, the circuit's own node included.",
+                      metadata=sized(per_parent=1))
     async def nodes(self, info: Info[Context, None]) -> list[Node]:
         return await load_nodes(info, self.circuit.model_id, self.circuit.nodes)
 

@@ -9,6 +9,7 @@ strongest, with ``truncated``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 
 import strawberry
@@ -16,9 +17,10 @@ from strawberry import Info, Private
 from strawberry.scalars import JSON
 
 from headgraph.api.context import Context
+from headgraph.api.cost import sized
 from headgraph.api.limits import check_first
 from headgraph.attribution import graphs as q
-from headgraph.attribution.neighbourhood import neighbourhood
+from headgraph.attribution.neighbourhood import MAX_DEPTH, neighbourhood
 from headgraph.attribution.pruned import pruned_view
 from headgraph.attribution.pruning import ROLE_NAMES
 
@@ -91,10 +93,17 @@ class AttributionLink:
         description="In a pruned view, circuit-tracer's edge score A'[t, s] (w + I')[t].")
 
 
+def _neighbourhood_links(args: Mapping[str, int], sizes: Mapping[str, int]) -> int:
+    """Links a neighbourhood may gather, for the cost estimate: ``top`` per node per hop,
+    ``depth`` hops, upstream and downstream."""
+    top, depth = args.get("top", 10), args.get("depth", 1)
+    return 2 * sum(top ** d for d in range(1, min(depth, MAX_DEPTH) + 1))
+
+
 @strawberry.type(description="Part of an attribution graph: nodes and links in file order.")
 class AttributionView:
-    nodes: list[AttributionNode]
-    links: list[AttributionLink]
+    nodes: list[AttributionNode] = strawberry.field(metadata=sized(per_parent=2))
+    links: list[AttributionLink] = strawberry.field(metadata=sized(per_parent=1))
     truncated: bool = strawberry.field(description="True when `first` cut links (the "
                                        "strongest were kept).")
 
@@ -131,7 +140,8 @@ class AttributionGraph:
     @strawberry.field(description="circuit-tracer's pruned graph, computed in the database: "
                       "nodes up to cumulative influence `nodeThreshold`, then links up to "
                       "cumulative edge influence `edgeThreshold` (both in [0, 1]). At most "
-                      "`first` links, the strongest. Errors: BAD_INPUT.")
+                      "`first` links, the strongest. Errors: BAD_INPUT.",
+                      metadata=sized("first", "max_first"))
     async def pruned(self, info: Info[Context, None], node_threshold: float = 0.8,
                      edge_threshold: float = 0.98, first: int | None = None) -> AttributionView:
         limit = _first(info, first)
@@ -142,7 +152,7 @@ class AttributionGraph:
     @strawberry.field(description="The links around node `node` (a node_id): its `top` "
                       "strongest in-links (|weight|), then theirs, `depth` hops upstream, and "
                       "the same downstream, as `direction` says. Errors: NODE_NOT_FOUND, "
-                      "BAD_INPUT, LIMIT_EXCEEDED.")
+                      "BAD_INPUT, LIMIT_EXCEEDED.", metadata=sized(fn=_neighbourhood_links))
     async def neighbourhood(self, info: Info[Context, None], node: str, top: int = 10,
                             depth: int = 1, direction: LinkDirection = LinkDirection.BOTH
                             ) -> AttributionView:
@@ -172,7 +182,8 @@ async def attribution_graph(info: Info[Context, None], slug: str) -> Attribution
 class AttributionQuery:
     @strawberry.field(description="Imported attribution graphs (circuit-tracer / Neuronpedia), "
                       "by model and slug: of one `model` if given, whose prompt contains "
-                      "`prompt` (case-insensitive) if given; at most `first`.")
+                      "`prompt` (case-insensitive) if given; at most `first`.",
+                      metadata=sized("first", "max_first"))
     async def attribution_graphs(self, info: Info[Context, None], model: str | None = None,
                                  prompt: str | None = None, first: int | None = None
                                  ) -> list[AttributionGraph]:

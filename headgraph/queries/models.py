@@ -50,3 +50,20 @@ def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:
     found = [ModelRow.from_row(r) for r in rows]
     db.lasting.seen(found)
     return {r.model_id: r for r in found}
+
+
+def database_sizes(db: GraphDB) -> dict[str, int]:
+    """How large the stored lists can be, for the API's cost estimate: the number of
+    models and of imported circuits, and the most nodes and heads of any one model (one
+    statement each over small tables)."""
+    from sqlalchemy import func
+
+    from headgraph.schema.tables import circuits
+
+    m = models.c
+    row = db.rows(select(func.count().label("models"), func.max(m.n_nodes).label("nodes"),
+                         func.max(m.n_layers * m.n_heads).label("heads")), budgeted=False)[0]
+    n_circuits = db.rows(select(func.count().label("n")).select_from(circuits),
+                         budgeted=False)[0]["n"]
+    return {"models": int(row["models"] or 0), "nodes": int(row["nodes"] or 0),
+            "heads": int(row["heads"] or 0), "circuits": int(n_circuits or 0)}
