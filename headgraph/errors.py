@@ -88,3 +88,10 @@ class LimitExceededError(HeadgraphError):
     """A request over one of the documented limits (top, first, depth...)."""
 
     code = "LIMIT_EXCEEDED"
+
+
+class ServerBusyError(HeadgraphError):
+    """Every turn of the server's database (or export slot) stayed taken while a request
+    waited for one; retry after a moment."""
+
+    code = "SERVER_BUSY"

@@ -4,15 +4,21 @@ A request holds one read-only connection from start to end (see
 :mod:`headgraph.api.execute` for why), so everything it reads is one consistent view.
 Resolvers are async (DataLoaders batch on the event loop) but the driver is blocking:
 :class:`AsyncDB` runs each queries-layer call in a worker thread, one at a time, because
-a DuckDB connection serves one thread at a time; bounded lookups run on the event loop
-(:meth:`AsyncDB.lookup`), where they cost less than the thread switch.
+a DuckDB connection serves one thread at a time; on DuckDB, bounded lookups run on the
+event loop (:meth:`AsyncDB.lookup`), where they cost less than the thread switch. Nothing
+that waits on a network runs on the loop: a PostgreSQL server that stalls (SIGSTOP, a
+lost network) would stop every client of the server with it, so on PostgreSQL every call
+goes to a worker thread.
 
 Time budget (``max_query_seconds``): a call still running at the request's deadline is
 abandoned, not killed (Python cannot stop a thread): its resolver, and every call after
 it, raises ``LIMIT_EXCEEDED``, the response leaves at once, the running statement is
-interrupted where the driver allows it (DuckDB ``interrupt()``, PostgreSQL cancel; a
-path search in numpy runs to its end), and the request's connection is closed by the
-worker thread as soon as the call returns (:meth:`AsyncDB.close_when_idle`).
+interrupted where the driver allows it (DuckDB ``interrupt()``, PostgreSQL cancel, from
+a thread of its own: a cancel opens a connection, which a stalled server never answers;
+PostgreSQL also ends the statement itself at ``statement_timeout``, set to the same
+budget), and the request's connection is closed by the worker thread as soon as the call
+returns (:meth:`AsyncDB.close_when_idle`). Until then the request's database turn stays
+taken, so abandoned work is bounded by the number of turns.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from headgraph.errors import LimitExceededError
 from headgraph.queries.session import GraphDB
 
 P = ParamSpec("P")
+CANCEL_TIMEOUT_S = 5.0  # how long a PostgreSQL cancel request may take to connect
 T = TypeVar("T")
 
 
@@ -36,14 +43,18 @@ class AsyncDB:
 
     ``await db.run(feeders_of, model_id, names, "K")`` runs ``feeders_of(session, ...)``.
     ``budget_s`` (``max_query_seconds``; 0 or ``None``: no limit) bounds the wall time of
-    all calls together, counted from now.
+    all calls together, counted from ``start`` (``time.monotonic()``; default now: the
+    service passes the moment the request arrived).
     """
 
-    def __init__(self, session: GraphDB, budget_s: float | None = None) -> None:
+    def __init__(self, session: GraphDB, budget_s: float | None = None,
+                 start: float | None = None) -> None:
         self.session = session
         self._lock = asyncio.Lock()
         self._budget = budget_s or None
-        self._deadline = None if self._budget is None else time.monotonic() + self._budget
+        begun = time.monotonic() if start is None else start
+        self._deadline = None if self._budget is None else begun + self._budget
+        self._inline_ok = session.target.dialect == "duckdb"  # in-process: nothing to stall
         self._state = threading.Lock()
         self._running = False  # a call owns the connection (from run() until its thread ends)
         self._started = False
@@ -59,12 +70,12 @@ class AsyncDB:
     async def lookup(self, fn: Callable[Concatenate[GraphDB, P], T], *args: P.args,
                      **kwargs: P.kwargs) -> T:
         """``fn(session, *args, **kwargs)`` on the event loop, for a bounded index lookup
-        (a model or node by name; on PostgreSQL also the top few feeders of a few nodes,
-        ``GraphDB.edge_lookups_inline``): it answers in about 0.1 ms, less than the two
-        thread switches :meth:`run` costs (measured: 3.4 -> 2.6 ms a feeders request on
-        PostgreSQL), and under load each switch is one more wait for a core. It cannot be abandoned at the deadline,
-        which is why only lookups whose size the caller has bounded come here."""
-        return await self._run(True, fn, *args, **kwargs)
+        (a model or node by name) on DuckDB: it answers in about 0.1 ms, less than the two
+        thread switches :meth:`run` costs, and under load each switch is one more wait for
+        a core. It cannot be abandoned at the deadline, which is why only lookups whose
+        size the caller has bounded come here. On PostgreSQL it is :meth:`run`: a
+        statement there waits on the network, which must never hold the event loop."""
+        return await self._run(self._inline_ok, fn, *args, **kwargs)
 
     async def _run(self, inline: bool, fn: Callable[..., T], *args: object,
                    **kwargs: object) -> T:
@@ -92,8 +103,23 @@ class AsyncDB:
                 return task.result()
             self.timed_out = True  # the thread still holds the connection: nothing more runs
             task.add_done_callback(self._settle)
-            _interrupt(self.session)
+            self.interrupt()
             raise self._over()
+
+    @property
+    def deadline(self) -> float | None:
+        """When the budget ends (``time.monotonic()``), ``None`` without one."""
+        return self._deadline
+
+    def interrupt(self) -> None:
+        """Ask the driver to stop the running statement: on the loop for DuckDB (an
+        in-process flag), from a thread of its own elsewhere (a cancel request is a new
+        connection, which a stalled server may never answer)."""
+        if self._inline_ok:
+            _interrupt(self.session)
+        else:
+            threading.Thread(target=_interrupt, args=(self.session,), daemon=True,
+                             name="headgraph-interrupt").start()
 
     def _left(self) -> float | None:
         """Seconds left of the budget (0.0 when spent), ``None`` without a budget."""
@@ -159,7 +185,10 @@ def _interrupt(session: GraphDB) -> None:
         for name in ("interrupt", "cancel_safe", "cancel"):
             stop = getattr(raw, name, None)
             if callable(stop):
-                stop()
+                if name == "cancel_safe":
+                    stop(timeout=CANCEL_TIMEOUT_S)
+                else:
+                    stop()
                 return
     except Exception as exc:  # the connection may be closing: nothing to stop
         log.debug("could not interrupt a timed-out statement: %s", exc)

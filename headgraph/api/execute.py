@@ -28,21 +28,26 @@ first request after the writer has gone. What a client sees:
   a retry succeeds unless the server is answering requests back to back.
 * ``headgraph query`` and the Python API (``headgraph.open``) behave the same way.
 
-A writer that finds the file held asks servers to step aside: while a file
-``<database>.write-pending`` holds the process id of a live process, a server lets go of
-the file and opens it for no new request (each gets the 503 above at once), the requests
-in flight finish, and the writer gets its gap. Without it, 32 clients asking back to back keep the file held
-without a break and an ingest waits in vain (measured: RELIABILITY.md). Only a marker whose
-process is alive counts, so a killed ingest never blocks a server.
+A writer that finds the file held asks servers to step aside: while a live writer holds
+its ``<database>.write-pending`` marker (:mod:`headgraph.schema.pending`: a lock that the
+kernel drops when the writer's process ends), a server lets go of the file and opens it
+for no new request (each gets the 503 above at once), the requests in flight finish, and
+the writer gets its gap. Without it, 32 clients asking back to back keep the file held
+without a break and an ingest waits in vain (measured: RELIABILITY.md). A marker left by
+a killed ingest, or naming a PID that another process has since taken, never blocks a
+server.
 
 On PostgreSQL none of this applies: readers and the writer never wait for each other.
 
-At most :data:`MAX_OPEN_SESSIONS` requests hold a connection at once; the others wait
-their turn on the event loop (:meth:`Service.session_gate`). Without this gate, on
-PostgreSQL, more concurrent requests than the pool has connections (SQLAlchemy's 5 + 10
-overflow) opened their sessions from all the event loop's worker threads: each blocked
-waiting for a connection that only a worker thread could give back, every request stalled
-for the pool's 30 s timeout and most ended in a 500 (found by the load test, 32 clients).
+At most :data:`~headgraph.api.turns.MAX_OPEN_SESSIONS` requests hold a connection at
+once; the others wait their turn on the event loop (:mod:`headgraph.api.turns`), at most
+``max_wait_s`` and never past their deadline (then 503 ``SERVER_BUSY``).
+
+Deadline (``max_query_seconds``, counted from the request's arrival): database calls and
+graph work in worker threads are abandoned at the deadline (:class:`AsyncDB`; their
+fields answer ``LIMIT_EXCEEDED``); work on the event loop (the executor building a large
+answer) is stopped a little later, at ``1.05 x budget + 0.05 s``, and the request is
+answered ``{"data": null, "errors": [LIMIT_EXCEEDED]}``. Either way the answer is JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -67,18 +73,25 @@ from headgraph.api.errors import request_error
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
 from headgraph.api.settings import Settings
-from headgraph.errors import BadInputError, DatabaseLockedError, HeadgraphError
+from headgraph.api.turns import MAX_OPEN_SESSIONS, Turns
+from headgraph.errors import (
+    BadInputError,
+    DatabaseLockedError,
+    HeadgraphError,
+    LimitExceededError,
+    ServerBusyError,
+)
+from headgraph.queries.models import database_sizes
 from headgraph.queries.session import GraphDB, open_reader
 from headgraph.schema.database import resolve_target
+from headgraph.schema.pending import writer_waiting
 
 log = logging.getLogger("headgraph.api")
 QUERY_ONLY = frozenset({OperationType.QUERY})
-WRITE_PENDING = ".write-pending"  # suffix of the marker a waiting writer leaves
-# requests holding a connection at once: below PostgreSQL's pool (5 + 10 overflow) even with
-# the 8 exports that may stream beside them, and about the event loop's worker threads
-MAX_OPEN_SESSIONS = 6
 MAX_MESSAGE_CHARS = 1000  # an error message echoing a huge name is cut here
 WATCH_SECONDS = 0.1  # how often a server holding a DuckDB file looks for a waiting writer
+BACKSTOP_SHARE, BACKSTOP_S = 0.05, 0.05  # work on the loop stops at 1.05 x budget + 0.05 s
+SIZES_EVERY_S = 10.0  # how often the database's sizes for the cost estimate are read again
 
 
 @dataclass(frozen=True)
@@ -112,23 +125,30 @@ class Service:
         self.target = resolve_target(db)
         self.settings = settings or Settings()
         self.schema = build_schema(self.settings, queries)
+        self.turns = Turns(MAX_OPEN_SESSIONS, "database turn")
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
-        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._closed = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._sizes: tuple[float, dict[str, int]] | None = None
 
     def reader(self) -> GraphDB:
         """The read-only handle (opened once; it holds the file only per request)."""
         with self._opening:
             if self._reader is None:
-                self._reader = open_reader(self.db, release=True)
+                self._reader = open_reader(
+                    self.db, release=True,
+                    statement_timeout_s=self.settings.max_query_seconds or None)
             return self._reader
 
     def close(self) -> None:
         self._closed.set()
         if self._reader is not None:
             self._reader.close()
+
+    def busy(self, exc: HeadgraphError) -> Outcome:
+        """503 + ``Retry-After`` for a locked database or a server without a free turn."""
+        return refusal(exc, 503, {"Retry-After": str(self.settings.retry_after_s)})
 
     @contextlib.contextmanager
     def open_session(self, max_rows: int | None = None) -> Iterator[GraphDB]:
@@ -162,28 +182,14 @@ class Service:
 
     def writer_waiting(self) -> bool:
         """Whether a live writer has left its ``<file>.write-pending`` marker."""
-        path = self.target.path
-        if path is None:
-            return False
-        try:
-            pid = int(path.with_name(path.name + WRITE_PENDING).read_text().strip())
-        except (OSError, ValueError):
-            return False
-        return _alive(pid)
-
-    def _slots(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()  # one gate per event loop (execute_sync makes many)
-        if self._gate is None or self._gate[0] is not loop:
-            self._gate = (loop, asyncio.Semaphore(MAX_OPEN_SESSIONS))
-        return self._gate[1]
+        return self.target.path is not None and writer_waiting(self.target.path)
 
     @contextlib.asynccontextmanager
-    async def session_gate(self) -> AsyncIterator[None]:
-        """Wait (on the event loop, never in a worker thread) for one of the
-        :data:`MAX_OPEN_SESSIONS` turns to hold a connection; for work that opens and
-        closes its session inside the block."""
-        slots = self._slots()
-        async with slots:
+    async def session_gate(self, wait_s: float | None = None) -> AsyncIterator[None]:
+        """Wait (on the event loop, never in a worker thread, at most ``wait_s``, default
+        ``max_wait_s``) for one of the database turns, for work that opens and closes its
+        session inside the block. :class:`ServerBusyError` when none came."""
+        async with self.turns.hold(self.settings.max_wait_s if wait_s is None else wait_s):
             yield
 
     def check_writer(self) -> None:
@@ -198,11 +204,14 @@ class Service:
                                       "Retry after Retry-After seconds.")
 
     async def execute(self, query: object, variables: object = None,
-                      operation_name: object = None, *, query_only: bool = False) -> Outcome:
-        """Answer one request; never raises for anything a client sent. Its error messages
-        name no file path or URL of the database (:meth:`public`)."""
-        return self.public(await self._execute(query, variables, operation_name,
-                                               query_only=query_only))
+                      operation_name: object = None, *, query_only: bool = False,
+                      start: float | None = None) -> Outcome:
+        """Answer one request (``start``: when it arrived, ``time.monotonic()``; default
+        now); never raises for anything a client sent. Its error messages name no file
+        path or URL of the database (:meth:`public`)."""
+        return self.public(await self._execute(
+            query, variables, operation_name, query_only=query_only,
+            start=time.monotonic() if start is None else start))
 
     def public(self, outcome: Outcome) -> Outcome:
         """``outcome`` with each error message fit to leave the server: the database's path
@@ -221,37 +230,68 @@ class Service:
         return Outcome(outcome.status, {**outcome.body, "errors": cleaned}, outcome.headers)
 
     async def _execute(self, query: object, variables: object, operation_name: object, *,
-                       query_only: bool) -> Outcome:
+                       query_only: bool, start: float) -> Outcome:
         try:
             query, variables, operation_name = _checked(query, variables, operation_name)
         except BadInputError as exc:
             return refusal(exc, 400)
-        slots = self._slots()
-        await slots.acquire()
-        stack = ExitStack()
-        stack.callback(_release_from_any_thread, slots, asyncio.get_running_loop())
+        budget = self.settings.max_query_seconds or None
+        deadline = None if budget is None else start + budget
         try:
-            if self._quick_open():  # a connection to the database already open: ~0.1 ms
+            give_back = await self.turns.take(self.settings.max_wait_s, deadline)
+        except ServerBusyError as exc:
+            return self.busy(exc)
+        stack = ExitStack()
+        stack.callback(give_back)
+        try:
+            if self._quick_open():  # the DuckDB file is held open: ~0.1 ms
                 session = self._open_session(stack)
-            else:  # may open the file (10-30 ms) or wait for a pooled connection
+            else:  # may open the file (10-30 ms) or reach PostgreSQL (a network wait)
                 session = await asyncio.to_thread(self._open_session, stack)
         except DatabaseLockedError as exc:
             await asyncio.to_thread(stack.close)
-            return refusal(exc, 503, {"Retry-After": str(self.settings.retry_after_s)})
+            return self.busy(exc)
         except HeadgraphError as exc:
             await asyncio.to_thread(stack.close)
             return refusal(exc, 500)
         except BaseException:
             await asyncio.to_thread(stack.close)
             raise
-        db = AsyncDB(session, self.settings.max_query_seconds)
+        db = AsyncDB(session, budget, start)
         try:
-            context = Context(db=db, settings=self.settings)
-            allowed = QUERY_ONLY if query_only else None
-            result = await self.schema.execute(query, variable_values=variables,
-                                               context_value=context,
-                                               operation_name=operation_name,
-                                               allowed_operation_types=allowed)
+            return await self._run(db, query, variables, operation_name, query_only)
+        finally:
+            # a call abandoned at the deadline still uses the connection: its thread
+            # closes the session when it returns; otherwise close it now
+            if not db.close_when_idle(stack.close):
+                loop = asyncio.get_running_loop()
+                if self._quick_open():  # held DuckDB file: at the loop's next turn, once
+                    loop.call_soon(_close_quietly, stack)  # the answer has left
+                else:  # PostgreSQL's rollback is a round trip: in a worker thread, unwaited
+                    loop.run_in_executor(None, _close_quietly, stack)
+
+    async def _run(self, db: AsyncDB, query: str, variables: dict[str, Any] | None,
+                   operation_name: str | None, query_only: bool) -> Outcome:
+        context = Context(db=db, settings=self.settings,
+                          database_sizes=await self._database_sizes(db))
+        work = self.schema.execute(query, variable_values=variables, context_value=context,
+                                   operation_name=operation_name,
+                                   allowed_operation_types=QUERY_ONLY if query_only else None)
+        try:
+            if db.deadline is None:
+                result = await work
+            else:
+                grace = BACKSTOP_SHARE * self.settings.max_query_seconds + BACKSTOP_S
+                async with asyncio.timeout(db.deadline + grace - time.monotonic()):
+                    result = await work
+        except TimeoutError:  # work on the event loop ran past the deadline
+            return self._over_time(db)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the server is stopping this request: let it
+            log.warning("a resolver's cancellation reached the request; answered as timed out")
+            return self._over_time(db)
         except MissingQueryError:
             return refusal(BadInputError("the request has no query."), 400)
         except InvalidOperationTypeError as exc:
@@ -260,38 +300,37 @@ class Service:
         except CannotGetOperationTypeError:
             return refusal(BadInputError(f"no operation named {operation_name!r} in the "
                                          "document."), 400)
-        finally:
-            # a call abandoned at max_query_seconds still uses the connection: its thread
-            # closes the session when it returns; otherwise close it now
-            if not db.close_when_idle(stack.close):
-                if self._quick_close():  # at the loop's next turn, once the answer has left:
-                    # on PostgreSQL handing the connection back is a round trip (ROLLBACK),
-                    # and one fewer before the answer took the p99 under load from a
-                    # median of 10.9 to 8.9 ms (6 runs each, BENCHMARKS.md)
-                    asyncio.get_running_loop().call_soon(_close_quietly, stack)
-                else:
-                    await asyncio.to_thread(stack.close)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
         return Outcome(200, body)
 
+    async def _database_sizes(self, db: AsyncDB) -> dict[str, int] | None:
+        """The database's sizes (for the cost estimate), read again every
+        :data:`SIZES_EVERY_S` seconds; ``None`` when they cannot be read now."""
+        now = time.monotonic()
+        if self._sizes is None or now - self._sizes[0] > SIZES_EVERY_S:
+            try:
+                self._sizes = (now, await db.lookup(database_sizes))
+            except HeadgraphError:
+                return None if self._sizes is None else self._sizes[1]
+        return self._sizes[1]
+
+    def _over_time(self, db: AsyncDB) -> Outcome:
+        db.timed_out = True  # nothing more starts on this session
+        db.interrupt()
+        exc = LimitExceededError(
+            f"this request ran past this server's limit of {self.settings.max_query_seconds:g}"
+            " s (max_query_seconds) and was stopped. Ask for less (lower maxLength, depth, "
+            "top or first; a higher minScore; fewer fields).")
+        return Outcome(200, {"data": None, "errors": [request_error(exc)]})
+
     def _quick_open(self) -> bool:
         """Whether opening a session is a cheap step to take on the event loop rather than
-        in a worker thread: the DuckDB file is held open, or PostgreSQL's pool has an idle
-        connection (checking it out costs a round trip only when it sat idle over a
-        second: its ping)."""
+        in a worker thread: only when the DuckDB file is held open (a PostgreSQL checkout
+        may wait on the network, which must never hold the event loop)."""
         reader = self._reader
-        if reader is None:
-            return False
-        return reader.held or (reader.target.dialect == "postgresql"
-                               and reader.idle_connections() > 0)
-
-    def _quick_close(self) -> bool:
-        """Whether closing a session is cheap: the DuckDB file stays held, or the
-        connection goes back to PostgreSQL's pool (one round trip, its rollback)."""
-        reader = self._reader
-        return reader is not None and (reader.held or reader.target.dialect == "postgresql")
+        return reader is not None and reader.held
 
     def _open_session(self, stack: ExitStack) -> GraphDB:
         return stack.enter_context(self.open_session(max_rows=self.settings.max_rows))
@@ -309,27 +348,6 @@ def _close_quietly(stack: ExitStack) -> None:
         stack.close()
     except Exception:
         log.exception("closing a request's database session failed")
-
-
-def _release_from_any_thread(slots: asyncio.Semaphore, loop: asyncio.AbstractEventLoop) -> None:
-    """Give a turn back from the loop's thread or a worker thread (a session closed late,
-    by a call abandoned at max_query_seconds)."""
-    try:
-        loop.call_soon_threadsafe(slots.release)
-    except RuntimeError:  # the loop has closed (execute_sync's): nobody waits for the turn
-        pass
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _checked(query: object, variables: object,

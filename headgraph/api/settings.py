@@ -3,10 +3,11 @@
 Every limit and switch the API has is here, so ``headgraph serve --setting NAME=VALUE``,
 the Python ``serve(db, **settings)``, ``headgraph query`` and the docs (README.md,
 "Server settings"; a test checks that every name is there) all read the same list. Most
-settings are non-negative integers; ``max_query_seconds`` is a number of seconds,
-``cors_origins`` a comma-separated list, ``auth_token`` a string, ``log_queries`` a
-boolean. The defaults are the safe ones: no CORS headers, no token needed (the server
-binds 127.0.0.1), no query text in the logs.
+settings are non-negative integers; ``max_query_seconds`` and the ``*_s`` ones are
+numbers of seconds, ``cors_origins`` and ``allowed_hosts`` comma-separated lists,
+``auth_token`` a string, ``log_queries`` a boolean. The defaults are the safe ones: no
+CORS headers, no token needed (the server binds 127.0.0.1), loopback Host names only, no
+query text in the logs, and every wait on a client or a database turn bounded.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Page size of `Model.edges` when `first` is omitted (at most max_first)."),
     Setting("max_rows", 100_000,
             "Most rows one request may read from the database, all fields together."),
+    Setting("max_cost", 100_000,
+            "Largest cost a GraphQL query may have: the number of values its answer could "
+            "hold, each field counted once times the sizes of the lists above it (`top`, "
+            "`first`, or default_first for a list without them), fragments expanded. Over "
+            "it, the query is refused (LIMIT_EXCEEDED, with the estimate) before anything "
+            "runs; 0 turns the check off."),
+    Setting("max_response_bytes", 20_000_000,
+            "Largest GraphQL answer (and /graphs view), in bytes of JSON; a larger one is "
+            "replaced by a LIMIT_EXCEEDED error. Downloads of whole graphs are bounded by "
+            "max_export_edges instead."),
     Setting("max_body_bytes", 100_000, "Largest HTTP request body, in bytes."),
     Setting("retry_after_s", 1,
             "Seconds a client is told to wait (Retry-After) when the database is locked."),
@@ -69,6 +80,24 @@ SETTINGS: tuple[Setting, ...] = (
             "path search, a circuit, a comparison, a database read) is abandoned, its "
             "fields and every later one answer LIMIT_EXCEEDED, and the response leaves at "
             "once; 0 turns the limit off."),
+    Setting("max_wait_s", 10.0,
+            "Longest a request waits for one of the server's database turns (or an "
+            "export's slot) before it is answered 503 SERVER_BUSY with Retry-After; a "
+            "GraphQL request waits at most its max_query_seconds."),
+    Setting("client_timeout_s", 10.0,
+            "Longest the server waits on a client: for a request's headers and each part of "
+            "its body, and for a client to take the next part of a response. A connection "
+            "that stalls longer is closed (a slow or non-reading client holds nothing)."),
+    Setting("keep_alive_s", 5.0,
+            "How long an idle keep-alive connection stays open between requests."),
+    Setting("max_connections", 512,
+            "Most open client connections; more are closed at once. Kept below the "
+            "process's file limit (less 64 for the database and logs)."),
+    Setting("allowed_hosts", (),
+            "Host names (or addresses) the server answers to besides the loopback names "
+            "(localhost, 127.0.0.1, [::1]) and the address it listens on, comma-separated; "
+            "* for any. A request naming another Host is refused (421): a web page cannot "
+            "reach a loopback server through DNS rebinding."),
     Setting("cors_origins", (),
             "Browser origins allowed to call the API from another origin, comma-separated "
             "(https://lab.example.org,http://localhost:3000; * for any). Empty (the "
@@ -94,11 +123,18 @@ class Settings:
     max_first: int = 1000
     default_first: int = 100
     max_rows: int = 100_000
+    max_cost: int = 100_000
+    max_response_bytes: int = 20_000_000
     max_body_bytes: int = 100_000
     retry_after_s: int = 1
     max_circuit_edges: int = 5000
     max_export_edges: int = 5_000_000
     max_query_seconds: float = 30.0
+    max_wait_s: float = 10.0
+    client_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 512
+    allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     auth_token: str | None = field(default=None, repr=False)  # never printed
     log_queries: bool = False
@@ -110,11 +146,20 @@ class Settings:
                                            or value < 0):
                 raise BadInputError(f"setting {f.name} must be a non-negative integer, "
                                     f"not {value!r}.")
-        seconds = self.max_query_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
-                or not math.isfinite(seconds) or seconds < 0:
-            raise BadInputError("setting max_query_seconds must be a non-negative number of "
-                                f"seconds, not {seconds!r}.")
+        for name in SECONDS:
+            seconds = getattr(self, name)
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                    or not math.isfinite(seconds) or seconds < 0:
+                raise BadInputError(f"setting {name} must be a non-negative number of "
+                                    f"seconds, not {seconds!r}.")
+        for name in ("client_timeout_s", "keep_alive_s"):
+            if getattr(self, name) <= 0:
+                raise BadInputError(f"setting {name} must be more than 0 seconds.")
+        if not isinstance(self.allowed_hosts, tuple) or not all(
+                isinstance(h, str) and _is_host(h) for h in self.allowed_hosts):
+            raise BadInputError("setting allowed_hosts must list host names or addresses "
+                                "such as lab.example.org or 10.0.0.5 (no scheme, port or "
+                                f"path), or *; not {self.allowed_hosts!r}.")
         if not isinstance(self.log_queries, bool):
             raise BadInputError(f"setting log_queries must be true or false, not "
                                 f"{self.log_queries!r}.")
@@ -189,6 +234,24 @@ def _as_token(name: str, value: object) -> str | None:
     return value
 
 
+def _as_hosts(name: str, value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise BadInputError(f"setting {name} must be a comma-separated list, not {value!r}.")
+    return tuple(dict.fromkeys(str(h).strip().lower() for h in items if str(h).strip()))
+
+
+def _is_host(host: str) -> bool:
+    """A host name, an IPv4 address or a bracketed IPv6 address (what a Host header holds
+    before its port), or ``*``."""
+    if host == "*":
+        return True
+    if host.startswith("[") and host.endswith("]"):
+        return len(host) > 2 and all(c in "0123456789abcdef:." for c in host[1:-1])
+    return bool(host) and len(host) <= 253 and all(c.isalnum() or c in "-._" for c in host) \
+        and host.isascii()
+
+
 def _is_origin(origin: str) -> bool:
     if origin == "*":
         return True
@@ -197,8 +260,9 @@ def _is_origin(origin: str) -> bool:
             and not any(c in rest for c in "/?#@ \\") and rest.isascii())
 
 
-_PARSERS = {"max_query_seconds": _as_seconds, "log_queries": _as_bool,
-            "cors_origins": _as_origins, "auth_token": _as_token}
+SECONDS = ("max_query_seconds", "max_wait_s", "client_timeout_s", "keep_alive_s")
+_PARSERS = {**{name: _as_seconds for name in SECONDS}, "log_queries": _as_bool,
+            "cors_origins": _as_origins, "allowed_hosts": _as_hosts, "auth_token": _as_token}
 
 
 def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:

@@ -159,14 +159,6 @@ class GraphDB:
     def held(self) -> bool:
         return self._anchor is not None
 
-    @property
-    def edge_lookups_inline(self) -> bool:
-        """Whether a bounded edge lookup (top feeders of a few nodes) is best run on the
-        caller's thread: on PostgreSQL it is ~0.1 ms spent waiting for the server, less
-        than a thread switch; on DuckDB it is ~1 ms of this process's CPU (the GIL
-        released), which a worker thread spends beside the API's event loop."""
-        return self.target.dialect == "postgresql"
-
     def idle_connections(self) -> int:
         """Connections waiting in the pool (0 where there is no pool, as on DuckDB)."""
         checkedin = getattr(self.engine.pool, "checkedin", None)
@@ -183,8 +175,10 @@ class GraphDB:
         self.close()
 
 
-def _reader_engine(target: DatabaseTarget, release: bool) -> Engine:
-    engine = create_db_engine(target, read_only=True)  # also checks that the file exists
+def _reader_engine(target: DatabaseTarget, release: bool,
+                   statement_timeout_s: float | None = None) -> Engine:
+    # also checks that the file exists
+    engine = create_db_engine(target, read_only=True, statement_timeout_s=statement_timeout_s)
     if not release or target.dialect != "duckdb":
         return engine  # server databases pool connections; they hold no file lock
     engine.dispose()
@@ -194,15 +188,18 @@ def _reader_engine(target: DatabaseTarget, release: bool) -> Engine:
                                           poolclass=NullPool))
 
 
-def open_reader(db: str | os.PathLike[str] | None = None, *, release: bool = False) -> GraphDB:
+def open_reader(db: str | os.PathLike[str] | None = None, *, release: bool = False,
+                statement_timeout_s: float | None = None) -> GraphDB:
     """Open ``db`` (DuckDB path or URL; default ``$HEADGRAPH_DB`` / ``headgraph.duckdb``)
     read-only and check its schema version.
 
     ``release=True`` holds the DuckDB file only during each unit of work (see the module
-    docstring); the API server and the Python API use it.
+    docstring); the API server and the Python API use it. ``statement_timeout_s``: on
+    PostgreSQL, the server ends a statement that runs longer (the API's
+    ``max_query_seconds``); the API interrupts DuckDB statements itself.
     """
     target = resolve_target(db)
-    engine = _reader_engine(target, release)
+    engine = _reader_engine(target, release, statement_timeout_s)
     try:
         with engine.connect() as conn:
             version = schema_state(conn)

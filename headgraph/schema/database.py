@@ -9,6 +9,7 @@ server opens it read-only; see README "Ingest while serving".
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from headgraph.errors import DatabaseError, DatabaseLockedError, SchemaVersionError
+from headgraph.schema.pending import PendingMarker
 from headgraph.schema.tables import SCHEMA_VERSION, meta, metadata
 
 DEFAULT_DB = "headgraph.duckdb"
@@ -70,8 +72,13 @@ def _is_lock_error(exc: BaseException) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
-def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
-    """An engine for ``target``; DuckDB read-only opens share the file with other readers."""
+def create_db_engine(target: DatabaseTarget, *, read_only: bool,
+                     statement_timeout_s: float | None = None) -> Engine:
+    """An engine for ``target``; DuckDB read-only opens share the file with other readers.
+
+    A PostgreSQL reader gives up connecting after :data:`CONNECT_TIMEOUT_S` rather than
+    hang on a server that does not answer, and with ``statement_timeout_s`` the server
+    ends any statement running longer (the API passes its ``max_query_seconds``)."""
     if target.dialect == "duckdb":
         if target.path is not None and read_only and not target.path.exists():
             raise DatabaseError(
@@ -90,8 +97,9 @@ def create_db_engine(target: DatabaseTarget, *, read_only: bool) -> Engine:
         # snapshot, so a model replaced between its "models" and "edges" statements is
         # seen whole, old or new (READ COMMITTED takes a snapshot per statement)
         return ping_when_idle(wait_briefly_for_locks(create_engine(
-            target.url, isolation_level="REPEATABLE READ",
-            execution_options={"postgresql_readonly": True})))
+            target.url, isolation_level="REPEATABLE READ", pool_timeout=POOL_TIMEOUT_S,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+            execution_options={"postgresql_readonly": True}), statement_timeout_s))
     return create_engine(target.url, pool_pre_ping=True)
 
 
@@ -99,19 +107,31 @@ READER_LOCK_TIMEOUT = "1s"
 """How long a reader's statement waits for a table lock before failing (PostgreSQL)."""
 
 
-def wait_briefly_for_locks(engine: Engine) -> Engine:
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL reader waits for a new connection to be made."""
+POOL_TIMEOUT_S = 10
+"""Seconds a PostgreSQL reader waits for a pooled connection (the API's turns keep its
+sessions below the pool's size, so this is a backstop)."""
+
+
+def wait_briefly_for_locks(engine: Engine, statement_timeout_s: float | None = None
+                           ) -> Engine:
     """Set :data:`READER_LOCK_TIMEOUT` on each new connection of a PostgreSQL reader.
 
     headgraph's writers never take a lock that makes a reader wait (schema/partitions.py),
     but another tool's DDL can (``ALTER TABLE``, ``VACUUM FULL``: ACCESS EXCLUSIVE), and
-    the API answers lookups on its event loop (api/context.py ``AsyncDB.lookup``), where
-    a statement waiting for minutes would stop every request. With the timeout the
-    statement fails within a second instead (``lock_timeout``; set once per connection
-    and committed, so the pool's rollbacks keep it)."""
+    a statement waiting for minutes would hold one of the API's few database turns. With
+    the timeout the statement fails within a second instead (``lock_timeout``; set once
+    per connection and committed, so the pool's rollbacks keep it). ``statement_timeout_s``
+    is set the same way (``statement_timeout``, whole milliseconds)."""
+    timeout_ms = math.ceil(statement_timeout_s * 1000) if statement_timeout_s else 0
+
     @event.listens_for(engine, "connect")
     def _lock_timeout(dbapi_connection: Any, record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute(f"SET lock_timeout = '{READER_LOCK_TIMEOUT}'")
+            if timeout_ms:
+                cursor.execute(f"SET statement_timeout = {timeout_ms}")
         dbapi_connection.commit()
 
     return engine
@@ -246,36 +266,57 @@ def raise_db_error(target: DatabaseTarget, exc: DBAPIError, *, read_only: bool) 
     raise connect_error(target, exc.orig or exc, read_only=read_only) from None
 
 
+def _holder(exc: BaseException) -> str:
+    """Who holds a DuckDB file, from its lock error ("... held in /usr/bin/python3 (PID
+    123) ..."), or ``""``."""
+    text = str(exc)
+    if "(PID" not in text:
+        return ""
+    try:
+        return "PID " + text.split("(PID", 1)[1].split(")", 1)[0].strip()
+    except IndexError:
+        return ""
+
+
 @contextmanager
 def begin_writing(engine: Engine, target: DatabaseTarget, *, wait_s: float | None = None
                   ) -> Iterator[Connection]:
     """``engine.begin()``, retrying for up to ``wait_s`` seconds (default
     ``$HEADGRAPH_LOCK_WAIT`` or 10) while another process holds a DuckDB file (a server
     answering a request holds it for milliseconds), then failing with
-    :class:`DatabaseLockedError`. While it waits it leaves ``<file>.write-pending`` (its
-    PID): a headgraph server then answers new requests 503 + Retry-After and lets the ones
-    in flight finish, so a writer gets in even under back-to-back load."""
+    :class:`DatabaseLockedError`. While it waits and writes it leaves
+    ``<file>.write-pending`` (:class:`PendingMarker`): a headgraph server then answers new
+    requests 503 + Retry-After and lets the ones in flight finish, so a writer gets in
+    even under back-to-back load."""
     if wait_s is None:
         wait_s = float(os.environ.get("HEADGRAPH_LOCK_WAIT", "10"))
     deadline = time.monotonic() + wait_s
     delay = 0.02
-    marker = None
+    marker = PendingMarker(target.path) if target.path is not None else None
     try:
         while True:
             try:
                 conn = engine.connect()
                 break
             except DBAPIError as exc:
-                if not _is_lock_error(exc.orig or exc) or time.monotonic() + delay > deadline:
-                    raise connect_error(target, exc.orig or exc, read_only=False) from None
-                if marker is None and target.path is not None:
-                    # ask a busy server to pause new requests (it honours a live PID here)
-                    marker = target.path.with_name(target.path.name + ".write-pending")
-                    marker.write_text(str(os.getpid()))
+                reason = exc.orig or exc
+                if not _is_lock_error(reason):
+                    raise connect_error(target, reason, read_only=False) from None
+                if time.monotonic() + delay > deadline:
+                    holder = _holder(reason)
+                    raise DatabaseLockedError(
+                        f"{target}: waited {wait_s:g} s to write the database, but another "
+                        f"process kept it open{f' ({holder})' if holder else ''}: a "
+                        "headgraph server still answering a request or a download, a "
+                        "notebook (headgraph.open), another ingest, or the duckdb CLI. "
+                        "Retry when it is done, stop it, or wait longer with "
+                        "$HEADGRAPH_LOCK_WAIT.") from None
+                if marker is not None:
+                    marker.take()  # ask a busy server to pause new requests
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
         with conn, conn.begin():
             yield conn
     finally:
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            marker.release()
