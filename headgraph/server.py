@@ -10,6 +10,7 @@ imports them. ``python -m headgraph.server`` prints the served schema as SDL (th
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any
 
@@ -66,6 +67,28 @@ def log_config(log_level: str = "info") -> dict[str, Any]:
     return config
 
 
+def uvicorn_config(app: HeadgraphApp, host: str = "127.0.0.1", port: int = 8000, *,
+                   log_level: str = "info", configure_logging: bool = True) -> Any:
+    """uvicorn's configuration for ``app``: h11 with the connection guards of
+    :mod:`headgraph.api.connections` (``client_timeout_s``, ``max_connections`` under
+    the file limit), ``keep_alive_s``, and no access log (see :func:`log_config`;
+    ``configure_logging=False`` leaves the process's logging as it is, for a server
+    inside another program)."""
+    import uvicorn
+
+    from headgraph.api.connections import connection_cap, guarded_protocol
+
+    settings = app.settings
+    cap = connection_cap(settings.max_connections)
+    # h11, never httptools (uvicorn's choice when it is installed): h11 refuses a request
+    # head over 16 KB (tests/test_hostile.py), uvicorn on httptools took a 1 MB header
+    protocol = guarded_protocol(settings.client_timeout_s, cap, settings.retry_after_s)
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                          http=protocol, access_log=False,
+                          log_config=log_config(log_level) if configure_logging else None,
+                          timeout_keep_alive=max(1, math.ceil(settings.keep_alive_s)))
+
+
 def serve(db: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
           *, log_level: str = "info", **settings: Any) -> None:
     """Serve ``db`` read-only at ``http://host:port/graphql`` until interrupted.
@@ -76,17 +99,19 @@ def serve(db: str | os.PathLike[str] | None = None, host: str = "127.0.0.1", por
     """
     import uvicorn
 
-    from headgraph.api.heap import settle_heap
+    from headgraph.api.heap import limit_arenas, settle_heap
 
     app = create_app(db, Settings.of(settings))
+    limit_arenas()  # before the worker threads make arenas of their own
     settle_heap()  # this process now serves until it ends: its start-up objects stay
     auth = " (bearer token required)" if app.settings.auth_token else ""
     print(f"headgraph: serving {app.service.target} at http://{host}:{port}/graphql{auth} "
           "(GraphiQL in a browser; Ctrl-C stops)", flush=True)
-    # h11, never httptools (uvicorn's choice when it is installed): h11 refuses a request
-    # head over 16 KB (tests/test_hostile.py), uvicorn on httptools took a 1 MB header
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", http="h11",
-                access_log=False, log_config=log_config(log_level))
+    if host not in ("127.0.0.1", "localhost", "::1") and not app.settings.allowed_hosts:
+        print("headgraph: requests are answered when they name this server by its address "
+              "or a loopback name; add its host names with --setting allowed_hosts=NAME,...",
+              flush=True)
+    uvicorn.Server(uvicorn_config(app, host, port, log_level=log_level)).run()
 
 
 if __name__ == "__main__":  # python -m headgraph.server > headgraph/api/schema.graphql

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from headgraph.server import uvicorn_config
+
 BACKENDS = ("duckdb", "postgresql")
 
 
@@ -108,13 +110,16 @@ def new_pg_database(server_url: str, name: str) -> str:
 
 
 class Server:
-    """uvicorn serving an app in a thread, on a free loopback port."""
+    """uvicorn serving an app in a thread, on a free loopback port, configured as
+    ``headgraph serve`` does."""
 
     def __init__(self, app: Any) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http="h11"))
+        # as `headgraph serve` configures uvicorn (connection guards, keep-alive)
+        self.server = uvicorn.Server(uvicorn_config(app, log_level="warning",
+                                                    configure_logging=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
         self.thread.start()

@@ -1,6 +1,6 @@
 """The graph side over the API, on a real uvicorn with real ingests of the shipped toy
 model: paths, virtual heads, circuits, comparison and series over GraphQL; exports and plots
-over HTTP; every error code (the streaming bridge itself: test_api_graph_streaming.py)."""
+over HTTP; every error code (downloads' spools themselves: test_api_delivery.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import networkx as nx
 import pytest
 from support import BACKENDS, Server, hold_for_writing, new_pg_database, sql, write_briefly
 
-from headgraph.api import streaming
 from headgraph.api.settings import Settings
 from headgraph.ingest.pipeline import ingest
 from headgraph.server import create_app
@@ -359,11 +358,11 @@ def test_snapshot_has_the_graph_contract():
 
 # --- exports ----------------------------------------------------------------------------
 
-def test_json_export_streams_and_round_trips_through_networkx(server: Server, db: str):
-    with server.client.stream("GET", "/export/toy.json") as r:
-        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
-        assert "content-length" not in r.headers
+def test_json_export_has_its_length_and_round_trips_through_networkx(server: Server, db: str):
+    with server.client.stream("GET", "/export/toy.json") as r:  # sent from its spool
+        assert r.status_code == 200 and "transfer-encoding" not in r.headers
         body = r.read()
+        assert int(r.headers["content-length"]) == len(body)
     assert r.headers["content-type"] == "application/json"
     assert r.headers["content-disposition"].startswith('attachment; filename="toy.json"')
     g = nx.node_link_graph(json.loads(body), directed=True, multigraph=True)
@@ -513,18 +512,20 @@ def test_routes_answer_database_locked_while_a_writer_holds_the_file(duck: Path,
         s.stop()
 
 
-def test_a_client_that_leaves_mid_download_frees_the_database(
-        duck: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture):
-    monkeypatch.setattr(streaming, "CHUNK_CHARS", 256)  # the toy export becomes ~60 chunks
+def test_a_client_that_does_not_read_its_download_holds_no_database(
+        duck: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """An export is written whole into a spool, and the database let go, before its first
+    byte leaves: a client that keeps the download open without reading it (or leaves)
+    keeps no writer out."""
     copy = tmp_path / "left.duckdb"
     shutil.copy(duck, copy)
     s = Server(create_app(copy))
     try:
         with s.client.stream("GET", "/export/toy.json") as r:
             assert r.status_code == 200 and next(r.iter_raw())
-        # the export stops at its next chunk and closes its connection, so a writer (for
-        # whom the server also lets go of its idle hold on the file) gets in
+            assert int(r.headers["content-length"]) > 10_000
+            # still connected, not reading: the file is free for a writer all the same
+            assert write_briefly(copy, wait_s=10) == 0
         assert write_briefly(copy, wait_s=10) == 0
         assert s.client.get("/export/toy.json").status_code == 200
     finally:

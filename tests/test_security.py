@@ -81,14 +81,27 @@ def test_a_real_headgraph_serve_listens_on_loopback_only(toy_db: Path):
         assert httpx.get(f"{server.url}/healthz").json()["database"] == "ok"
 
 
-def test_serve_turns_uvicorns_access_log_off(toy_db: Path, monkeypatch: pytest.MonkeyPatch):
+def test_serve_configures_uvicorn_guarded_and_without_its_access_log(
+        toy_db: Path, monkeypatch: pytest.MonkeyPatch):
     import uvicorn
 
-    seen: dict = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
-    server_module.serve(toy_db, port=0)
-    assert seen["access_log"] is False  # it would log GET query strings: the queries
-    assert seen["log_config"]["loggers"]["headgraph"]["handlers"] == ["default"]
+    from headgraph.api.connections import FD_RESERVE
+
+    seen: list = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.append(self.config))
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)  # this process
+    server_module.serve(toy_db, port=0, keep_alive_s=3, max_connections=10**9)
+    (config,) = seen
+    assert config.access_log is False  # it would log GET query strings: the queries
+    assert config.log_config["loggers"]["headgraph"]["handlers"] == ["default"]
+    assert config.timeout_keep_alive == 3
+    assert config.http.__name__ == "GuardedH11"  # h11 with the connection guards
+    import resource
+
+    from headgraph.api.connections import connection_cap
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # raised to the hard limit by serve
+    assert connection_cap(10**9) == soft - FD_RESERVE
 
 
 # --- read-only --------------------------------------------------------------------------

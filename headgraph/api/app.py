@@ -9,7 +9,7 @@ Routes
 ``/healthz``        ``{"status": "ok", "database": "ok" | "locked" | "error", ...}``, always
                     200 while the process is up.
 ``/``               the viewer page; ``/viewer/...`` its files (:mod:`headgraph.api.viewer`).
-``/export/...``     a model's graph for viewers (JSON, Cytoscape, GraphML, DOT), streamed;
+``/export/...``     a model's graph for viewers (JSON, Cytoscape, GraphML, DOT), spooled then sent;
 ``/plot/...``       PNG plots (:mod:`headgraph.api.export_routes`).
 
 Features add routes of their own (``routes``: each answers the paths its ``handles``
@@ -24,15 +24,24 @@ a body over ``max_body_bytes`` (``LIMIT_EXCEEDED``), 415 for a POST body that is
 another origin without a CORS preflight), 503 + ``Retry-After`` while an ingest holds the
 database (``DATABASE_LOCKED``, see :mod:`headgraph.api.execute`).
 
-Safe defaults (:mod:`headgraph.api.settings`): no CORS headers unless ``cors_origins``
-names the origin (preflight ``OPTIONS`` answered 204 for those, 403 for others); with
-``auth_token`` set, every route but ``/healthz`` needs ``Authorization: Bearer <token>``
-(compared in constant time; 401 ``UNAUTHENTICATED`` and ``WWW-Authenticate: Bearer``
-otherwise). Each request is logged on ``headgraph.access`` as method, path (no query
-string), status and duration; ``log_queries`` adds the GraphQL query.
+Safe defaults (:mod:`headgraph.api.settings`): the ``Host`` header must name this server
+(the loopback names, the address the client connected to, or ``allowed_hosts``; 400
+``BAD_INPUT`` otherwise), so a web page cannot read a loopback server through DNS
+rebinding; a GET that makes the server work (``/graphql`` with a query, ``/export``,
+``/plot``, ``/graphs``) is refused (403) when a browser says another site sent it
+(``Sec-Fetch-Site: cross-site`` or ``same-site``, or an ``Origin`` of another site) unless
+``cors_origins`` allows that origin or it carries ``Content-Type: application/json``
+(which a page can send only after a CORS preflight); no CORS headers unless
+``cors_origins`` names the origin (preflight ``OPTIONS`` answered 204 for those, 403 for
+others); with ``auth_token`` set, every route but ``/healthz`` needs ``Authorization:
+Bearer <token>`` (compared in constant time; 401 ``UNAUTHENTICATED`` and
+``WWW-Authenticate: Bearer`` otherwise). A GraphQL answer over ``max_response_bytes`` is
+replaced by a ``LIMIT_EXCEEDED`` error, and the heap is trimmed after a large one
+(:mod:`headgraph.api.heap`). Each request is logged on ``headgraph.access`` as method,
+path (no query string), status and duration; ``log_queries`` adds the GraphQL query.
 
 strawberry's own ASGI view is not used because it needs starlette, which headgraph does
-not otherwise depend on; this module is the whole transport (~150 lines).
+not otherwise depend on; this module is the whole transport.
 """
 
 from __future__ import annotations
@@ -51,12 +60,14 @@ from urllib.parse import parse_qs
 from strawberry.http.ides import get_graphql_ide_html
 
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
-from headgraph.api.execute import Service, refusal
+from headgraph.api.execute import Outcome, Service, refusal
 from headgraph.api.export_routes import ExportRoutes
-from headgraph.api.http import Message, Receive, Scope, Send
+from headgraph.api.heap import Trimmer
+from headgraph.api.http import Message, Receive, Scope, Send, encode_json
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import send_bytes as _send
 from headgraph.api.http import send_json as _json
+from headgraph.api.origin import cross_site, host_allowed
 from headgraph.api.settings import Settings
 from headgraph.api.viewer import Viewer
 from headgraph.errors import (
@@ -64,6 +75,7 @@ from headgraph.errors import (
     DatabaseLockedError,
     HeadgraphError,
     LimitExceededError,
+    ServerBusyError,
 )
 from headgraph.queries.models import list_models
 
@@ -73,6 +85,8 @@ access_log = logging.getLogger("headgraph.access")
 UNAUTHENTICATED = "UNAUTHENTICATED"
 LOGGED_QUERY_CHARS = 4096
 _QUERY_KEY = "headgraph.query"  # where _graphql leaves the query for the log line
+HEALTH_WAIT_S = 0.5  # /healthz waits this long for a database turn, and as long for its check
+WORK_PREFIXES = ("/export/", "/plot/", "/graphs/")  # GET routes that make the server work
 
 
 class _ClientGone(Exception):
@@ -104,6 +118,7 @@ class HeadgraphApp:
         token = self.settings.auth_token
         self._token_digest = None if token is None else _digest(token.encode())
         self._origins = frozenset(self.settings.cors_origins)
+        self._trimmer = Trimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -141,7 +156,20 @@ class HeadgraphApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         try:
-            if method == "OPTIONS" and self._origins and _header(scope, b"origin"):
+            if not host_allowed(scope, self.settings.allowed_hosts):
+                host = _header(scope, b"host")[:100]
+                await _respond(send, refusal(BadInputError(
+                    f"this server does not answer to the host {host!r}: a web page reaching "
+                    "a loopback server through DNS rebinding looks like this. If it is "
+                    "this server's name, add it to allowed_hosts."), 400))
+            elif method in ("GET", "HEAD") and self._works(scope) \
+                    and cross_site(scope, self._origins):
+                await _respond(send, refusal(BadInputError(
+                    "a page of another site may not make this server work (the browser "
+                    "said Sec-Fetch-Site or Origin). Call it from its own pages, list the "
+                    "page's origin in cors_origins, or send Content-Type: "
+                    "application/json."), 403))
+            elif method == "OPTIONS" and self._origins and _header(scope, b"origin"):
                 await self._preflight(scope, send)
             elif self._token_digest is not None and path != "/healthz" \
                     and not self._authorized(scope):
@@ -155,9 +183,7 @@ class HeadgraphApp:
                                                            f"{path}; use GET."), 405,
                                              {"Allow": "GET"}))
             elif path == "/healthz":
-                async with self.service.session_gate():
-                    health = await asyncio.to_thread(self._health)
-                await _json(send, 200, health)
+                await _json(send, 200, await self._healthz())
             elif path == "/schema.graphql":
                 await _send(send, 200, self._sdl, "text/plain; charset=utf-8")
             elif self._viewer.handles(path):
@@ -173,6 +199,14 @@ class HeadgraphApp:
             log.exception("internal error answering %s %s", method, path)
             await _json(send, 500, {"errors": [{"message": INTERNAL_MESSAGE,
                                                 "extensions": {"code": INTERNAL_ERROR}}]})
+
+    @staticmethod
+    def _works(scope: Scope) -> bool:
+        """Whether a GET makes the server do work (not a page, a file or the schema)."""
+        path = scope["path"]
+        if path == "/graphql":
+            return b"query=" in scope.get("query_string", b"")
+        return path.startswith(WORK_PREFIXES)
 
     async def _graphql(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -215,7 +249,23 @@ class HeadgraphApp:
             outcome = refusal(BadInputError(f"{method} is not allowed on /graphql; use POST "
                                             "(or GET for queries)."), 405,
                               {"Allow": "GET, POST"})
-        await _respond(send, outcome)
+        await self._answer(send, outcome)
+
+    async def _answer(self, send: Send, outcome: Outcome) -> None:
+        """Send a GraphQL outcome as JSON, or LIMIT_EXCEEDED in its place when it is over
+        ``max_response_bytes``; trim the heap after a large one."""
+        body = encode_json(outcome.body)
+        built = len(body)
+        limit = self.settings.max_response_bytes
+        if limit and built > limit:
+            outcome = refusal(LimitExceededError(
+                f"this answer is {built:,} bytes, over this server's limit of {limit:,} "
+                "(max_response_bytes). Ask for fewer fields or items (lower first/top), or "
+                "page through them."), 200)
+            body = encode_json(outcome.body)
+        await _send(send, outcome.status, body, "application/json", outcome.headers)
+        del body
+        self._trimmer.after(built)
 
     # --- safe defaults: CORS, bearer token, request log ---------------------------------
 
@@ -267,7 +317,23 @@ class HeadgraphApp:
             line += f" {text[:LOGGED_QUERY_CHARS]}{cut}"
         access_log.info(line)
 
-    def _health(self) -> dict[str, Any]:
+    async def _healthz(self) -> dict[str, Any]:
+        """Always answered within about 2 x :data:`HEALTH_WAIT_S`: ``busy`` when no
+        database turn frees up in time, ``unresponsive`` when the database does not answer
+        in time (a stalled PostgreSQL; the check's thread finishes on its own and gives
+        its turn back)."""
+        try:
+            give_back = await self.service.turns.take(HEALTH_WAIT_S)
+        except ServerBusyError:
+            return {"status": "ok", "database": "busy", "retryable": True}
+        check = asyncio.ensure_future(asyncio.to_thread(self._health, give_back))
+        done, _ = await asyncio.wait({check}, timeout=HEALTH_WAIT_S)
+        if check in done:
+            return check.result()
+        check.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return {"status": "ok", "database": "unresponsive", "retryable": True}
+
+    def _health(self, give_back: Callable[[], None]) -> dict[str, Any]:
         try:
             with self.service.open_session() as db:
                 n = len(list_models(db))
@@ -275,6 +341,8 @@ class HeadgraphApp:
             return {"status": "ok", "database": "locked", "retryable": True}
         except HeadgraphError as exc:
             return {"status": "ok", "database": "error", "code": exc.code}
+        finally:
+            give_back()
         return {"status": "ok", "database": "ok", "models": n}
 
 

@@ -73,7 +73,7 @@ from headgraph.api.errors import request_error
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
 from headgraph.api.settings import Settings
-from headgraph.api.turns import MAX_OPEN_SESSIONS, Turns
+from headgraph.api.turns import MAX_DOWNLOADS, MAX_OPEN_SESSIONS, Turns
 from headgraph.errors import (
     BadInputError,
     DatabaseLockedError,
@@ -126,6 +126,7 @@ class Service:
         self.settings = settings or Settings()
         self.schema = build_schema(self.settings, queries)
         self.turns = Turns(MAX_OPEN_SESSIONS, "database turn")
+        self.downloads = Turns(MAX_DOWNLOADS, "download slot")
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
         self._closed = threading.Event()

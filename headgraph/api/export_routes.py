@@ -1,11 +1,12 @@
-"""HTTP routes for visualization clients: graph exports (streamed) and PNG plots.
+"""HTTP routes for visualization clients: graph exports (spooled, then sent) and PNG plots.
 
 ==============================================  ============================================
 route                                           answer
 ==============================================  ============================================
-``GET /export/{model}.{json|cyjs|graphml|dot}``  the model's graph (:mod:`headgraph.graph.export`)
-                                                streamed in ~64 KB chunks (chunked transfer),
-                                                with ``Content-Disposition: attachment``
+``GET /export/{model}.{json|cyjs|graphml|dot}``  the model's graph (:mod:`headgraph.graph.export`),
+                                                written whole, then sent in 64 KB chunks with
+                                                its ``Content-Length`` and
+                                                ``Content-Disposition: attachment``
 ``GET /plot/{model}/composition.png?kind=K``    head x head heatmap of Q, K or V composition
 ``GET /plot/{model}/copying.png``               every head's OV copying ratio
 ``GET /plot/series.png?family=...``             a checkpoint series (node= or source=,
@@ -25,9 +26,12 @@ another control character) is refused with 400 ``BAD_INPUT``.
 Errors use the API's one JSON shape ``{"errors": [{"message", "extensions": {"code"}}]}``:
 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``MODEL_NOT_FOUND`` / ``NODE_NOT_FOUND`` (and
 ``BAD_INPUT`` for an unknown route), 405 for a method other than GET, 503 + ``Retry-After``
-``DATABASE_LOCKED`` while an ingest writes. Each download holds the database (read-only)
-while it streams, like a GraphQL request does while it runs: an ingest that starts during
-a long download gets ``DATABASE_LOCKED`` and should retry.
+``DATABASE_LOCKED`` while an ingest writes, 503 + ``Retry-After`` ``SERVER_BUSY`` when no
+download slot frees up within ``max_wait_s``. An export is written whole into a spool
+(memory, then a temporary file) while it holds the database (read-only), and sent from
+the spool after the database is let go (:mod:`headgraph.api.delivery`): a client that
+reads slowly, or not at all, never holds the database, and is closed after
+``client_timeout_s`` without progress.
 """
 
 from __future__ import annotations
@@ -37,19 +41,20 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
+from typing import TextIO
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from sqlalchemy import and_, func, select
 
+from headgraph.api.delivery import Cancelled, Download
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Outcome, Service, refusal
 from headgraph.api.graph_ops import COMPOSITION_KINDS, circuit_of, family_series
 from headgraph.api.http import Receive, Scope, Send, raw_path, refuse_unless_get
 from headgraph.api.http import respond as _respond
-from headgraph.api.http import watch_disconnect as _watch_disconnect
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.settings import Settings
-from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
+from headgraph.api.turns import Turns
 from headgraph.errors import (
     BadInputError,
     DatabaseLockedError,
@@ -57,6 +62,7 @@ from headgraph.errors import (
     LimitExceededError,
     ModelNotFoundError,
     NodeNotFoundError,
+    ServerBusyError,
 )
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import check_kind
@@ -76,7 +82,6 @@ CONTENT_TYPES = {
 EXPORT_PARAMS = ("kinds", "min_score", "top_per_target", "circuit", "depth")
 PLOTS = {"composition.png": ("kind",), "copying.png": ()}
 SERIES_PARAMS = ("family", "node", "source", "target", "kind", "metric")
-MAX_STREAMING_EXPORTS = 8  # exports streaming at once; more wait for a free slot
 _PLOT_LOCK = threading.Lock()  # pyplot keeps global state: draw one figure at a time
 
 
@@ -241,17 +246,11 @@ def count_export_edges(db: GraphDB, model: ModelRow, kinds: tuple[str, ...],
 
 @dataclass(frozen=True)
 class ExportStart:
-    """What the worker knows before the first byte: the response can start."""
+    """What the producer knows once the export is written: its size and whether a cap
+    cut it."""
 
     n_edges: int
     truncated: bool
-
-
-def _finish(channel: Channel, item: tuple) -> None:
-    try:
-        channel.close(item)
-    except Exception:  # noqa: BLE001 - the loop is gone; nobody is listening
-        pass
 
 
 class ExportRoutes:
@@ -260,12 +259,9 @@ class ExportRoutes:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
-        # An export's writer thread lives as long as its download: it gets a thread of its
-        # own (a slow client must not hold one of the event loop's worker threads, which
-        # GraphQL requests need), and the number of them is capped. Plots are short but
-        # drawn one at a time; waiting for the turn happens here, not in a worker thread.
-        self._exports = asyncio.Semaphore(MAX_STREAMING_EXPORTS)
-        self._plot_turn = asyncio.Lock()
+        # exports share the service's download slots with the /graphs routes; plots are
+        # short but drawn one at a time (pyplot), and the wait for that turn is bounded
+        self._plot_turn = Turns(1, "plot turn")
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -288,93 +284,63 @@ class ExportRoutes:
     # exports ----------------------------------------------------------------------------
 
     async def _export(self, ask: ExportAsk, receive: Receive, send: Send) -> None:
-        async with self._exports:
-            await self._stream_export(ask, receive, send)
-
-    async def _stream_export(self, ask: ExportAsk, receive: Receive, send: Send) -> None:
-        channel = Channel(asyncio.get_running_loop())
-        threading.Thread(target=self._write_export, args=(channel, ask),
-                         name=f"headgraph-export-{ask.model}", daemon=True).start()
-        watcher = asyncio.create_task(_watch_disconnect(receive, channel))
         try:
-            first = await channel.get()
-            if first[0] == "cancelled":
-                return
-            if first[0] != "start":
-                await _respond(send, self.service.public(_refusal_for(first[1],
-                                                                       self.settings)))
-                return
-            start: ExportStart = first[1]
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", CONTENT_TYPES[ask.fmt].encode()),
-                (b"content-disposition", _disposition(ask.filename)),
-                (b"x-headgraph-edges", str(start.n_edges).encode()),
-                (b"x-headgraph-truncated", b"true" if start.truncated else b"false"),
-            ]})
-            while True:
-                item = await channel.get()
-                if item[0] == "data":
-                    await send({"type": "http.response.body", "body": item[1],
-                                "more_body": True})
-                elif item[0] == "end":
-                    await send({"type": "http.response.body", "body": b"",
-                                "more_body": False})
+            async with self.service.downloads.hold(self.settings.max_wait_s), \
+                    Download(receive) as download:
+                try:
+                    start = await download.produce(self._write_export, ask, download.spool)
+                except Cancelled:
                     return
-                elif item[0] == "cancelled":  # the client left
+                except Exception as exc:  # noqa: BLE001 - every failure becomes a response
+                    if not isinstance(exc, HeadgraphError):
+                        log.error("internal error exporting %r", ask.model, exc_info=exc)
+                    await _respond(send, self.service.public(_refusal_for(exc,
+                                                                          self.settings)))
                     return
-                else:  # failed after the headers left: end without the final chunk, so
-                    # the client sees a broken transfer, never a short file that looks whole
-                    log.error("export of %r failed mid-stream: %s", ask.model, item[1])
-                    return
-        finally:  # the writer stops at its next chunk (it sends a last item either way)
-            channel.cancel()
-            watcher.cancel()
+                await download.send(send, 200, [
+                    (b"content-type", CONTENT_TYPES[ask.fmt].encode()),
+                    (b"content-disposition", _disposition(ask.filename)),
+                    (b"x-headgraph-edges", str(start.n_edges).encode()),
+                    (b"x-headgraph-truncated", b"true" if start.truncated else b"false")])
+        except ServerBusyError as exc:
+            await _respond(send, self.service.busy(exc))
 
-    def _write_export(self, channel: Channel, ask: ExportAsk) -> None:
+    def _write_export(self, ask: ExportAsk, out: TextIO) -> ExportStart:
+        """Write the export into ``out`` (a worker thread; the session closes at the end)."""
         from headgraph.graph.export import ExportFilter, write_export
 
-        try:
-            with self.service.open_session(max_rows=self.settings.max_rows) as db:
-                model = get_model(db, ask.model)
+        with self.service.open_session(max_rows=self.settings.max_rows) as db:
+            model = get_model(db, ask.model)
+            flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
+                               top_per_target=ask.top_per_target)
+            truncated = False
+            if ask.circuit is not None:
+                circuit = circuit_of(db, model, ask.circuit, depth=ask.depth,
+                                     kinds=ask.kinds, min_score=ask.min_score,
+                                     top_per_target=ask.top_per_target,
+                                     max_edges=self.settings.max_circuit_edges)
+                keys = frozenset((e.source, e.target, e.kind) for e in circuit.edges)
                 flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
-                                   top_per_target=ask.top_per_target)
-                truncated = False
-                if ask.circuit is not None:
-                    circuit = circuit_of(db, model, ask.circuit, depth=ask.depth,
-                                         kinds=ask.kinds, min_score=ask.min_score,
-                                         top_per_target=ask.top_per_target,
-                                         max_edges=self.settings.max_circuit_edges)
-                    keys = frozenset((e.source, e.target, e.kind) for e in circuit.edges)
-                    flt = ExportFilter(kinds=ask.kinds, min_score=ask.min_score,
-                                       top_per_target=ask.top_per_target, edge_keys=keys)
-                    n, truncated = len(keys), circuit.truncated
-                else:
-                    n = count_export_edges(db, model, ask.kinds, ask.min_score,
-                                           ask.top_per_target)
-                limit = self.settings.max_export_edges
-                if n > limit:
-                    raise LimitExceededError(
-                        f"this export holds {n:,} edges, over this server's limit of "
-                        f"{limit:,} (max_export_edges). Narrow it with kinds=, min_score=, "
-                        "top_per_target= or circuit=, or use `headgraph export` locally.")
-                channel.put(("start", ExportStart(n, truncated)))
-                writer = ChunkWriter(channel)
-                write_export(db, model.name, ask.fmt, writer, flt)
-                writer.flush()
-            _finish(channel, ("end", None))
-        except Cancelled:
-            _finish(channel, ("cancelled", None))
-        except HeadgraphError as exc:
-            _finish(channel, ("error", exc))
-        except Exception as exc:
-            log.exception("internal error exporting %r", ask.model)
-            _finish(channel, ("bug", exc))
+                                   top_per_target=ask.top_per_target, edge_keys=keys)
+                n, truncated = len(keys), circuit.truncated
+            else:
+                n = count_export_edges(db, model, ask.kinds, ask.min_score,
+                                       ask.top_per_target)
+            limit = self.settings.max_export_edges
+            if n > limit:
+                raise LimitExceededError(
+                    f"this export holds {n:,} edges, over this server's limit of "
+                    f"{limit:,} (max_export_edges). Narrow it with kinds=, min_score=, "
+                    "top_per_target= or circuit=, or use `headgraph export` locally.")
+            write_export(db, model.name, ask.fmt, out, flt)
+        return ExportStart(n, truncated)
 
     # plots ------------------------------------------------------------------------------
 
     async def _plot(self, ask: PlotAsk, send: Send) -> None:
+        wait = self.settings.max_wait_s
         try:
-            async with self._plot_turn, self.service.session_gate():
+            async with self._plot_turn.hold(wait), self.service.session_gate(wait):
                 png = await asyncio.to_thread(self._draw, ask)
         except HeadgraphError as exc:
             await _respond(send, self.service.public(_refusal_for(exc, self.settings)))
@@ -405,7 +371,7 @@ class ExportRoutes:
 # --- responses --------------------------------------------------------------------------
 
 def _status(exc: BaseException) -> int:
-    if isinstance(exc, DatabaseLockedError):
+    if isinstance(exc, DatabaseLockedError | ServerBusyError):
         return 503
     if isinstance(exc, ModelNotFoundError | NodeNotFoundError):
         return 404

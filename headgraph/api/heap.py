@@ -1,4 +1,4 @@
-"""Keep the cyclic garbage collector from pausing a serving process for tens of ms.
+"""A serving process's heap: no long pauses of the cyclic collector, memory given back.
 
 CPython's full (generation 2) collection walks every tracked container object. A server
 has hundreds of thousands of them that live as long as the process (modules, the GraphQL
@@ -13,7 +13,11 @@ an app made inside another program (tests, a notebook) leaves that program's hea
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
+import threading
+import time
 
 
 def settle_heap() -> None:
@@ -22,3 +26,59 @@ def settle_heap() -> None:
     are freed by reference counting as usual, never by the cycle collector)."""
     gc.collect()
     gc.freeze()
+
+
+# --- giving memory back -----------------------------------------------------------------
+
+ARENAS = 2
+"""glibc malloc arenas a serving process uses (``mallopt(M_ARENA_MAX)``; glibc's default
+is 8 per core): each worker thread that allocated in an arena of its own kept its freed
+pages there, so a burst of large requests left the process tens of MB larger for good."""
+TRIM_AFTER_BYTES = 1_000_000
+"""An answer at least this large is followed by a trim (:class:`Trimmer`)."""
+TRIM_EVERY_S = 0.5  # at most this often: a trim walks every arena
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl or another C library: nothing to tune
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+def limit_arenas(n: int = ARENAS) -> None:
+    """Use at most ``n`` malloc arenas (glibc; a no-op elsewhere). Called once by
+    :func:`headgraph.server.serve` before the worker threads start."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(ctypes.c_int(-8), ctypes.c_int(n))  # M_ARENA_MAX
+
+
+class Trimmer:
+    """Give freed heap pages back to the system after a large request (glibc
+    ``malloc_trim``, in a worker thread, at most every :data:`TRIM_EVERY_S`): the
+    answer's objects are freed when it has left, but glibc keeps the pages for reuse, so
+    without this a 300 MB answer left the process 300 MB larger."""
+
+    def __init__(self) -> None:
+        self._libc = _libc()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def after(self, n_bytes: int) -> None:
+        """A request built an answer of ``n_bytes`` (sent or refused): trim if large."""
+        if self._libc is None or n_bytes < TRIM_AFTER_BYTES:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < TRIM_EVERY_S:
+                return
+            self._last = now
+        threading.Thread(target=self._trim, name="headgraph-trim", daemon=True).start()
+
+    def _trim(self) -> None:
+        gc.collect(1)  # cycles among the answer's objects, if any, first
+        self._libc.malloc_trim(ctypes.c_size_t(0))

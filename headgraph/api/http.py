@@ -1,15 +1,21 @@
-"""The ASGI plumbing every route shares: types, JSON and byte responses, disconnects."""
+"""The ASGI plumbing every route shares: types, JSON and byte responses, disconnects.
+
+JSON leaves as JSON: a number that is not finite (NaN, Infinity: stored by an older
+import, or in a graph's own metadata) is written ``null``, as JavaScript's
+``JSON.stringify`` does, never the bare ``NaN`` that Python's encoder writes and no JSON
+parser reads.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 if TYPE_CHECKING:
     from headgraph.api.execute import Outcome
-    from headgraph.api.streaming import Channel
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,10 +33,38 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def encode_json(body: Any) -> bytes:
+    """``body`` as UTF-8 JSON, non-finite numbers as ``null`` (see the module doc)."""
+    try:
+        return json.dumps(body, default=str, allow_nan=False).encode()
+    except ValueError:  # a NaN or an infinity somewhere: rare, so walk only then
+        return json.dumps(finite(body), default=str, allow_nan=False).encode()
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (walked without
+    recursion: the nesting is the data's)."""
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        holder, key = stack.pop()
+        item = holder[key]
+        if isinstance(item, float) and not math.isfinite(item):
+            holder[key] = None
+        elif isinstance(item, dict):
+            copy = dict(item)
+            holder[key] = copy
+            stack.extend((copy, k) for k in copy)
+        elif isinstance(item, list | tuple):
+            copy = list(item)
+            holder[key] = copy
+            stack.extend((copy, i) for i in range(len(copy)))
+    return root[0]
+
+
 async def send_json(send: Send, status: int, body: Any,
                     headers: dict[str, str] | None = None) -> None:
-    await send_bytes(send, status, json.dumps(body, default=str).encode(), "application/json",
-                     headers)
+    await send_bytes(send, status, encode_json(body), "application/json", headers)
 
 
 async def respond(send: Send, outcome: Outcome) -> None:
@@ -53,12 +87,3 @@ async def refuse_unless_get(scope: Scope, send: Send) -> bool:
 def raw_path(scope: Scope) -> bytes:
     """The request's path as the client sent it (percent-encoding kept), without a query."""
     return (scope.get("raw_path") or quote(scope["path"]).encode()).split(b"?", 1)[0]
-
-
-async def watch_disconnect(receive: Receive, channel: Channel) -> None:
-    """Cancel a streaming ``channel`` when the client goes away."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            channel.cancel()
-            return

@@ -2,8 +2,8 @@
 
 The server has two scarce things. Database sessions: at most :data:`MAX_OPEN_SESSIONS`
 requests hold a connection at once (PostgreSQL's pool has 5 + 10; on DuckDB each session
-is a thread beside the event loop). Downloads (exports, whole attribution graphs): at
-most ``MAX_DOWNLOADS`` are produced and sent at once. Each is a :class:`Turns`: waiting
+is a thread beside the event loop). Downloads (exports, attribution graphs): at most
+:data:`MAX_DOWNLOADS` are produced and sent at once. Each is a :class:`Turns`: waiting
 happens on the event loop (never in a worker thread: waiting there for a connection that
 only a worker thread can give back deadlocked the pool, every request stalling for its 30
 s timeout), and lasts at most ``max_wait_s`` (and a GraphQL request's time left), after
@@ -23,6 +23,9 @@ MAX_OPEN_SESSIONS = 6
 """Requests holding a database connection at once: below PostgreSQL's pool (5 + 10
 overflow) even with the downloads that may be produced beside them, and about the event
 loop's worker threads."""
+MAX_DOWNLOADS = 8
+"""Downloads (exports, attribution graphs) produced or sent at once: each producer may
+hold a connection, and 6 + 8 stay under PostgreSQL's pool of 15."""
 
 
 class Turns:

@@ -12,16 +12,21 @@ request                                      answer
 ``&direction=in|out|both``                   ``direction`` defaults to both
 ===========================================  ==============================================
 
-The body streams in ~64 KB chunks from a thread of its own (:mod:`headgraph.api.streaming`;
-a slow client holds no worker thread of the event loop); ``X-Headgraph-Links`` gives the
-number of links. Database work waits for one of the connection turns every route shares
-(:meth:`Service.session_gate <headgraph.api.execute.Service.session_gate>`) and opens its
-session through ``Service.open_session``: a view holds its turn while it is computed and
-streams from memory after; the whole graph holds it while it streams. Errors use the API's
-JSON error shape, cleaned as every route's are (``Service.public``: no database path or URL,
-at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``GRAPH_NOT_FOUND`` /
-``NODE_NOT_FOUND``, 405 for a method other than GET, 503 ``DATABASE_LOCKED`` (with
-``Retry-After``) while an import writes.
+Each answer is a download (:mod:`headgraph.api.delivery`): it takes one of the service's
+download slots (503 ``SERVER_BUSY`` when none frees up within ``max_wait_s``), is written
+whole into a spool by a thread of its own, and is sent from the spool with a
+Content-Length once the database is let go, so a client that reads slowly or not at all
+holds no database turn (and is closed after ``client_timeout_s`` without progress).
+``X-Headgraph-Links`` gives the number of links. Database work waits for one of the
+connection turns every route shares (:meth:`Service.session_gate
+<headgraph.api.execute.Service.session_gate>`) and opens its session through
+``Service.open_session``: a view holds its turn while it is computed and is written after;
+the whole graph holds it while it is written. A view is at most ``max_response_bytes``
+(``LIMIT_EXCEEDED``); a whole graph is bounded by ``max_export_edges``. Errors use the
+API's JSON error shape, cleaned as every route's are (``Service.public``: no database
+path or URL, at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404
+``GRAPH_NOT_FOUND`` / ``NODE_NOT_FOUND``, 405 for a method other than GET, 503
+``DATABASE_LOCKED`` / ``SERVER_BUSY`` (with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -29,17 +34,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from headgraph.api.delivery import Cancelled, Download
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Outcome, Service, refusal
 from headgraph.api.http import Receive, Scope, Send, raw_path, refuse_unless_get
 from headgraph.api.http import respond as _respond
-from headgraph.api.http import watch_disconnect as _watch_disconnect
-from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
 from headgraph.attribution import graphs as q
 from headgraph.attribution import neighbourhood as near
 from headgraph.attribution.export import write_graph, write_view
@@ -51,6 +54,7 @@ from headgraph.errors import (
     HeadgraphError,
     LimitExceededError,
     NodeNotFoundError,
+    ServerBusyError,
 )
 
 log = logging.getLogger("headgraph.api")
@@ -141,32 +145,40 @@ class AttributionRoutes:
         if await refuse_unless_get(scope, send):
             return
         raw = raw_path(scope)
+        wait = self.settings.max_wait_s
         try:
             ask = parse_ask(raw[len(PREFIX):], scope.get("query_string", b""))
-            async with self.service.session_gate():
-                found = await asyncio.to_thread(self._prepare, ask)
+            async with self.service.downloads.hold(wait), Download(
+                    receive, self.settings.max_response_bytes or None,
+                    f"graph {ask.slug[:80]!r} in this view") as download:
+                try:
+                    n_links = await self._produce(ask, download)
+                except Cancelled:
+                    return
+                await download.send(send, 200, [(b"content-type", b"application/json"),
+                                                (b"x-headgraph-links", str(n_links).encode())])
         except Exception as exc:  # noqa: BLE001 - every failure becomes a response
             if not isinstance(exc, HeadgraphError):
                 log.error("internal error answering graph request %r", scope["path"][:256],
                           exc_info=exc)
             await _respond(send, self.service.public(self._refusal(exc)))
-            return
-        if isinstance(found, q.GraphSlice):
-            view = found
 
-            def write(out: ChunkWriter, start: Callable[[], None]) -> None:
-                start()
-                write_view(view, out)
-
-            await self._stream(receive, send, ask, found.links.num_rows, write)
-            return
-        async with self.service.session_gate():  # the whole graph reads while it streams
-            await self._stream(receive, send, ask, found.n_links,
-                               lambda out, start: self._write_whole(ask, out, start))
+    async def _produce(self, ask: GraphAsk, download: Download) -> int:
+        """Write the answer into the download's spool; the number of links. A view is
+        computed in a database turn and written after it; the whole graph is written
+        within its turn (it reads as it writes)."""
+        async with self.service.session_gate():
+            found = await asyncio.to_thread(self._prepare, ask)
+            if isinstance(found, q.GraphRow):
+                download.spool.limit = None  # max_export_edges bounds a whole graph
+                await download.produce(self._write_whole, ask, download.spool)
+                return found.n_links
+        await download.produce(write_view, found, download.spool)
+        return found.links.num_rows
 
     def _prepare(self, ask: GraphAsk) -> q.GraphSlice | q.GraphRow:
-        """The view asked for, computed (the session closes before it streams), or the
-        whole graph's row once its size is checked."""
+        """The view asked for, computed (the session closes before it is written), or
+        the whole graph's row once its size is checked."""
         with self.service.open_session() as db:
             if ask.around is not None:
                 return near.neighbourhood(db, ask.slug, ask.around, top=ask.top,
@@ -182,61 +194,9 @@ class AttributionRoutes:
             self._check_size(graph)
             return graph
 
-    def _write_whole(self, ask: GraphAsk, out: ChunkWriter, start: Callable[[], None]) -> None:
+    def _write_whole(self, ask: GraphAsk, out: TextIO) -> None:
         with self.service.open_session() as db:
-            start()
             write_graph(db, ask.slug, out)
-
-    async def _stream(self, receive: Receive, send: Send, ask: GraphAsk, n_links: int,
-                      write: Callable[[ChunkWriter, Callable[[], None]], None]) -> None:
-        """Run ``write`` in a thread of its own and send what it writes as it comes; it
-        calls ``start`` when the response can begin (an error before that is a refusal,
-        one after it a broken transfer)."""
-        channel = Channel(asyncio.get_running_loop())
-        threading.Thread(target=self._write, args=(channel, ask, n_links, write),
-                         name=f"headgraph-graph-{ask.slug[:40]}", daemon=True).start()
-        watcher = asyncio.create_task(_watch_disconnect(receive, channel))
-        try:
-            first = await channel.get()
-            if first[0] == "cancelled":
-                return
-            if first[0] != "start":
-                await _respond(send, self.service.public(self._refusal(first[1])))
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"),
-                (b"x-headgraph-links", str(first[1]).encode())]})
-            while True:
-                item = await channel.get()
-                if item[0] == "data":
-                    await send({"type": "http.response.body", "body": item[1],
-                                "more_body": True})
-                elif item[0] == "end":
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                else:  # cancelled, or failed after the headers left: no final chunk, so
-                    if item[0] != "cancelled":  # the client sees a broken transfer
-                        log.error("graph %r failed mid-stream: %s", ask.slug, item[1])
-                    return
-        finally:  # the writer stops at its next chunk (it sends a last item either way)
-            channel.cancel()
-            watcher.cancel()
-
-    @staticmethod
-    def _write(channel: Channel, ask: GraphAsk, n_links: int,
-               write: Callable[[ChunkWriter, Callable[[], None]], None]) -> None:
-        try:
-            writer = ChunkWriter(channel)
-            write(writer, lambda: channel.put(("start", n_links)))
-            writer.flush()
-            _finish(channel, ("end", None))
-        except Cancelled:
-            _finish(channel, ("cancelled", None))
-        except HeadgraphError as exc:
-            _finish(channel, ("error", exc))
-        except Exception as exc:
-            log.exception("internal error writing graph %r", ask.slug)
-            _finish(channel, ("bug", exc))
 
     def _check_size(self, graph: q.GraphRow) -> None:
         limit = self.settings.max_export_edges
@@ -250,17 +210,10 @@ class AttributionRoutes:
         if not isinstance(exc, HeadgraphError):  # a bug, logged with its traceback
             return Outcome(500, {"errors": [{"message": INTERNAL_MESSAGE,
                                              "extensions": {"code": INTERNAL_ERROR}}]})
-        if isinstance(exc, DatabaseLockedError):
-            return refusal(exc, 503, {"Retry-After": str(self.settings.retry_after_s)})
+        if isinstance(exc, DatabaseLockedError | ServerBusyError):
+            return self.service.busy(exc)
         if isinstance(exc, q.GraphNotFoundError | NodeNotFoundError):
             return refusal(exc, 404)
         if isinstance(exc, BadInputError | LimitExceededError):
             return refusal(exc, 400)
         return refusal(exc, 500)
-
-
-def _finish(channel: Channel, item: tuple) -> None:
-    try:
-        channel.close(item)
-    except Exception:  # noqa: BLE001 - the loop is gone; nobody is listening
-        pass
