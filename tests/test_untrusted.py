@@ -104,3 +104,72 @@ def test_remote_code_is_never_trusted(tmp_path: Path):
     assert not (tmp_path / "pwned").exists()
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     assert torch.__version__  # (the loader imported torch; nothing from the checkpoint)
+
+
+# --- configs checked against sense and the weights, before anything is allocated -------
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    ({"n_layer": 10**9}, "over the largest"),
+    ({"n_layer": 5}, "says 5 layers but the weights hold 2"),
+    ({"n_inner": 10**6}, "implies at least"),
+    ({"vocab_size": 10**6}, "says 1,000,000 tokens"),
+    ({"n_positions": 10**9}, "over the largest"),
+    ({"n_head": 3}, "does not divide into 3 heads"),
+], ids=["a-billion-layers", "more-layers-than-weights", "huge-mlp", "huge-vocab",
+        "huge-context", "heads-not-dividing"])
+def test_a_config_that_lies_is_refused_before_anything_is_built(tmp_path: Path, overrides,
+                                                                 says):
+    import time
+
+    src = _save(tmp_path / "m", **overrides)
+    t = time.perf_counter()
+    result = CliRunner().invoke(app, ["ingest", str(src), "--db", str(tmp_path / "c.duckdb")])
+    assert time.perf_counter() - t < 30  # at once (the billion layers took 161 s and 3.2 GB)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = [x for x in result.output.splitlines() if "error [" in x]
+    assert len(line) == 1 and "[BAD_SOURCE]" in line[0] and says in line[0], result.output
+    assert not (tmp_path / "c.duckdb").exists()
+
+
+def _tiny(kind: str, path: Path) -> Path:
+    import transformers as tf
+
+    if kind == "t5":
+        cfg = tf.T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=1,
+                          num_heads=4)
+        model = tf.T5ForConditionalGeneration(cfg)
+    elif kind == "bart":
+        cfg = tf.BartConfig(vocab_size=32, d_model=16, encoder_layers=1, decoder_layers=1,
+                            encoder_attention_heads=2, decoder_attention_heads=2,
+                            encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=16)
+        model = tf.BartForConditionalGeneration(cfg)
+    else:
+        cfg = tf.MixtralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                               num_hidden_layers=1, num_attention_heads=4,
+                               num_key_value_heads=2, num_local_experts=4,
+                               num_experts_per_tok=2, max_position_embeddings=16)
+        model = tf.MixtralForCausalLM(cfg)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(("kind", "says"), [("t5", "encoder-decoder"),
+                                            ("bart", "encoder-decoder"),
+                                            ("mixtral", "mixture-of-experts")])
+def test_encoder_decoders_and_mixtures_of_experts_are_refused_with_one_line(
+        tmp_path: Path, kind: str, says: str):
+    src = _tiny(kind, tmp_path / kind)
+    result = CliRunner().invoke(app, ["ingest", str(src), "--db", str(tmp_path / "c.duckdb")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "[UNSUPPORTED_ARCHITECTURE]" in lines[0] and says in lines[0]
+    assert not (tmp_path / "c.duckdb").exists()
+
+
+@pytest.mark.parametrize("source", ["random:L1000000000H8D256", "random:L2H8D256V0",
+                                    "random:llama,layers=1000000000",
+                                    "random:gpt2,heads=999999999"])
+def test_random_shapes_that_make_no_sense_are_refused_at_once(tmp_path: Path, source: str):
+    with pytest.raises(SourceError):
+        ingest(source, tmp_path / "db.duckdb")
+    assert not (tmp_path / "db.duckdb").exists()

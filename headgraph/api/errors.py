@@ -4,11 +4,12 @@
 |-------------------------------------------------|---------------------------------|
 | a :class:`~headgraph.errors.HeadgraphError`      | its ``.code`` (``MODEL_NOT_FOUND``, ``NODE_NOT_FOUND``, ``BAD_INPUT``, ``LIMIT_EXCEEDED``, ``DATABASE_LOCKED``...) |
 | a depth/alias/token limit                       | ``LIMIT_EXCEEDED``              |
+| a stored number GraphQL cannot carry (NaN, Infinity) | ``DATABASE_ERROR``, the field's path in the message |
 | a syntax or validation error, a bad variable    | ``BAD_INPUT``                   |
 | anything else raised while resolving (a bug)    | ``INTERNAL_ERROR``, message masked, traceback logged on the server |
 | no or a wrong bearer token (``auth_token`` set) | ``UNAUTHENTICATED`` (HTTP 401, :mod:`headgraph.api.app`) |
 
-``DATABASE_LOCKED`` errors also carry ``extensions.retryable = true``. This replaces
+``DATABASE_LOCKED`` and ``SERVER_BUSY`` errors also carry ``extensions.retryable = true``. This replaces
 strawberry's ``MaskErrors`` (which masks every error, coded ones included).
 """
 
@@ -22,7 +23,13 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from headgraph.api.limits import LIMIT_EXCEEDED, is_token_limit
-from headgraph.errors import BadInputError, DatabaseLockedError, HeadgraphError
+from headgraph.errors import (
+    BadInputError,
+    DatabaseError,
+    DatabaseLockedError,
+    HeadgraphError,
+    ServerBusyError,
+)
 
 INTERNAL_ERROR = "INTERNAL_ERROR"
 BAD_INPUT = BadInputError.code
@@ -31,9 +38,19 @@ INTERNAL_MESSAGE = "internal error; the server log has the details."
 log = logging.getLogger("headgraph.api")
 
 
+NOT_A_NUMBER = ("Float cannot represent", "Int cannot represent")  # graphql-core's serializers
+
+
+def is_bad_number(error: GraphQLError) -> bool:
+    """A stored value that GraphQL cannot serialize (a NaN or infinite Float): bad data in
+    the database, not a bug of the server."""
+    original = error.original_error
+    return isinstance(original, GraphQLError) and original.message.startswith(NOT_A_NUMBER)
+
+
 def is_internal(error: GraphQLError) -> bool:
     """An error raised while resolving that is not one of headgraph's refusals: a bug."""
-    if isinstance(error.original_error, HeadgraphError):
+    if isinstance(error.original_error, HeadgraphError) or is_bad_number(error):
         return False
     return error.path is not None
 
@@ -41,7 +58,7 @@ def is_internal(error: GraphQLError) -> bool:
 def error_extensions(exc: HeadgraphError) -> dict[str, Any]:
     """``extensions`` for a refusal: its code, and ``retryable`` where waiting helps."""
     ext: dict[str, Any] = {"code": exc.code}
-    if isinstance(exc, DatabaseLockedError):
+    if isinstance(exc, DatabaseLockedError | ServerBusyError):
         ext["retryable"] = True
     return ext
 
@@ -51,6 +68,11 @@ def coded(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if isinstance(original, HeadgraphError):
         message, extensions = original.message, error_extensions(original)
+    elif is_bad_number(error):
+        where = ".".join(str(p) for p in error.path or ())
+        message = (f"the database holds a value at {where} that is not a finite number (NaN "
+                   "or Infinity); `headgraph check` lists such rows.")
+        extensions = {"code": DatabaseError.code}
     elif is_internal(error):
         message, extensions = INTERNAL_MESSAGE, {"code": INTERNAL_ERROR}
     elif error.extensions and "code" in error.extensions:

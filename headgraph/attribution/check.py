@@ -19,6 +19,7 @@ def graph_problems(conn: Connection) -> list[str]:
       and the heights right), every height below ``levels``;
     * the stored default view (``pruned_k`` not NULL): exactly the links between the first
       ``pruned_k`` nids, edge scores non-negative and largest first, shares in [0, 1];
+    * every stored number finite (no NaN or infinity, which JSON cannot carry);
     * no orphan rows in the node and link tables.
     """
     problems: list[str] = []
@@ -86,6 +87,7 @@ def graph_problems(conn: Connection) -> list[str]:
                                 "are wrong (target_height not the target's, or a source not "
                                 "above its target)")
     problems.extend(_default_view_problems(conn, graphs))
+    problems.extend(_non_finite_problems(conn, graphs))
     for table in ("attribution_nodes", "attribution_links", "attribution_out_links",
                   "attribution_pruned_links"):
         if not seen.has_table(table):
@@ -129,4 +131,29 @@ def _default_view_problems(conn: Connection, graphs: dict) -> list[str]:
         if order:
             problems.append(f"attribution graph {slug!r}: the stored default view's shares "
                             "do not follow its scores, largest first")
+    return problems
+
+
+NUMBERS = {"attribution_nodes": ("activation", "influence", "token_prob", "score", "cum"),
+           "attribution_links": ("weight",)}
+"""The stored numbers of a graph, by table."""
+
+
+def _finite(column: str) -> str:
+    """SQL true when ``column`` is NULL or finite. NaN compares greater than every number
+    on DuckDB and PostgreSQL (and equal to itself), so it fails the upper bound."""
+    return f"({column} IS NULL OR ({column} > -1e308 AND {column} < 1e308))"
+
+
+def _non_finite_problems(conn: Connection, graphs: dict) -> list[str]:
+    """Graphs holding a NaN or an infinity (imported before imports refused them)."""
+    problems = []
+    for table, columns in NUMBERS.items():
+        bad = " OR ".join(f"NOT {_finite(c)}" for c in columns)
+        for gid, n in conn.execute(text(
+                f"SELECT graph_id, count(*) FROM {table} WHERE {bad} GROUP BY graph_id")):
+            slug = graphs.get(gid, (f"#{gid}",))[0]
+            problems.append(f"attribution graph {slug!r}: {n} row(s) of {table} with a NaN "
+                            f"or infinite {'/'.join(columns)}; delete the graph and import it "
+                            "again from a file with finite numbers")
     return problems

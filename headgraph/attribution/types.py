@@ -18,6 +18,7 @@ from strawberry.scalars import JSON
 
 from headgraph.api.context import Context
 from headgraph.api.cost import sized
+from headgraph.api.http import encode_json
 from headgraph.api.limits import check_first
 from headgraph.attribution import graphs as q
 from headgraph.attribution.neighbourhood import MAX_DEPTH, neighbourhood
@@ -116,6 +117,15 @@ class AttributionView:
                    truncated=view.truncated)
 
 
+def _prompt(root: AttributionGraph, info: Info[Context, None]) -> str | None:
+    """A graph's prompt, counted against ``max_response_bytes`` first (a file's prompt
+    may be long, and a list of graphs asks for many)."""
+    prompt = root.row.prompt
+    if prompt is not None:
+        info.context.charge(len(prompt.encode(errors="replace")), "this graph's prompt")
+    return prompt
+
+
 @strawberry.type(description="An imported circuit-tracer / Neuronpedia attribution graph. "
                  "Its Neuronpedia JSON: GET /graphs/{slug}.json (whole, or "
                  "?node_threshold=&edge_threshold=, or ?around=NODE).")
@@ -124,18 +134,21 @@ class AttributionGraph:
     slug: str
     model: str = strawberry.field(description="The model it explains (metadata.scan unless "
                                   "named at import).")
-    prompt: str | None
+    prompt: str | None = strawberry.field(resolver=_prompt)
     node_count: int
     link_count: int
 
     @classmethod
     def of(cls, row: q.GraphRow) -> AttributionGraph:
-        return cls(row=row, slug=row.slug, model=row.model, prompt=row.prompt,
-                   node_count=row.n_nodes, link_count=row.n_links)
+        return cls(row=row, slug=row.slug, model=row.model, node_count=row.n_nodes,
+                   link_count=row.n_links)
 
     @strawberry.field(description="The file's `metadata` object.")
-    def metadata(self) -> JSON | None:
-        return self.row.header.get("metadata")
+    def metadata(self, info: Info[Context, None]) -> JSON | None:
+        metadata = self.row.header.get("metadata")
+        if metadata is not None:  # it may be megabytes, and 30 aliases may ask for it
+            info.context.charge(len(encode_json(metadata)), "this graph's metadata")
+        return metadata
 
     @strawberry.field(description="circuit-tracer's pruned graph, computed in the database: "
                       "nodes up to cumulative influence `nodeThreshold`, then links up to "

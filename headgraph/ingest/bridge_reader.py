@@ -17,6 +17,13 @@ from typing import Any
 import torch
 
 from headgraph.errors import BadWeightsError, SourceError, UnsupportedArchitectureError
+from headgraph.ingest.sanity import (
+    check_against_weights,
+    check_shape,
+    config_shape,
+    refuse_unscorable,
+    weights_layout,
+)
 from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
 
 
@@ -94,7 +101,10 @@ def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, 
     """Load an HF model from a local directory: (model, config, adapter arch, has head).
 
     Safetensors only, unless ``allow_pickle`` (then ``.bin`` files are read with
-    ``weights_only=True`` by transformers). ``trust_remote_code`` is never set.
+    ``weights_only=True`` by transformers). ``trust_remote_code`` is never set. Before
+    the model is built, its config is checked against sense and against the weights'
+    headers (:mod:`headgraph.ingest.sanity`): a config that lies is refused at once
+    instead of allocating what it says.
     """
     from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
@@ -106,7 +116,11 @@ def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, 
         config = AutoConfig.from_pretrained(where, local_files_only=True)
     except Exception as exc:  # transformers raises many kinds for a bad config
         raise SourceError(f"{where}: config.json could not be read ({exc}).") from None
+    named = (list(getattr(config, "architectures", None) or []) or [type(config).__name__])[0]
+    refuse_unscorable(config, named, where)
     adapter_arch, headed = _resolve_architecture(config, where)
+    shape = config_shape(config)
+    check_shape(where, **shape)
     files = weight_files(path)
     if not files:
         raise SourceError(
@@ -119,6 +133,9 @@ def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, 
             "when loaded; convert to safetensors, or pass --allow-pickle to read them with "
             "torch.load(weights_only=True)."
         )
+    layout = weights_layout(files)  # safetensors headers only: nothing is allocated
+    if layout is not None:
+        check_against_weights(where, shape, layout)
     import transformers
 
     cls = getattr(transformers, adapter_arch, None)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from headgraph.errors import SourceError
+from headgraph.ingest.sanity import check_shape
 from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
 
 TensorSource = Callable[[str], torch.Tensor]
@@ -69,11 +70,6 @@ def parse_random_shape(text: str) -> GPT2Shape:
     elif m := _LHD.match(name):
         layers, heads, d_model = (int(m.group(i)) for i in (1, 2, 3))
         vocab = int(m.group(4)) if m.group(4) else 50257
-        if min(layers, heads, d_model, vocab) <= 0 or d_model % heads:
-            raise SourceError(
-                f"random:{text}: need layers, heads, d_model > 0 and d_model divisible by "
-                f"heads (got L{layers} H{heads} D{d_model})."
-            )
         shape = GPT2Shape(layers, heads, d_model, vocab)
     else:
         raise SourceError(
@@ -86,8 +82,11 @@ def parse_random_shape(text: str) -> GPT2Shape:
         if key not in fields or not value.isdigit():
             raise SourceError(f"random:{text}: bad option {opt!r}; use seed=N, vocab=N or ctx=N.")
         fields[key] = int(value)
-    return GPT2Shape(shape.n_layers, shape.n_heads, shape.d_model, fields["vocab"],
-                     fields["ctx"], fields["seed"])
+    shape = GPT2Shape(shape.n_layers, shape.n_heads, shape.d_model, fields["vocab"],
+                      fields["ctx"], fields["seed"])
+    check_shape(f"random:{text}", layers=shape.n_layers, heads=shape.n_heads,
+                d_model=shape.d_model, d_mlp=shape.d_mlp, vocab=shape.d_vocab, ctx=shape.n_ctx)
+    return shape
 
 
 def gpt2_spec(shape: GPT2Shape, processing: str = PROCESSING) -> ModelSpec:

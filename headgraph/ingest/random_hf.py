@@ -26,6 +26,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from headgraph.errors import SourceError, UnsupportedArchitectureError
+from headgraph.ingest.sanity import check_shape
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,9 @@ def parse_family_shape(text: str) -> FamilyShape:
                               f"{', '.join(sorted(_OPTIONS))} with whole numbers.")
         values[key] = int(value)
     shape = FamilyShape(base.family, **values)
-    if min(shape.layers, shape.heads, shape.d_model, shape.vocab, shape.ctx) <= 0:
-        raise SourceError(f"random:{text}: layers, heads, d_model, vocab and ctx must be > 0.")
-    if shape.d_model % shape.heads or shape.heads % shape.n_kv:
-        raise SourceError(f"random:{text}: d_model must divide by heads and heads by kv_heads.")
+    check_shape(f"random:{text}", layers=shape.layers, heads=shape.heads,
+                kv_heads=shape.n_kv, d_model=shape.d_model, d_mlp=shape.d_mlp or None,
+                vocab=shape.vocab, ctx=shape.ctx)
     if shape.family in ("gpt2", "neox", "gptj", "opt", "bert") and shape.n_kv != shape.heads:
         raise UnsupportedArchitectureError(
             f"random:{text}: {shape.family} has no grouped-query attention; drop kv_heads.")
