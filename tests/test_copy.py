@@ -161,3 +161,63 @@ def sql(db, query: str) -> list[tuple]:
         found = [tuple(r) for r in conn.execute(text(query))]
     engine.dispose()
     return found
+
+
+# --- failures: one coded line, the destination as it was -------------------------------
+
+def _copy_with_file_limit(source: Path, dest: Path, limit_bytes: int):
+    """`headgraph copy` in a process whose files may not grow past ``limit_bytes`` (as on a
+    full disk: writes fail with EFBIG, SIGXFSZ ignored)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-m", "headgraph.cli", "copy", "--from", str(source),
+                           "--to", str(dest), "--model", "toy@1600"], capture_output=True,
+                          text=True, timeout=300, preexec_fn=limit)
+
+
+@pytest.mark.slow
+def test_a_copy_onto_a_full_disk_fails_with_one_line_and_writes_nothing(home: Path,
+                                                                          tmp_path: Path):
+    dest = tmp_path / "full.duckdb"
+    copied = tmp_path / "first.duckdb"
+    copy_models(home, copied, ["toy"])  # a destination holding one model already
+    before = rows(copied)
+    import shutil
+
+    shutil.copy(copied, dest)
+    result = _copy_with_file_limit(home, dest, 1024)  # no file may grow past 1 KB
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-2000:]
+    (line,) = [x for x in output.splitlines() if x.strip()]
+    assert line.startswith("error [DATABASE_ERROR]") and "ran out of space" in line, line
+    assert "wrote nothing of it" in line
+    assert rows(dest) == before  # the model already there, whole; nothing of the new one
+    check = CliRunner().invoke(app, ["check", "--db", str(dest)])
+    assert check.exit_code == 0, check.output
+
+
+def test_a_name_postgresql_cannot_store_fails_the_copy_with_one_line(home: Path,
+                                                                       tmp_path: Path,
+                                                                       pg_url: str):
+    import duckdb
+
+    source = tmp_path / "nul.duckdb"
+    copy_models(home, source, ["toy"])
+    with duckdb.connect(str(source)) as con:  # DuckDB stores a NUL; PostgreSQL cannot
+        con.execute("UPDATE models SET source = 'to' || chr(0) || 'y'")
+    result = CliRunner().invoke(app, ["copy", "--from", str(source), "--to", pg_url])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "[DATABASE_ERROR]" in result.output and "NUL" in result.output
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:  # the copy's one transaction left nothing behind
+        tables = conn.execute(text("SELECT count(*) FROM information_schema.tables WHERE "
+                                   "table_schema = 'public'")).scalar_one()
+    engine.dispose()
+    assert tables == 0

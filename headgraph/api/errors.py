@@ -44,8 +44,9 @@ NOT_A_NUMBER = ("Float cannot represent", "Int cannot represent")  # graphql-cor
 def is_bad_number(error: GraphQLError) -> bool:
     """A stored value that GraphQL cannot serialize (a NaN or infinite Float): bad data in
     the database, not a bug of the server."""
-    original = error.original_error
-    return isinstance(original, GraphQLError) and original.message.startswith(NOT_A_NUMBER)
+    original = error.original_error  # a variable's coercion fails the same way: no path
+    return (error.path is not None and isinstance(original, GraphQLError)
+            and original.message.startswith(NOT_A_NUMBER))
 
 
 def is_internal(error: GraphQLError) -> bool:

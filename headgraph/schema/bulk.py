@@ -8,6 +8,7 @@ ingest rolls back everything.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pyarrow as pa
@@ -50,8 +51,11 @@ def bulk_insert(conn: Connection, table: str, data: pa.Table) -> int:
         try:
             cols = ", ".join(f'"{c}"' for c in data.column_names)
             raw.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
-        finally:
-            raw.unregister(view)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the transaction is aborted: only the
+                raw.unregister(view)  # first error says what went wrong (a full disk...)
+            raise
+        raw.unregister(view)
         return data.num_rows
     if dialect == "postgresql":
         from headgraph.schema.tables import metadata

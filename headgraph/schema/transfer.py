@@ -15,6 +15,7 @@ Circuits (``circuits``) hang on a ``model_id`` and get the new one; their edges 
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, insert, inspect, select
 from sqlalchemy.exc import DBAPIError
 
-from headgraph.errors import ModelExistsError, ModelNotFoundError
+from headgraph.errors import DatabaseError, ModelExistsError, ModelNotFoundError
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
 from headgraph.schema.database import (
@@ -121,13 +122,18 @@ def copy_models(
             nulls = [dict(r) for r in sconn.execute(select(t.baselines)).mappings()]
             for name in wanted:
                 extras = [(c, c.read(sconn, name)) for c in carriers]
-                if name not in stored:
-                    results.append(_write_extras(dst, dst_t, name, extras, replace))
-                    continue
-                row = dict(stored[name])
-                data = {tb.name: read_arrow(sconn, tb, row["model_id"]) for tb in CHILD_TABLES}
-                circuits = read_circuits(sconn, row["model_id"])
-                results.append(_write(dst, dst_t, row, data, nulls, replace, circuits, extras))
+                try:
+                    if name not in stored:
+                        results.append(_write_extras(dst, dst_t, name, extras, replace))
+                        continue
+                    row = dict(stored[name])
+                    data = {tb.name: read_arrow(sconn, tb, row["model_id"])
+                            for tb in CHILD_TABLES}
+                    circuits = read_circuits(sconn, row["model_id"])
+                    results.append(_write(dst, dst_t, row, data, nulls, replace, circuits,
+                                          extras))
+                except _WRITE_ERRORS as exc:
+                    raise copy_failure(exc, dst_t, name, [r.name for r in results]) from None
                 if progress:
                     progress(name)
     except DBAPIError as exc:
@@ -136,6 +142,50 @@ def copy_models(
         src.dispose()
         dst.dispose()
     return results
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The errors a copy's writes can raise: SQLAlchemy's, the drivers' own (bulk writes
+    use the raw connection), the system's (a full disk), and text a backend refuses."""
+    import duckdb
+
+    found: list[type[BaseException]] = [DBAPIError, duckdb.Error, OSError, UnicodeError,
+                                         ValueError]
+    try:
+        import psycopg
+
+        found.append(psycopg.Error)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+_WRITE_ERRORS = _driver_errors()
+FULL = ("No space left on device", "File too large", "disk full", "could not extend file",
+        "DiskFull")
+BAD_TEXT = ("surrogate", "NUL", "0x00", "invalid byte sequence", "can't encode",
+            "cannot encode")
+
+
+def copy_failure(exc: BaseException, target: DatabaseTarget, name: str,
+                 done: list[str]) -> DatabaseError:
+    """One coded line for a copy that failed while writing ``name``: what happened, that
+    nothing of ``name`` was written (one transaction per model) and the models in
+    ``done`` are whole, and what to do."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300] \
+        if str(exc).strip() else type(exc).__name__
+    kept = (f"; {len(done)} model(s) copied before it are whole" if done else "")
+    where = f"{target}: copying {name!r} failed and wrote nothing of it{kept}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG) \
+            or any(s in reason for s in FULL) or type(exc).__name__ == "DiskFull":
+        return DatabaseError(f"{where}: the destination ran out of space ({reason}). Free "
+                             "space and run the copy again.")
+    if isinstance(exc, UnicodeError) or any(s in reason for s in BAD_TEXT):
+        return DatabaseError(f"{where}: a stored name or text holds characters the "
+                             f"destination cannot store ({reason}): a NUL or a lone "
+                             "surrogate. Rename or delete it in the source, or copy the "
+                             "other models by name (--model).")
+    return DatabaseError(f"{where}: the destination refused it ({reason}).")
 
 
 def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
