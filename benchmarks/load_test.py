@@ -54,19 +54,26 @@ class ServerProcess:
     """``headgraph serve --db DB --port 0`` in a subprocess (its log in a temp file).
 
     ``url`` is where it listens (read from uvicorn's start line), ``pid`` its process,
-    :meth:`rss` its resident memory in bytes. ``settings`` become ``--setting NAME=VALUE``.
+    :meth:`rss` its resident memory in bytes. ``settings`` become ``--setting NAME=VALUE``;
+    ``max_files`` limits the process's open files (soft and hard ``RLIMIT_NOFILE``).
     """
 
     def __init__(self, db: str | os.PathLike[str], settings: dict[str, object] | None = None,
                  *, extra: list[str] | None = None, env: dict[str, str] | None = None,
-                 start_timeout: float = 60.0) -> None:
+                 start_timeout: float = 60.0, max_files: int | None = None) -> None:
         self.log_path = Path(tempfile.mkstemp(prefix="headgraph-serve-", suffix=".log")[1])
         args = [*CLI, "serve", "--db", str(db), "--port", "0", *(extra or [])]
         for name, value in (settings or {}).items():
             args += ["--setting", f"{name}={value}"]
+        def limit_files() -> None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         env={**os.environ, **(env or {})})
+                                         env={**os.environ, **(env or {})},
+                                         preexec_fn=limit_files if max_files else None)
         self.pid = self.proc.pid
         deadline = time.monotonic() + start_timeout
         while True:

@@ -62,6 +62,14 @@ def hold_for_writing(db: Path, wait_s: float = 20.0) -> subprocess.Popen:
     return proc
 
 
+def waiting_writer(db: Path, wait_s: float = 60.0) -> subprocess.Popen:
+    """A process that asks for ``db`` for writing as headgraph's writers do, without
+    waiting for it to get it: while another process holds the file it waits, leaving the
+    write-pending marker (then it holds the file until its stdin closes)."""
+    return subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(wait_s)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
 def write_briefly(db: Path, wait_s: float = 20.0) -> int:
     """Take ``db`` for writing as headgraph does and let go at once; the exit status."""
     proc = subprocess.run([sys.executable, "-c", _WRITER, str(db), str(wait_s)], input="",

@@ -124,7 +124,7 @@ class HeadgraphApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            start, status = time.perf_counter(), [0]
+            start, status, logged = time.perf_counter(), [0], [False]
             extra = self._cors_headers(scope)
 
             async def send_with_headers(message: Message) -> None:
@@ -132,6 +132,9 @@ class HeadgraphApp:
                     status[0] = message["status"]
                     if extra:
                         message = {**message, "headers": [*message.get("headers", []), *extra]}
+                elif not message.get("more_body", False) and not logged[0]:
+                    logged[0] = True  # before the last part leaves: the line is written
+                    self._log(scope, status[0], time.perf_counter() - start)  # by then
                 await send(message)
 
             try:
@@ -139,7 +142,8 @@ class HeadgraphApp:
             except _ClientGone:
                 pass
             finally:
-                self._log(scope, status[0], time.perf_counter() - start)
+                if not logged[0]:
+                    self._log(scope, status[0], time.perf_counter() - start)
         else:  # websockets: no subscriptions here
             await send({"type": "websocket.close", "code": 1008})
 

@@ -13,9 +13,13 @@ that :func:`guarded_protocol` makes closes (aborts) a connection when
 * the client has not taken any of the answer for ``client_timeout_s`` (uvicorn pauses
   writing when the socket's buffer is full; the pause lasting that long is the stall);
 
-and refuses a connection beyond the cap (:func:`connection_cap`: ``max_connections``, and
-never within :data:`FD_RESERVE` of the process's file limit) at once, with a 503. A sweep
-every :data:`SWEEP_S` checks every connection.
+and keeps at most the cap of connections (:func:`connection_cap`: ``max_connections``, and
+never within :data:`FD_RESERVE` of the process's file limit): at the cap, a new
+connection takes the place of the one that has sent nothing for longest (an idle one,
+between or before requests), and only when every connection has a request under way is
+the new one refused at once, with a 503. So a flood of idle sockets evicts itself, and a
+client that sends its request gets in. A sweep every :data:`SWEEP_S` checks every
+connection.
 """
 
 from __future__ import annotations
@@ -78,9 +82,11 @@ def guarded_protocol(client_timeout_s: float, max_connections: int,
             self._refused = False
             self._request_since: float | None = None
             self._paused_since: float | None = None
+            self._heard = False  # bytes of the current request received
+            self._idle_since = time.monotonic()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= max_connections:
+            if len(self.connections) >= max_connections and not _evict(self.connections):
                 self._refused = True
                 transport.write(busy)
                 transport.close()
@@ -99,6 +105,7 @@ def guarded_protocol(client_timeout_s: float, max_connections: int,
         def data_received(self, data: bytes) -> None:
             if self._request_since is None and self.conn.their_state is h11.IDLE:
                 self._request_since = time.monotonic()  # the next request's first byte
+            self._heard = True
             super().data_received(data)
             if self.conn.their_state in _DONE:
                 self._request_since = None
@@ -106,6 +113,8 @@ def guarded_protocol(client_timeout_s: float, max_connections: int,
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self._request_since = None  # idle: keep_alive_s applies until the next byte
+            self._heard = False
+            self._idle_since = time.monotonic()
             if self.conn.their_state is h11.SEND_BODY:  # a pipelined request has begun
                 self._request_since = time.monotonic()
 
@@ -117,21 +126,39 @@ def guarded_protocol(client_timeout_s: float, max_connections: int,
             self._paused_since = None
             super().resume_writing()
 
+        def idle(self) -> float | None:
+            """Since when this connection has had nothing to do (no request under way,
+            not a byte of the next), or ``None`` when it is busy."""
+            busy = self._heard or (self.cycle is not None and not self.cycle.response_complete)
+            return None if busy else self._idle_since
+
         def stalled(self, now: float) -> str | None:
             """Why this connection should be closed now, or ``None``."""
+            limit = f"{client_timeout_s:g} s (client_timeout_s)"
             if self._paused_since is not None and now - self._paused_since > client_timeout_s:
-                return "took none of its answer"
+                return f"it took none of its answer for {limit}"
             if self._request_since is not None and now - self._request_since > client_timeout_s:
-                return "did not finish sending its request"
+                return f"it did not send a whole request within {limit}"
             return None
 
         def abort(self, why: str) -> None:
-            log.info("closed the connection of %s: it %s within %g s (client_timeout_s)",
-                     f"{self.client[0]}:{self.client[1]}" if self.client else "a client", why,
-                     client_timeout_s)
+            log.info("closed the connection of %s: %s",
+                     f"{self.client[0]}:{self.client[1]}" if self.client else "a client", why)
             self.transport.abort()
 
     return GuardedH11
+
+
+def _evict(connections: set) -> bool:
+    """Close the connection idle longest to make room; False when none is idle."""
+    idle = [(since, c) for c in connections
+            if (since := getattr(c, "idle", lambda: None)()) is not None]
+    if not idle:
+        return False
+    _, oldest = min(idle, key=lambda pair: pair[0])
+    oldest.abort("it was the idlest when the server had max_connections open")
+    connections.discard(oldest)  # its connection_lost comes later; the place is free now
+    return True
 
 
 def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
