@@ -140,17 +140,20 @@ def test_graph_route_errors_name_no_database_and_are_cut(served):
     assert message.endswith("... (cut)") and len(message) == 1000 + len("... (cut)")
 
 
-def test_graph_route_waits_for_a_connection_turn(served):
-    """With every turn of the shared gate taken, a /graphs/ request opens no session and
-    sends nothing; it is answered once a turn is free."""
+def test_graph_route_waits_for_a_download_slot_and_not_for_ever(served):
+    """With every download slot taken, a /graphs/ request opens no session and sends
+    nothing; it is answered once a slot is free, and 503 SERVER_BUSY (with Retry-After)
+    when none frees up within max_wait_s. GraphQL's database turns are not its."""
     import asyncio
     from contextlib import AsyncExitStack
 
-    from headgraph.api.execute import MAX_OPEN_SESSIONS
+    from headgraph.api.settings import Settings
+    from headgraph.api.turns import MAX_DOWNLOADS
 
     _, _, db = served
-    app = create_app(db)
+    app = create_app(db, Settings(max_wait_s=1))
     sent: list[dict] = []
+    refused: list[dict] = []
 
     async def receive() -> dict:
         await asyncio.Event().wait()  # the client never goes away
@@ -159,17 +162,27 @@ def test_graph_route_waits_for_a_connection_turn(served):
     async def send(message: dict) -> None:
         sent.append(message)
 
+    async def send_refused(message: dict) -> None:
+        refused.append(message)
+
     async def scenario() -> None:
         scope = {"type": "http", "method": "GET", "path": "/graphs/g-1.json",
                  "raw_path": b"/graphs/g-1.json", "query_string": b"node_threshold=0.5",
                  "headers": []}
-        async with AsyncExitStack() as turns:
-            for _ in range(MAX_OPEN_SESSIONS):
+        async with AsyncExitStack() as turns:  # GraphQL's turns taken: no matter
+            for _ in range(6):
                 await turns.enter_async_context(app.service.session_gate())
-            request = asyncio.create_task(app(scope, receive, send))
-            await asyncio.sleep(0.3)
-            assert sent == [] and not request.done()
-        await asyncio.wait_for(request, 30)
+            async with AsyncExitStack() as slots:
+                for _ in range(MAX_DOWNLOADS):
+                    await slots.enter_async_context(app.service.downloads.hold(1))
+                request = asyncio.create_task(app(scope, receive, send))
+                await asyncio.sleep(0.3)
+                assert sent == [] and not request.done()
+            await asyncio.wait_for(request, 30)  # a slot came free: answered
+            async with AsyncExitStack() as slots:
+                for _ in range(MAX_DOWNLOADS):
+                    await slots.enter_async_context(app.service.downloads.hold(1))
+                await app(scope, receive, send_refused)  # waits max_wait_s, then 503
 
     try:
         asyncio.run(scenario())
@@ -178,3 +191,5 @@ def test_graph_route_waits_for_a_connection_turn(served):
     assert sent[0]["status"] == 200
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["metadata"]["pruning_settings"]["node_threshold"] == 0.5
+    assert refused[0]["status"] == 503 and (b"retry-after", b"1") in refused[0]["headers"]
+    assert json.loads(refused[1]["body"])["errors"][0]["extensions"]["code"] == "SERVER_BUSY"

@@ -269,7 +269,7 @@ class HeadgraphApp:
             body = encode_json(outcome.body)
         await _send(send, outcome.status, body, "application/json", outcome.headers)
         del body
-        self._trimmer.after(built)
+        self._trimmer.after(built, outcome.heavy)
 
     # --- safe defaults: CORS, bearer token, request log ---------------------------------
 

@@ -87,7 +87,7 @@ class AsyncDB:
             if self._left() == 0.0 or (self._pending is not None and not self._pending.done()):
                 self.timed_out = True
             if self.timed_out:
-                raise self._over()
+                raise self.over()
             with self._state:
                 self._running, self._started = True, False
             if inline:
@@ -104,7 +104,7 @@ class AsyncDB:
             self.timed_out = True  # the thread still holds the connection: nothing more runs
             task.add_done_callback(self._settle)
             self.interrupt()
-            raise self._over()
+            raise self.over()
 
     @property
     def deadline(self) -> float | None:
@@ -164,7 +164,8 @@ class AsyncDB:
             self._on_idle = close
             return True
 
-    def _over(self) -> LimitExceededError:
+    def over(self) -> LimitExceededError:
+        """The error of a request past its budget."""
         return LimitExceededError(
             f"this request ran past this server's limit of {self._budget:g} s "
             "(max_query_seconds) and was stopped; this field and the ones after it have no "

@@ -23,6 +23,9 @@ class Context:
     """The query's cost estimate (:mod:`headgraph.api.cost`), set when it was admitted."""
     charged: int = 0
     """Bytes of large values (JSON objects, prompts) resolved so far."""
+    paced_out: bool = False
+    """Set when the request passed its deadline while building its answer
+    (:mod:`headgraph.api.pacing`): every field after that raises at once."""
     database_sizes: dict[str, int] | None = None
     """The database's sizes for the cost estimate
     (:func:`headgraph.queries.models.database_sizes`), ``None`` when not known yet."""

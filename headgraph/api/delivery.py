@@ -11,8 +11,9 @@ other request waited for as long as they stayed connected.
 A client that stops reading is closed after ``client_timeout_s`` by the connection guard
 (:mod:`headgraph.api.connections`); its spool goes with it. At most
 :data:`~headgraph.api.turns.MAX_DOWNLOADS` downloads are produced or sent at once
-(``Service.downloads``); another waits at most ``max_wait_s`` for a slot, then gets 503
-``SERVER_BUSY``.
+(``Service.downloads``), and at most :data:`~headgraph.api.turns.MAX_PRODUCING` are
+produced at once (``Service.producing``); a download waits at most ``max_wait_s`` for
+either, then gets 503 ``SERVER_BUSY``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from headgraph.api.http import Receive, Send
+from headgraph.api.turns import Turns
 from headgraph.errors import LimitExceededError
 
 T = TypeVar("T")
@@ -110,12 +112,16 @@ async def in_own_thread(fn: Callable[..., T], *args: Any) -> T:
 
 class Download:
     """One download: a :class:`Spool`, the thread that fills it, the client watched for
-    leaving. Use as ``async with Download(receive) as d: ...``."""
+    leaving. Use as ``async with Download(receive) as d: ...``. ``producing``: the turns
+    a producer waits for (at most ``wait_s``) before it runs."""
 
     def __init__(self, receive: Receive, limit: int | None = None,
-                 what: str = "this answer") -> None:
+                 what: str = "this answer", *, producing: Turns | None = None,
+                 wait_s: float = 10.0) -> None:
         self.spool = Spool(limit, what)
         self._gone = asyncio.ensure_future(_until_disconnect(receive))
+        self._producing = producing
+        self._wait_s = wait_s
 
     async def __aenter__(self) -> Download:
         return self
@@ -128,7 +134,12 @@ class Download:
     async def produce(self, fn: Callable[..., T], *args: Any) -> T:
         """Run producer ``fn(*args)`` (which writes into :attr:`spool`) in a thread of its
         own; :class:`Cancelled` as soon as the client leaves."""
+        give_back = None
+        if self._producing is not None:
+            give_back = await self._producing.take(self._wait_s)
         work = asyncio.ensure_future(in_own_thread(fn, *args))
+        if give_back is not None:
+            work.add_done_callback(lambda _: give_back())  # when the thread ends
         await asyncio.wait({self._gone, work}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
             self.spool.cancelled.set()

@@ -73,7 +73,7 @@ from headgraph.api.errors import request_error
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
 from headgraph.api.settings import Settings
-from headgraph.api.turns import MAX_DOWNLOADS, MAX_OPEN_SESSIONS, Turns
+from headgraph.api.turns import MAX_DOWNLOADS, MAX_OPEN_SESSIONS, MAX_PRODUCING, Turns
 from headgraph.errors import (
     BadInputError,
     DatabaseLockedError,
@@ -101,6 +101,7 @@ class Outcome:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    heavy: bool = False  # stopped at its deadline: what it built was dropped
 
     @property
     def ok(self) -> bool:
@@ -127,6 +128,7 @@ class Service:
         self.schema = build_schema(self.settings, queries)
         self.turns = Turns(MAX_OPEN_SESSIONS, "database turn")
         self.downloads = Turns(MAX_DOWNLOADS, "download slot")
+        self.producing = Turns(MAX_PRODUCING, "download producer's turn")
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
         self._closed = threading.Event()
@@ -228,7 +230,8 @@ class Service:
             if len(message) > MAX_MESSAGE_CHARS:
                 message = message[:MAX_MESSAGE_CHARS] + "... (cut)"
             cleaned.append({**error, "message": message})
-        return Outcome(outcome.status, {**outcome.body, "errors": cleaned}, outcome.headers)
+        return Outcome(outcome.status, {**outcome.body, "errors": cleaned}, outcome.headers,
+                       outcome.heavy)
 
     async def _execute(self, query: object, variables: object, operation_name: object, *,
                        query_only: bool, start: float) -> Outcome:
@@ -301,6 +304,8 @@ class Service:
         except CannotGetOperationTypeError:
             return refusal(BadInputError(f"no operation named {operation_name!r} in the "
                                          "document."), 400)
+        if context.paced_out:  # stopped while building its answer: one error, no half
+            return self._over_time(db)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
@@ -324,7 +329,7 @@ class Service:
             f"this request ran past this server's limit of {self.settings.max_query_seconds:g}"
             " s (max_query_seconds) and was stopped. Ask for less (lower maxLength, depth, "
             "top or first; a higher minScore; fewer fields).")
-        return Outcome(200, {"data": None, "errors": [request_error(exc)]})
+        return Outcome(200, {"data": None, "errors": [request_error(exc)]}, heavy=True)
 
     def _quick_open(self) -> bool:
         """Whether opening a session is a cheap step to take on the event loop rather than

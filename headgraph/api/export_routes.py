@@ -286,7 +286,8 @@ class ExportRoutes:
     async def _export(self, ask: ExportAsk, receive: Receive, send: Send) -> None:
         try:
             async with self.service.downloads.hold(self.settings.max_wait_s), \
-                    Download(receive) as download:
+                    Download(receive, producing=self.service.producing,
+                             wait_s=self.settings.max_wait_s) as download:
                 try:
                     start = await download.produce(self._write_export, ask, download.spool)
                 except Cancelled:

@@ -68,9 +68,10 @@ class Trimmer:
         self._last = 0.0
         self._lock = threading.Lock()
 
-    def after(self, n_bytes: int) -> None:
-        """A request built an answer of ``n_bytes`` (sent or refused): trim if large."""
-        if self._libc is None or n_bytes < TRIM_AFTER_BYTES:
+    def after(self, n_bytes: int, heavy: bool = False) -> None:
+        """A request built an answer of ``n_bytes`` (sent or refused), or was ``heavy``
+        (stopped at its deadline, its half-built answer dropped): trim if large."""
+        if self._libc is None or (n_bytes < TRIM_AFTER_BYTES and not heavy):
             return
         now = time.monotonic()
         with self._lock:
@@ -80,5 +81,5 @@ class Trimmer:
         threading.Thread(target=self._trim, name="headgraph-trim", daemon=True).start()
 
     def _trim(self) -> None:
-        gc.collect(1)  # cycles among the answer's objects, if any, first
+        gc.collect()  # a cancelled execution's frames and tracebacks form cycles: first
         self._libc.malloc_trim(ctypes.c_size_t(0))

@@ -24,8 +24,12 @@ MAX_OPEN_SESSIONS = 6
 overflow) even with the downloads that may be produced beside them, and about the event
 loop's worker threads."""
 MAX_DOWNLOADS = 8
-"""Downloads (exports, attribution graphs) produced or sent at once: each producer may
-hold a connection, and 6 + 8 stay under PostgreSQL's pool of 15."""
+"""Downloads (exports, attribution graphs) being produced or sent at once: each producer
+may hold a connection, and 6 + 8 stay under PostgreSQL's pool of 15."""
+MAX_PRODUCING = 2
+"""Downloads being produced at once (writing a graph is CPU work, in threads that share
+the interpreter's lock with the event loop: six at once kept /healthz waiting over a
+second on two cores); the others wait for their turn, then are sent from their spools."""
 
 
 class Turns:

@@ -145,12 +145,19 @@ def _clean(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON that keeps non-ASCII text as it is."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON that keeps non-ASCII text as it is; a number that is not finite (NaN,
+    Infinity: no JSON parser reads Python's bare ``NaN``) is written ``null``."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        from headgraph.api.http import finite
+
+        return json.dumps(finite(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def number(value: float) -> str:
-    """A weight as JSON text: the shortest decimal that reads back as the same double."""
+    """A weight as JSON text: the shortest decimal that reads back as the same double;
+    ``null`` for a value that is not finite (graphs stored before imports refused them)."""
     if math.isfinite(value):
         return repr(float(value))
-    return json.dumps(value)  # NaN / Infinity, as Python's json writes them
+    return "null"

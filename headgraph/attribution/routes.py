@@ -16,12 +16,11 @@ Each answer is a download (:mod:`headgraph.api.delivery`): it takes one of the s
 download slots (503 ``SERVER_BUSY`` when none frees up within ``max_wait_s``), is written
 whole into a spool by a thread of its own, and is sent from the spool with a
 Content-Length once the database is let go, so a client that reads slowly or not at all
-holds no database turn (and is closed after ``client_timeout_s`` without progress).
-``X-Headgraph-Links`` gives the number of links. Database work waits for one of the
-connection turns every route shares (:meth:`Service.session_gate
-<headgraph.api.execute.Service.session_gate>`) and opens its session through
-``Service.open_session``: a view holds its turn while it is computed and is written after;
-the whole graph holds it while it is written. A view is at most ``max_response_bytes``
+holds no database session (and is closed after ``client_timeout_s`` without progress).
+``X-Headgraph-Links`` gives the number of links. Database work runs in the download's slot
+(not in one of GraphQL's turns) and opens its session through ``Service.open_session``: a
+view's session ends when it is computed, before it is written; the whole graph's when it
+is written. A view is at most ``max_response_bytes``
 (``LIMIT_EXCEEDED``); a whole graph is bounded by ``max_export_edges``. Errors use the
 API's JSON error shape, cleaned as every route's are (``Service.public``: no database
 path or URL, at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404
@@ -31,7 +30,6 @@ path or URL, at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 4
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from dataclasses import dataclass
@@ -150,7 +148,8 @@ class AttributionRoutes:
             ask = parse_ask(raw[len(PREFIX):], scope.get("query_string", b""))
             async with self.service.downloads.hold(wait), Download(
                     receive, self.settings.max_response_bytes or None,
-                    f"graph {ask.slug[:80]!r} in this view") as download:
+                    f"graph {ask.slug[:80]!r} in this view", producing=self.service.producing,
+                    wait_s=wait) as download:
                 try:
                     n_links = await self._produce(ask, download)
                 except Cancelled:
@@ -164,15 +163,15 @@ class AttributionRoutes:
             await _respond(send, self.service.public(self._refusal(exc)))
 
     async def _produce(self, ask: GraphAsk, download: Download) -> int:
-        """Write the answer into the download's spool; the number of links. A view is
-        computed in a database turn and written after it; the whole graph is written
-        within its turn (it reads as it writes)."""
-        async with self.service.session_gate():
-            found = await asyncio.to_thread(self._prepare, ask)
-            if isinstance(found, q.GraphRow):
-                download.spool.limit = None  # max_export_edges bounds a whole graph
-                await download.produce(self._write_whole, ask, download.spool)
-                return found.n_links
+        """Write the answer into the download's spool, in a thread of its own; the number
+        of links. A view is computed in one session and written after it; the whole graph
+        is written within its session (it reads as it writes). The session is the
+        download slot's, as an export's is: GraphQL's database turns stay free."""
+        found = await download.produce(self._prepare, ask)
+        if isinstance(found, q.GraphRow):
+            download.spool.limit = None  # max_export_edges bounds a whole graph
+            await download.produce(self._write_whole, ask, download.spool)
+            return found.n_links
         await download.produce(write_view, found, download.spool)
         return found.links.num_rows
 
