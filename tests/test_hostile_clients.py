@@ -370,44 +370,48 @@ def test_eight_exports_that_never_read_leave_room_for_a_ninth_and_for_a_writer(
 # --- 4. a PostgreSQL server that stalls ---------------------------------------------------
 
 def test_a_stalled_postgresql_never_stops_the_event_loop(pg_server: str, tmp_path: Path):
-    import psycopg
+    """The whole PostgreSQL server stopped (SIGSTOP to the postmaster and every backend)
+    while the API holds pooled connections: routes that need no database answer at once,
+    /healthz says so within a second, a query gets a coded error within its deadline, and
+    all is answered again once PostgreSQL runs again."""
+    import psutil
     from support import new_pg_database
 
     from headgraph.ingest.pipeline import ingest
 
     url = new_pg_database(pg_server, "hg_stall")
     ingest("toy", url)
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    postmaster = next(psutil.Process(c.pid) for c in psutil.net_connections("tcp")
+                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid)
     budget = 2.0
     with lt.ServerProcess(url, {**SETTINGS, "max_query_seconds": budget}) as server:
         warm_up_small(server)
-        admin = url.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True) as con:
-            backends = [r[0] for r in con.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = 'hg_stall' "
-                "AND pid <> pg_backend_pid()").fetchall()]
-        assert backends, "the server holds no connection to stall"
 
         def attack(out: Attack) -> None:
-            for pid in backends:
-                os_kill(pid, signal.SIGSTOP)
+            stopped = [postmaster, *postmaster.children(recursive=True)]
+            for p in stopped:
+                p.send_signal(signal.SIGSTOP)
             try:
-                t = time.perf_counter()
-                r = httpx.post(f"{server.url}/graphql", json={"query": README_QUERY},
-                               timeout=60)
-                took = time.perf_counter() - t
-                assert r.headers["content-type"] == "application/json"
-                assert set(codes(r.json())) <= {"LIMIT_EXCEEDED", "SERVER_BUSY"} \
-                    and codes(r.json()), r.text
-                assert took <= budget + SETTINGS["max_wait_s"] + 1.0, took
-                out.say(f"a query while the database was stopped: {codes(r.json())} after "
-                        f"{took:.1f} s")
+                time.sleep(1.5)  # pooled connections now idle > 1 s: each is pinged first
+                for _ in range(3):
+                    t = time.perf_counter()
+                    r = httpx.post(f"{server.url}/graphql", json={"query": README_QUERY},
+                                   timeout=60)
+                    took = time.perf_counter() - t
+                    assert r.headers["content-type"] == "application/json"
+                    assert set(codes(r.json())) <= {"LIMIT_EXCEEDED", "SERVER_BUSY"} \
+                        and codes(r.json()), r.text
+                    assert took <= 1.1 * budget + 1.5, took
+                    out.say(f"a query while PostgreSQL was stopped: {codes(r.json())} after "
+                            f"{took:.1f} s (limit {budget:g} s)")
                 health = httpx.get(f"{server.url}/healthz", timeout=10).json()
                 assert health["database"] in ("busy", "unresponsive"), health
                 out.say(f"/healthz: {health['database']}")
             finally:
-                for pid in backends:
-                    os_kill(pid, signal.SIGCONT)
-            deadline = time.monotonic() + 30
+                for p in stopped:
+                    p.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # answered again once it runs again
                 r = httpx.post(f"{server.url}/graphql", json={"query": README_QUERY},
                                timeout=30)
@@ -417,15 +421,8 @@ def test_a_stalled_postgresql_never_stops_the_event_loop(pg_server: str, tmp_pat
             assert r.status_code == 200 and "errors" not in r.json(), r.text
             out.say("answered again after SIGCONT")
 
-        under_attack(server, attack, poller=Poller(server.url, graphql=False))
-
-
-def os_kill(pid: int, sig: int) -> None:
-    """Signal a PostgreSQL backend (it runs as the 'postgres' user when the tests run as
-    root, which may signal it)."""
-    import os
-
-    os.kill(pid, sig)
+        under_attack(server, attack, poller=Poller(server.url, graphql=False),
+                     rehearse=False)
 
 
 # --- 5. documents costly to validate ------------------------------------------------------

@@ -40,10 +40,12 @@ def test_four_clients_for_a_few_seconds_get_only_clean_answers(toy_db: Path):
 
 WRITER = """
 import duckdb, os, sys, time
-db, marker = sys.argv[1], sys.argv[1] + ".write-pending"
+from pathlib import Path
+from headgraph.schema.pending import PendingMarker
+db = sys.argv[1]
 t = time.monotonic()
-with open(marker, "w") as f:
-    f.write(str(os.getpid()))
+marker = PendingMarker(Path(db))
+assert marker.take()
 try:
     while True:
         try:
@@ -58,16 +60,17 @@ try:
     time.sleep(0.3)
     con.close()
 finally:
-    os.unlink(marker)
+    marker.release()
 print(f"wrote after {time.monotonic() - t:.2f} s", flush=True)
 """
 
 
 @pytest.mark.slow
 def test_a_waiting_writers_marker_makes_the_server_step_aside(toy_db: Path, tmp_path: Path):
-    """Back-to-back clients keep a DuckDB file held without a break; a writer that leaves
-    ``<db>.write-pending`` (its pid) gets its gap: new requests are refused with 503 +
-    Retry-After while it waits and writes, and answered again after."""
+    """Back-to-back clients keep a DuckDB file held without a break; a writer that holds
+    its ``<db>.write-pending`` marker gets its gap: new requests are refused with 503 +
+    Retry-After while it waits and writes, and answered again after. A marker nobody
+    holds (a killed writer's, whatever PID it names) changes nothing."""
     import shutil
     import subprocess
     import threading
@@ -94,17 +97,22 @@ def test_a_waiting_writers_marker_makes_the_server_step_aside(toy_db: Path, tmp_
                 seen.append((r.status_code, code))
 
     try:
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True).stdout.strip()
-        marker.write_text(dead)  # a killed ingest's marker: ignored
-        assert s.client.post("/graphql", json={"query": "{ models { name } }"}).status_code == 200
-        marker.write_text(str(os.getpid()))  # a live one: the server steps aside
+        from headgraph.schema.pending import PendingMarker
+
+        for pid in ("999999999", "1", str(os.getpid())):  # a PID that is dead, PID 1, ours
+            marker.write_text(f"{pid} 0\n")  # but no process holds the marker: ignored
+            r = s.client.post("/graphql", json={"query": "{ models { name } }"})
+            assert r.status_code == 200, (pid, r.text)
+        marker.unlink()
+        held = PendingMarker(db)  # held by a live writer: the server steps aside
+        assert held.take()
         r = s.client.post("/graphql", json={"query": "{ models { name } }"})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["errors"][0]["extensions"]["code"] == "DATABASE_LOCKED"
         assert s.client.get("/healthz").json()["database"] == "locked"
         assert s.client.get("/export/toy.dot").status_code == 503
-        marker.unlink()
+        held.release()
+        assert not marker.exists()
 
         threads = [threading.Thread(target=client) for _ in range(8)]
         for t in threads:

@@ -62,7 +62,6 @@ from strawberry.http.ides import get_graphql_ide_html
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Outcome, Service, refusal
 from headgraph.api.export_routes import ExportRoutes
-from headgraph.api.heap import Trimmer
 from headgraph.api.http import Message, Receive, Scope, Send, encode_json
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import send_bytes as _send
@@ -75,7 +74,6 @@ from headgraph.errors import (
     DatabaseLockedError,
     HeadgraphError,
     LimitExceededError,
-    ServerBusyError,
 )
 from headgraph.queries.models import list_models
 
@@ -85,7 +83,7 @@ access_log = logging.getLogger("headgraph.access")
 UNAUTHENTICATED = "UNAUTHENTICATED"
 LOGGED_QUERY_CHARS = 4096
 _QUERY_KEY = "headgraph.query"  # where _graphql leaves the query for the log line
-HEALTH_WAIT_S = 0.5  # /healthz waits this long for a database turn, and as long for its check
+HEALTH_WAIT_S = 0.5  # /healthz waits this long for its check of the database
 WORK_PREFIXES = ("/export/", "/plot/", "/graphs/")  # GET routes that make the server work
 
 
@@ -118,7 +116,8 @@ class HeadgraphApp:
         token = self.settings.auth_token
         self._token_digest = None if token is None else _digest(token.encode())
         self._origins = frozenset(self.settings.cors_origins)
-        self._trimmer = Trimmer()
+        self._trimmer = service.trimmer
+        self._health_check: asyncio.Future | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -322,22 +321,20 @@ class HeadgraphApp:
         access_log.info(line)
 
     async def _healthz(self) -> dict[str, Any]:
-        """Always answered within about 2 x :data:`HEALTH_WAIT_S`: ``busy`` when no
-        database turn frees up in time, ``unresponsive`` when the database does not answer
-        in time (a stalled PostgreSQL; the check's thread finishes on its own and gives
-        its turn back)."""
-        try:
-            give_back = await self.service.turns.take(HEALTH_WAIT_S)
-        except ServerBusyError:
-            return {"status": "ok", "database": "busy", "retryable": True}
-        check = asyncio.ensure_future(asyncio.to_thread(self._health, give_back))
+        """Always answered within about :data:`HEALTH_WAIT_S`: ``unresponsive`` when the
+        database does not answer in time (a stalled PostgreSQL). One check runs at a
+        time, in a worker thread, taking no database turn: while one is under way, others
+        wait for it, so polls of a stalled database never pile up threads."""
+        check = self._health_check
+        if check is None or check.done():
+            check = self._health_check = asyncio.ensure_future(asyncio.to_thread(self._health))
+            check.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({check}, timeout=HEALTH_WAIT_S)
-        if check in done:
+        if check in done and not check.cancelled() and check.exception() is None:
             return check.result()
-        check.add_done_callback(lambda task: task.cancelled() or task.exception())
         return {"status": "ok", "database": "unresponsive", "retryable": True}
 
-    def _health(self, give_back: Callable[[], None]) -> dict[str, Any]:
+    def _health(self) -> dict[str, Any]:
         try:
             with self.service.open_session() as db:
                 n = len(list_models(db))
@@ -345,8 +342,6 @@ class HeadgraphApp:
             return {"status": "ok", "database": "locked", "retryable": True}
         except HeadgraphError as exc:
             return {"status": "ok", "database": "error", "code": exc.code}
-        finally:
-            give_back()
         return {"status": "ok", "database": "ok", "models": n}
 
 

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from headgraph.api.heap import Trimmer
 from headgraph.api.http import Receive, Send
 from headgraph.api.turns import Turns
 from headgraph.errors import LimitExceededError
@@ -117,8 +118,9 @@ class Download:
 
     def __init__(self, receive: Receive, limit: int | None = None,
                  what: str = "this answer", *, producing: Turns | None = None,
-                 wait_s: float = 10.0) -> None:
+                 wait_s: float = 10.0, trimmer: Trimmer | None = None) -> None:
         self.spool = Spool(limit, what)
+        self._trimmer = trimmer
         self._gone = asyncio.ensure_future(_until_disconnect(receive))
         self._producing = producing
         self._wait_s = wait_s
@@ -130,6 +132,8 @@ class Download:
         self._gone.cancel()
         self.spool.cancelled.set()  # a producer still running stops at its next write
         self.spool.close()
+        if self._trimmer is not None:  # what producing it took, back to the system
+            self._trimmer.after(self.spool.size)
 
     async def produce(self, fn: Callable[..., T], *args: Any) -> T:
         """Run producer ``fn(*args)`` (which writes into :attr:`spool`) in a thread of its

@@ -70,6 +70,7 @@ from strawberry.types.graphql import OperationType
 from headgraph.api.asyncdb import AsyncDB
 from headgraph.api.context import Context
 from headgraph.api.errors import request_error
+from headgraph.api.heap import Trimmer
 from headgraph.api.limits import NUL_MESSAGE, unsafe_string
 from headgraph.api.schema import build_schema
 from headgraph.api.settings import Settings
@@ -129,6 +130,7 @@ class Service:
         self.turns = Turns(MAX_OPEN_SESSIONS, "database turn")
         self.downloads = Turns(MAX_DOWNLOADS, "download slot")
         self.producing = Turns(MAX_PRODUCING, "download producer's turn")
+        self.trimmer = Trimmer()  # memory back to the system after a large answer
         self._reader: GraphDB | None = None
         self._opening = threading.Lock()
         self._closed = threading.Event()
@@ -251,7 +253,9 @@ class Service:
             if self._quick_open():  # the DuckDB file is held open: ~0.1 ms
                 session = self._open_session(stack)
             else:  # may open the file (10-30 ms) or reach PostgreSQL (a network wait)
-                session = await asyncio.to_thread(self._open_session, stack)
+                session = await self._open_in_time(stack, deadline)
+        except LimitExceededError as exc:
+            return Outcome(200, {"data": None, "errors": [request_error(exc)]})
         except DatabaseLockedError as exc:
             await asyncio.to_thread(stack.close)
             return self.busy(exc)
@@ -337,6 +341,28 @@ class Service:
         may wait on the network, which must never hold the event loop)."""
         reader = self._reader
         return reader is not None and reader.held
+
+    async def _open_in_time(self, stack: ExitStack, deadline: float | None) -> GraphDB:
+        """Open the session in a worker thread, waiting at most until ``deadline``: a
+        PostgreSQL server that stopped answering never answers the pool's ping. Past it,
+        :class:`LimitExceededError`; the thread closes the session (and gives the turn
+        back) whenever it gets one."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_session, stack))
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({opening}, timeout=left)
+        if opening in done:
+            return opening.result()
+
+        def close_late(task: asyncio.Future) -> None:
+            if task.cancelled() or task.exception() is None:
+                asyncio.get_running_loop().run_in_executor(None, _close_quietly, stack)
+            else:
+                _close_quietly(stack)
+
+        opening.add_done_callback(close_late)
+        raise LimitExceededError(
+            f"the database did not answer within this server's limit of "
+            f"{self.settings.max_query_seconds:g} s (max_query_seconds); retry later.")
 
     def _open_session(self, stack: ExitStack) -> GraphDB:
         return stack.enter_context(self.open_session(max_rows=self.settings.max_rows))

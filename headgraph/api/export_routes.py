@@ -287,7 +287,8 @@ class ExportRoutes:
         try:
             async with self.service.downloads.hold(self.settings.max_wait_s), \
                     Download(receive, producing=self.service.producing,
-                             wait_s=self.settings.max_wait_s) as download:
+                             wait_s=self.settings.max_wait_s,
+                             trimmer=self.service.trimmer) as download:
                 try:
                     start = await download.produce(self._write_export, ask, download.spool)
                 except Cancelled:

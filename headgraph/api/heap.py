@@ -82,4 +82,7 @@ class Trimmer:
 
     def _trim(self) -> None:
         gc.collect()  # a cancelled execution's frames and tracebacks form cycles: first
+        arrow = sys.modules.get("pyarrow")
+        if arrow is not None:  # Arrow's own allocator (mimalloc or jemalloc) keeps pages too
+            arrow.default_memory_pool().release_unused()
         self._libc.malloc_trim(ctypes.c_size_t(0))

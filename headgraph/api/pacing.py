@@ -54,17 +54,18 @@ class Pacer(SchemaExtension):
             elif self._paused_until is None and now - self._since > YIELD_AFTER_S:
                 self._paused_until = now + PAUSE_S
             if self._paused_until is not None and not context.paced_out:
-                return _later(self._paused_until - now, _next, root, info, args, kwargs)
+                return _later(self, self._paused_until - now, _next, root, info, args, kwargs)
         if getattr(info.context, "paced_out", False):
             raise info.context.db.over()
         return _next(root, info, *args, **kwargs)
 
 
-async def _later(delay: float, resolve: Callable[..., Any], root: Any, info: Any,
-                 args: tuple, kwargs: dict) -> Any:
-    """Resolve the field after ``delay`` seconds (its value awaited if awaitable)."""
+async def _later(pacer: Pacer, delay: float, resolve: Callable[..., Any], root: Any,
+                 info: Any, args: tuple, kwargs: dict) -> Any:
+    """Resolve the field after ``delay`` seconds (its value awaited if awaitable), paced
+    again: the fields deferred by one pause wake together, and may need another."""
     await asyncio.sleep(delay)
-    result = resolve(root, info, *args, **kwargs)
+    result = pacer.resolve(resolve, root, info, *args, **kwargs)
     if inspect.isawaitable(result):
         return await result
     return result

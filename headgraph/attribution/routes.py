@@ -149,7 +149,7 @@ class AttributionRoutes:
             async with self.service.downloads.hold(wait), Download(
                     receive, self.settings.max_response_bytes or None,
                     f"graph {ask.slug[:80]!r} in this view", producing=self.service.producing,
-                    wait_s=wait) as download:
+                    wait_s=wait, trimmer=self.service.trimmer) as download:
                 try:
                     n_links = await self._produce(ask, download)
                 except Cancelled:
