@@ -1,15 +1,17 @@
 """What a GraphQL document would cost, known before any resolver runs.
 
 A document's **cost** is an upper estimate of the number of values its answer holds: each
-field counts 1, and a field that returns a list counts its items times the cost of what is
-asked of each item. List sizes come from the field's slicing argument (``top``,
-``first``) or, where there is none, from the size declared with the field
-(:func:`sized`, kept in the strawberry field's ``metadata``); a list with neither counts
-``default_first`` items. The cost is multiplied down the tree, so::
+field counts 1, and a field that returns a list counts its items (1 each) times the cost
+of what is asked of each item. List sizes come from the field's slicing argument
+(``top``, ``first``; a variable's value, or the argument's default) or, where there is
+none, from the size declared with the field (:func:`sized`, kept in the strawberry
+field's ``metadata``: a number, a setting, or one of the database's own sizes such as the
+most heads of a stored model); a list with neither counts ``default_first`` items. The
+cost is multiplied down the tree, so::
 
     node { feeders(kind: K, top: 10) { source { readers(kind: V, top: 10) { score } } } }
 
-costs 1 + 10 x (1 + 1 + (1 + 1 + 10 x (1 + 1))) = 241. :func:`document_plan` reads the
+costs 1 + 1 + 10 x (1 + 1 + (1 + 10 x (1 + 1))) = 232. :func:`document_plan` reads the
 document once, as the executor will run it: fragments expanded, fields with one response
 key merged into one (their sub-selections together), each fragment collected once per
 selection (graphql-core's ``collect_fields``), so a document whose fragments spread each
