@@ -9,6 +9,10 @@ edges (clients walk the cursors), exact top paths, heads by copying ratio, and h
 role. It prints whether every answer was clean, p50/p99 latency, requests/s and the
 server's RSS at the start and the end (and its peak), and exits 1 on any error.
 
+``--hostile`` runs a second pass with two fan-out clients and six clients that never read
+their export mixed in (``benchmarks/hostile_load.py``): the well-behaved clients must get
+0 errors, every fan-out a refusal, and their p99 is compared with the clean pass's.
+
 ``--during-ingest`` runs a second pass while ``headgraph ingest`` writes a new model
 (``load-test-ingest``, replaced on each run; it stays in a ``--db`` you gave) into the
 same database: on PostgreSQL every request must still be answered; on DuckDB requests
@@ -19,6 +23,7 @@ Run::
 
     .venv/bin/python benchmarks/load_test.py                       # 32 clients, 60 s
     .venv/bin/python benchmarks/load_test.py --db /tmp/g.duckdb --during-ingest
+    .venv/bin/python benchmarks/load_test.py --db /tmp/g.duckdb --hostile
     .venv/bin/python benchmarks/load_test.py --clients 4 --seconds 3 --db toy.duckdb
 
 :func:`run_load` and :class:`ServerProcess` are what ``tests/test_security_load.py`` runs
@@ -416,6 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="then a second pass while an ingest writes into the database")
     ap.add_argument("--ingest-source", default="random:L4H8D128V500,ctx=64",
                     help="what --during-ingest ingests")
+    ap.add_argument("--hostile", action="store_true",
+                    help="then a second pass with two fan-out clients and six clients that "
+                         "never read their export mixed in (benchmarks/hostile_load.py): "
+                         "0 errors and p99 within 2x of the clean pass")
     ap.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                     help="a server setting (repeatable)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -459,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed |= not ok
                 out["during_ingest"] = {**merged.__dict__, "ingest_exit": code,
                                         "ingest_s": ingest_s, "visible": visible}
+            if args.hostile:
+                sys.path.insert(0, str(Path(__file__).resolve().parent))
+                from hostile_load import hostile_pass
+
+                ok, out["hostile"] = hostile_pass(server, result, args, run_load, shape_of)
+                failed |= not ok
             if not server.alive():
                 print("the server died")
                 failed = True
