@@ -24,8 +24,10 @@ class Context:
     charged: int = 0
     """Bytes of large values (JSON objects, prompts) resolved so far."""
     paced_out: bool = False
-    """Set when the request passed its deadline while building its answer
-    (:mod:`headgraph.api.pacing`): every field after that raises at once."""
+    """Set at the request's deadline (:mod:`headgraph.api.execute`): every field after
+    that resolves empty at once (:mod:`headgraph.api.pacing`)."""
+    emptied: bool = False
+    """Whether any field was resolved empty: the answer is then dropped."""
     database_sizes: dict[str, int] | None = None
     """The database's sizes for the cost estimate
     (:func:`headgraph.queries.models.database_sizes`), ``None`` when not known yet."""

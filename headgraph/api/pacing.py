@@ -13,8 +13,12 @@ field resolution (a strawberry extension's ``resolve`` hook, about a microsecond
   other requests run in between (it was the queue, tens of thousands of tasks that
   graphql-core had made ready at once, that kept the loop from other clients);
 * past the request's deadline (``max_query_seconds``), that field and every one after it
-  raise ``LIMIT_EXCEEDED`` at once, and the execution unwinds in a few milliseconds; the
-  request is then answered with one such error (:mod:`headgraph.api.execute`).
+  resolve at once to an empty value of their type (``null``, ``[]``, a zero, an object
+  whose fields are empty in turn) without running anything, so the execution winds down
+  through what was already under way; the request is then answered with one
+  ``LIMIT_EXCEEDED`` error and none of that answer (:mod:`headgraph.api.execute`).
+  Raising there instead made graphql-core cancel every sibling task of each failing
+  field: on a large answer that storm took longer than the work it stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from graphql import (
+    GraphQLEnumType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+)
 from strawberry.extensions import SchemaExtension
+
+from headgraph.errors import LimitExceededError
 
 CHECK_EVERY = 32  # fields between two looks at the clock
 YIELD_AFTER_S = 0.02  # the longest one request works before it pauses, in seconds
@@ -56,7 +69,8 @@ class Pacer(SchemaExtension):
             if self._paused_until is not None and not context.paced_out:
                 return _later(self, self._paused_until - now, _next, root, info, args, kwargs)
         if getattr(info.context, "paced_out", False):
-            raise info.context.db.over()
+            info.context.emptied = True
+            return _neutral(info.return_type)
         return _next(root, info, *args, **kwargs)
 
 
@@ -69,3 +83,26 @@ async def _later(pacer: Pacer, delay: float, resolve: Callable[..., Any], root: 
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+_ZEROS = {"Int": 0, "Float": 0.0, "String": "", "Boolean": False, "ID": "", "JSON": {}}
+
+
+def _neutral(return_type: Any) -> Any:
+    """An empty value of a field's type, valid for graphql-core to complete (the answer
+    it goes into is dropped)."""
+    if not isinstance(return_type, GraphQLNonNull):
+        return None
+    inner = return_type.of_type
+    if isinstance(inner, GraphQLList):
+        return []
+    if isinstance(inner, GraphQLEnumType):
+        return next(iter(inner.values.values())).value
+    if isinstance(inner, GraphQLObjectType):
+        definition = (inner.extensions or {}).get("strawberry-definition")
+        origin = getattr(definition, "origin", None)
+        if origin is not None:
+            return origin.__new__(origin)  # its fields resolve empty too: nothing is read
+    if isinstance(inner, GraphQLScalarType) and inner.name in _ZEROS:
+        return _ZEROS[inner.name]
+    raise LimitExceededError("past the deadline")  # a type without an empty value
