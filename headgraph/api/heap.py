@@ -81,7 +81,9 @@ class Trimmer:
         threading.Thread(target=self._trim, name="headgraph-trim", daemon=True).start()
 
     def _trim(self) -> None:
-        gc.collect()  # a cancelled execution's frames and tracebacks form cycles: first
+        # no gc.collect() here: it holds the interpreter's lock for as long as it walks
+        # (hundreds of ms after a large answer), stopping the event loop; reference
+        # counting has freed the answer, and cycles go at the next automatic collection
         arrow = sys.modules.get("pyarrow")
         if arrow is not None:  # Arrow's own allocator (mimalloc or jemalloc) keeps pages too
             arrow.default_memory_pool().release_unused()
