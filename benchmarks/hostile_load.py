@@ -25,12 +25,15 @@ from typing import Any
 import httpx
 
 
-def fan_out_document(model: str, target: str, levels: int = 4) -> str:
+def fan_out_document(model: str, target: str, levels: int = 4, top: int | None = None) -> str:
+    """Every Node level asks feeders and readers (of ``top``, default 10), every Edge level
+    source and target, one fragment per level, from node ``target`` of ``model``."""
+    arg = "" if top is None else f", top: {top}"
     frags = []
     for i in range(levels):
         nxt = f"...N{i + 1}" if i + 1 < levels else "name"
-        frags.append(f"fragment N{i} on Node {{ name feeders(kind: K) {{ ...E{i} }} "
-                     f"readers(kind: K) {{ ...E{i} }} }}")
+        frags.append(f"fragment N{i} on Node {{ name feeders(kind: K{arg}) {{ ...E{i} }} "
+                     f"readers(kind: K{arg}) {{ ...E{i} }} }}")
         frags.append(f"fragment E{i} on Edge {{ score source {{ {nxt} }} target {{ {nxt} }} }}")
     return (f'{{ node(model: "{model}", name: "{target}") {{ ...N0 }} }} ' + " ".join(frags))
 

@@ -3,12 +3,14 @@ either backend, fresh PostgreSQL databases."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -17,6 +19,23 @@ import uvicorn
 from headgraph.server import uvicorn_config
 
 BACKENDS = ("duckdb", "postgresql")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module (``load_test``: ``ServerProcess``,
+    ``run_load``; ``hostile_load``: the fan-out document), loaded once."""
+    key = f"headgraph_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:  # load_test imports hostile_load by name when asked
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(key, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def sql(store: Any, query: str, *params: Any) -> list[tuple]:

@@ -13,11 +13,9 @@ codes), and the database must be byte-for-byte unchanged afterwards.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from graphql import (
     is_leaf_type,
     is_object_type,
 )
+from support import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_S = 5.0  # every hostile request is answered within this (a loaded 2-core machine)
@@ -53,16 +52,7 @@ README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
                 '{ source { name } score } } }')
 
 
-def _load_test_module():
-    spec = importlib.util.spec_from_file_location("headgraph_load_test",
-                                                  ROOT / "benchmarks" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ServerProcess = _load_test_module().ServerProcess
+ServerProcess = benchmark_module("load_test").ServerProcess
 
 
 def add_family(store: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import hold_for_writing, waiting_writer, write_briefly
+from support import benchmark_module, hold_for_writing, waiting_writer, write_briefly
 
 from headgraph.attribution.importer import import_graph
 from headgraph.attribution.synth import SynthSpec, graph_document
@@ -42,18 +42,8 @@ SETTINGS = {"client_timeout_s": 2, "max_wait_s": 2, "max_query_seconds": 3,
 J = {"content-type": "application/json"}
 
 
-def _load_test_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("headgraph_load_test",
-                                                  ROOT / "benchmarks" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-lt = _load_test_module()
+lt = benchmark_module("load_test")
+fan_out_document = benchmark_module("hostile_load").fan_out_document
 
 
 def codes(body: dict) -> list[str]:
@@ -258,14 +248,7 @@ def get_head(path: str, host: str = "127.0.0.1") -> bytes:
 def fan_out(levels: int, top: int | None = None) -> str:
     """Each Node level asks feeders and readers, each Edge level source and target, one
     fragment per level: 4 levels on the toy were 8 million values."""
-    arg = "" if top is None else f", top: {top}"
-    frags = []
-    for i in range(levels):
-        nxt = f"...N{i + 1}" if i + 1 < levels else "name"
-        frags.append(f"fragment N{i} on Node {{ name feeders(kind: K{arg}) {{ ...E{i} }} "
-                     f"readers(kind: K{arg}) {{ ...E{i} }} }}")
-        frags.append(f"fragment E{i} on Edge {{ score source {{ {nxt} }} target {{ {nxt} }} }}")
-    return '{ node(model: "toy", name: "L1H2") { ...N0 } } ' + " ".join(frags)
+    return fan_out_document("toy", "L1H2", levels, top)
 
 
 def test_fan_out_documents_are_refused_before_they_run(served: Any):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from graphql import get_introspection_query, parse
+from support import benchmark_module
 
 from headgraph.api.cost import MAX_FIELD_REPEATS, PlanError, document_plan, introspection_sizes
 from headgraph.api.cost import named_sizes as sizes_of
@@ -60,13 +61,7 @@ def test_declared_sizes_and_the_databases_own():
 
 
 def fan_out(levels: int) -> str:
-    frags = []
-    for i in range(levels):
-        nxt = f"...N{i + 1}" if i + 1 < levels else "name"
-        frags.append(f"fragment N{i} on Node {{ name feeders(kind: K) {{ ...E{i} }} "
-                     f"readers(kind: K) {{ ...E{i} }} }}")
-        frags.append(f"fragment E{i} on Edge {{ score source {{ {nxt} }} target {{ {nxt} }} }}")
-    return '{ node(model: "toy", name: "L1H2") { ...N0 } } ' + " ".join(frags)
+    return benchmark_module("hostile_load").fan_out_document("toy", "L1H2", levels)
 
 
 def test_fragments_are_expanded_as_the_executor_merges_them():

@@ -5,12 +5,10 @@ and documents every setting in README.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import httpx
 import psutil
 import pytest
 from sqlalchemy import text
-from support import Server, write_briefly
+from support import Server, benchmark_module, write_briefly
 from typer.testing import CliRunner
 
 import headgraph.server as server_module
@@ -35,15 +33,6 @@ TOKEN = "s3cret-token-of-32-characters-xx"
 README_QUERY = ('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 3) '
                 '{ source { name } score } } }')
 runner = CliRunner()
-
-
-def load_test_module():
-    spec = importlib.util.spec_from_file_location("headgraph_load_test",
-                                                  ROOT / "benchmarks" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def codes(body: dict) -> list[str]:
@@ -74,7 +63,7 @@ def test_serve_defaults_to_loopback(toy_db: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_real_headgraph_serve_listens_on_loopback_only(toy_db: Path):
-    with load_test_module().ServerProcess(toy_db) as server:
+    with benchmark_module("load_test").ServerProcess(toy_db) as server:
         listening = [c for c in psutil.Process(server.pid).net_connections("inet")
                      if c.status == psutil.CONN_LISTEN]
         assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}

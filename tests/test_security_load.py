@@ -5,28 +5,19 @@ sized, optionally during an ingest) is ``python benchmarks/load_test.py``."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from support import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_test_module():
-    spec = importlib.util.spec_from_file_location("headgraph_load_test",
-                                                  ROOT / "benchmarks" / "load_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_four_clients_for_a_few_seconds_get_only_clean_answers(toy_db: Path):
-    lt = load_test_module()
+    lt = benchmark_module("load_test")
     with lt.ServerProcess(toy_db) as server:
         result = lt.run_load(server, clients=4, seconds=3.0, max_requests=5000, model="toy")
         assert server.alive()
@@ -154,7 +145,7 @@ def test_more_clients_than_postgresql_connections_all_get_answers(pg_server: str
         con.execute('CREATE DATABASE "hg_pool"')
     url = pg_server.rsplit("/", 1)[0] + "/hg_pool"
     ingest("toy", url)
-    lt = load_test_module()
+    lt = benchmark_module("load_test")
     statuses: list[int] = []
     slowest = [0.0]
     query = {"query": '{ model(name: "toy") { heads { name feeders(kind: K, top: 3) '
