@@ -85,14 +85,15 @@ SETTINGS: tuple[Setting, ...] = (
             "export's slot) before it is answered 503 SERVER_BUSY with Retry-After; a "
             "GraphQL request waits at most its max_query_seconds."),
     Setting("client_timeout_s", 10.0,
-            "Longest the server waits on a client: for a request's headers and each part of "
-            "its body, and for a client to take the next part of a response. A connection "
+            "Longest the server waits on a client: for a whole request (headers and body) "
+            "after its first byte, and for a client to take any of its answer. A connection "
             "that stalls longer is closed (a slow or non-reading client holds nothing)."),
     Setting("keep_alive_s", 5.0,
             "How long an idle keep-alive connection stays open between requests."),
     Setting("max_connections", 512,
-            "Most open client connections; more are closed at once. Kept below the "
-            "process's file limit (less 64 for the database and logs)."),
+            "Most open client connections, kept 64 under the process's file limit; at the "
+            "cap a new connection replaces the idlest one, or gets 503 SERVER_BUSY when "
+            "none is idle."),
     Setting("allowed_hosts", (),
             "Host names (or addresses) the server answers to besides the loopback names "
             "(localhost, 127.0.0.1, [::1]) and the address it listens on, comma-separated; "
