@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from headgraph.api.asyncdb import AsyncDB
 from headgraph.api.loaders import Loaders
+from headgraph.api.pacing import Pace
 from headgraph.api.settings import Settings
 from headgraph.errors import LimitExceededError
 
@@ -23,11 +24,8 @@ class Context:
     """The query's cost estimate (:mod:`headgraph.api.cost`), set when it was admitted."""
     charged: int = 0
     """Bytes of large values (JSON objects, prompts) resolved so far."""
-    paced_out: bool = False
-    """Set at the request's deadline (:mod:`headgraph.api.execute`): every field after
-    that resolves empty at once (:mod:`headgraph.api.pacing`)."""
-    emptied: bool = False
-    """Whether any field was resolved empty: the answer is then dropped."""
+    pace: Pace = field(default_factory=Pace)
+    """The request's pacing and its deadline's mark (:mod:`headgraph.api.pacing`)."""
     database_sizes: dict[str, int] | None = None
     """The database's sizes for the cost estimate
     (:func:`headgraph.queries.models.database_sizes`), ``None`` when not known yet."""

@@ -288,10 +288,10 @@ class Service:
         try:
             if db.deadline is None:
                 result = await work
-            else:  # at the deadline every field still to come resolves empty (pacing.py)
+            else:  # at the deadline the resolvers still to come answer empty (pacing.py)
                 left = db.deadline - time.monotonic()
                 stop = asyncio.get_running_loop().call_later(
-                    max(0.0, left), setattr, context, "paced_out", True)
+                    max(0.0, left), setattr, context.pace, "out", True)
                 grace = BACKSTOP_SHARE * self.settings.max_query_seconds + BACKSTOP_S
                 try:
                     async with asyncio.timeout(left + grace):
@@ -314,7 +314,7 @@ class Service:
         except CannotGetOperationTypeError:
             return refusal(BadInputError(f"no operation named {operation_name!r} in the "
                                          "document."), 400)
-        if context.emptied:  # stopped while building its answer: one error, none of it
+        if context.pace.emptied:  # stopped while building its answer: one error, none of it
             return self._over_time(db)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:

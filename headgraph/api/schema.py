@@ -26,7 +26,6 @@ from headgraph.api.compare_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.context import Context
 from headgraph.api.cost import sized
 from headgraph.api.errors import CodedErrors, log_errors
-from headgraph.api.pacing import Pacer
 from headgraph.api.settings import Settings
 from headgraph.api.types import EdgeKind, Model, Node
 from headgraph.queries.models import get_model, list_models
@@ -103,5 +102,5 @@ def build_schema(settings: Settings | None = None, queries: Sequence[type] = ()
     return HeadgraphSchema(
         query=root,
         extensions=[lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
-                    admission(settings), Pacer, CodedErrors],
+                    admission(settings), CodedErrors],
     )

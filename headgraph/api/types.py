@@ -101,7 +101,17 @@ class Edge:
         return await _node(info, self.row.model_id, self.row.target)
 
 
+EMPTY_NODE_ROW = NodeRow(model_id=0, node="", kind="head", layer=None, head=None,
+                         kv_head=None, qk_norm=None, ov_norm=None,
+                         copying_positive_fraction=None, copying_ratio=None, in_norm=None,
+                         out_norm=None)
+"""What an edge's end resolves to past the request's deadline (the answer is dropped)."""
+
+
 async def _node(info: Info[Context, None], model_id: int, name: str) -> Node:
+    pace = info.context.pace
+    if pace.due() and await pace.turn():
+        return Node.from_row(EMPTY_NODE_ROW)
     row = await info.context.loaders.node.load(NodeKey(model_id, name))
     if row is None:  # an edge whose endpoint has no node row: a damaged database
         raise NodeNotFoundError(f"edge endpoint {name!r} has no node row; re-ingest the model.")
@@ -118,7 +128,8 @@ async def load_nodes(info: Info[Context, None], model_id: int, names: Iterable[s
 async def load_node_or_none(info: Info[Context, None], model_id: int,
                             name: str | None) -> Node | None:
     """A node by name, or ``None`` when there is no name or the model has no such node."""
-    if name is None:
+    pace = info.context.pace
+    if name is None or (pace.due() and await pace.turn()):
         return None
     row = await info.context.loaders.node.load(NodeKey(model_id, name))
     return None if row is None else Node.from_row(row)
@@ -127,6 +138,9 @@ async def load_node_or_none(info: Info[Context, None], model_id: int,
 async def _edges(info: Info[Context, None], node: NodeRow, readers: bool, kind: EdgeKind,
                  top: int, min_score: float | None) -> list[Edge]:
     check_first(info.context.settings, "top", top)
+    pace = info.context.pace
+    if pace.due() and await pace.turn():
+        return []
     ask = EdgeAsk(node.model_id, node.node, kind.value, top, min_score)
     loader = info.context.loaders.readers if readers else info.context.loaders.feeders
     rows = await loader.load(ask)
