@@ -11,9 +11,12 @@ The resolvers that expand an answer (a node's feeders and readers, an edge's end
 nodes of a path or a circuit: :mod:`headgraph.api.types`) ask the request's :class:`Pace`
 first (``if pace.due(): await pace.turn()``, a clock read when nothing is due):
 
-* after :data:`YIELD_AFTER_S` of work the request stands aside for :data:`PAUSE_S`: every
-  such resolver reached meanwhile waits for the pause to end, so the loop's queue empties
-  of this request's work and other requests run in between;
+* after :data:`YIELD_AFTER_S` of work (the first time: :data:`PACE_AFTER_S` after it
+  began) the request stands aside for :data:`PAUSE_S`: every such resolver reached
+  meanwhile waits for the pause to end, so the loop's queue empties of this request's
+  work and other requests run in between. A pause splits the DataLoaders' batches (loads
+  before it and after it are two statements), so requests that take under 0.1 s, nearly
+  all of them, are never paced;
 * past the request's deadline (``max_query_seconds``; :mod:`headgraph.api.execute` sets
   :attr:`Pace.out` with a timer) they resolve at once to an empty value (no feeders, an
   empty node) without running anything, so the execution winds down through what was
@@ -33,6 +36,7 @@ import asyncio
 import time
 
 YIELD_AFTER_S = 0.02  # the longest one request works before it stands aside, in seconds
+PACE_AFTER_S = 0.1  # a request younger than this is never paced (it would split batches)
 PAUSE_S = 0.005  # how long it then stands aside
 
 
@@ -40,7 +44,7 @@ class Pace:
     """One request's pacing (see the module doc)."""
 
     def __init__(self) -> None:
-        self.since = time.monotonic()
+        self.since = time.monotonic() + PACE_AFTER_S - YIELD_AFTER_S
         self.paused_until: float | None = None
         self.out = False
         """Set at the deadline: every resolver asking after that answers empty."""
