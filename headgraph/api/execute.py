@@ -282,6 +282,7 @@ class Service:
                    operation_name: str | None, query_only: bool) -> Outcome:
         context = Context(db=db, settings=self.settings,
                           database_sizes=await self._database_sizes(db))
+        context.pace.deadline = db.deadline
         work = self.schema.execute(query, variable_values=variables, context_value=context,
                                    operation_name=operation_name,
                                    allowed_operation_types=QUERY_ONLY if query_only else None)

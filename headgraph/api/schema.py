@@ -26,6 +26,7 @@ from headgraph.api.compare_types import Comparison, HeadMatching, SeriesPoint
 from headgraph.api.context import Context
 from headgraph.api.cost import sized
 from headgraph.api.errors import CodedErrors, log_errors
+from headgraph.api.pacing import PacedExecution
 from headgraph.api.settings import Settings
 from headgraph.api.types import EdgeKind, Model, Node
 from headgraph.queries.models import get_model, list_models
@@ -101,6 +102,7 @@ def build_schema(settings: Settings | None = None, queries: Sequence[type] = ()
                                description=Query.__strawberry_definition__.description)
     return HeadgraphSchema(
         query=root,
+        execution_context_class=PacedExecution,
         extensions=[lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
                     admission(settings), CodedErrors],
     )
