@@ -48,6 +48,7 @@ class GraphNotFoundError(HeadgraphError):
     """An attribution graph slug that is not in the database."""
 
     code = "GRAPH_NOT_FOUND"
+    exit_status = 3
 
 
 @dataclass(frozen=True)

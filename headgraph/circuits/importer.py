@@ -45,6 +45,7 @@ class CircuitExistsError(DatabaseError):
     """A circuit of this model, tool and task is already stored (use --replace)."""
 
     code = "CIRCUIT_EXISTS"
+    exit_status = 4
 
 
 def metrics(tool: str) -> tuple[str, str]:

@@ -22,31 +22,39 @@ from headgraph.errors import HeadgraphError
 
 def ingest(
     sources: Annotated[list[str] | None, typer.Argument(
-        help="Model directory, hub name, 'toy', 'toy@STEP' or 'random:SHAPE'; several make a "
-        "fleet (one task and one transaction per model).", show_default=False)] = None,
+        metavar="SOURCE...", help="Model directory, .gguf file, hub name, 'toy', 'toy@STEP' or "
+        "'random:SHAPE'; several make a fleet (one task and one transaction per model).",
+        show_default=False)] = None,
     db: DbOption = None,
-    name: Annotated[str | None, typer.Option(help="Name to store it under (unique).")] = None,
-    family: Annotated[str | None, typer.Option(help="Training-run family of checkpoints.")] = None,
-    step: Annotated[int | None, typer.Option(help="Training step of this checkpoint (default: "
-                                             "read from a name like checkpoint-1500).")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="CSV of the fleet: columns source,"
-                                                  "name,family,step (only source needed).")]
-    = None,
-    replace: Annotated[bool, typer.Option(help="Overwrite a stored model of that name.")] = False,
-    device: Annotated[str, typer.Option(help="Where the matrix work runs: cpu, cuda.")] = "cpu",
-    allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
-                                               "(weights_only=True).")] = False,
-    probes: Annotated[str | None, typer.Option(help="Also run the model on these probes "
-                                               "('default', 'repeat(seq=20)', ...) and store "
-                                               "the evidence.")] = None,
-    executor: Annotated[str, typer.Option(help="Where tasks run: local (this process) or ray "
-                                          "(one task per layer, or per model of a fleet).")]
-    = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT of "
-                                                    "`ray start --head`); default: start Ray "
-                                                    "here, on loopback.")] = None,
-    ray_cpus: Annotated[int | None, typer.Option(help="CPUs of the Ray started here "
-                                                 "(default: all).")] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Name to store it under "
+                                             "(unique; default from the source).")] = None,
+    family: Annotated[str | None, typer.Option(metavar="FAMILY", help="Training-run family "
+                                               "of checkpoints.")] = None,
+    step: Annotated[int | None, typer.Option(metavar="STEP", help="Training step of this "
+                                             "checkpoint (default: read from a name like "
+                                             "checkpoint-1500).")] = None,
+    manifest: Annotated[Path | None, typer.Option(metavar="FILE.csv", help="CSV of the fleet: "
+                                                  "columns source,name,family,step (only "
+                                                  "source needed).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Store it even if a model of that "
+                                          "name is stored: kept evidence if the weights are "
+                                          "unchanged, dropped otherwise (the report says "
+                                          "which).")] = False,
+    device: Annotated[str, typer.Option(metavar="cpu|cuda", help="Where the matrix work "
+                                        "runs.")] = "cpu",
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle .bin "
+                                               "weights (weights_only=True).")] = False,
+    probes: Annotated[str | None, typer.Option(metavar="PROBES", help="Also run the model on "
+                                               "these probes ('default', 'repeat(seq=20)', "
+                                               "...) and store the evidence.")] = None,
+    executor: Annotated[str, typer.Option(metavar="local|ray", help="Where tasks run: this "
+                                          "process, or Ray (one task per layer, or per model "
+                                          "of a fleet).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="Join this Ray "
+                                                    "cluster (`ray start --head`); default: "
+                                                    "start Ray here, on loopback.")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(metavar="N", help="CPUs of the Ray started "
+                                                 "here (default: all).")] = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Compute a model's circuit graph and store it in one transaction; with several
@@ -61,32 +69,34 @@ def ingest(
 
         if not torch.cuda.is_available():
             fail(HeadgraphError(f"--device {device}: no CUDA device is available here; "
-                                 "use --device cpu."))
+                                "use --device cpu."))
     if executor != "ray" and (ray_address or ray_cpus):
         fail(BadInputError("--ray-address and --ray-cpus need --executor ray."))
     if ray_address and ray_cpus:
         fail(BadInputError("--ray-cpus sizes a Ray started here; a cluster joined with "
-                            "--ray-address has the CPUs its `ray start` gave it."))
+                           "--ray-address has the CPUs its `ray start` gave it."))
     fleet = manifest is not None or len(sources or []) > 1
     if not sources and manifest is None:
         fail(BadInputError("give a SOURCE (or several), or --manifest FILE.csv."))
     if fleet and (name is not None or step is not None):
         fail(BadInputError("--name and --step label one model; for a fleet put them in a "
-                            "--manifest (columns source,name,family,step)."))
+                           "--manifest (columns source,name,family,step)."))
     set_threads(threads)
     options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
     runner = run(make_executor, executor, **options)  # Ray starts at the first task
-    try:
+
+    def work():  # the progress display ends before any error is printed
         with StageProgress(console) as progress:
             if not fleet:
-                report = run(_ingest_one, sources[0], db, name=name, family=family,
-                              step=step, replace=replace, device=device,
-                              allow_pickle=allow_pickle, progress=progress.update,
-                              probes=probes, executor=runner)
-            else:
-                report = run(_ingest_fleet, sources or [], manifest, db, family=family,
-                              replace=replace, device=device, allow_pickle=allow_pickle,
-                              probes=probes, executor=runner, tick=progress.update)
+                return _ingest_one(sources[0], db, name=name, family=family, step=step,
+                                   replace=replace, device=device, allow_pickle=allow_pickle,
+                                   progress=progress.update, probes=probes, executor=runner)
+            return _ingest_fleet(sources or [], manifest, db, family=family, replace=replace,
+                                 device=device, allow_pickle=allow_pickle, probes=probes,
+                                 executor=runner, tick=progress.update)
+
+    try:
+        report = run(work)
     finally:
         runner.__exit__(None, None, None)
     if not fleet:
@@ -126,7 +136,10 @@ def _ingest_fleet(sources, manifest, db, *, family, tick, **kwargs):
 
 
 def _print_report(report) -> None:
-    table = Table(title=f"ingested {report.name!r} into {report.database}", show_header=False)
+    from headgraph.schema.carry import describe_rows
+
+    console.print(f"ingested {report.name!r} into {report.database}", highlight=False)
+    table = Table(show_header=False)
     table.add_row("nodes", f"{report.n_nodes:,}")
     table.add_row("edges", f"{report.n_edges:,}")
     for stage, seconds in report.timings.items():
@@ -135,11 +148,18 @@ def _print_report(report) -> None:
     if report.replaced:
         table.add_row("replaced", "the earlier model of this name")
     console.print(table)
+    if report.kept:
+        console.print(f"kept {describe_rows(report.kept)} of the replaced model: its weights "
+                      "are unchanged", highlight=False)
+    if report.dropped:
+        console.print(f"dropped {describe_rows(report.dropped)} of the replaced model: its "
+                      "weights differ from these", highlight=False)
 
 
 def _print_fleet(report) -> None:
-    table = Table(title=f"fleet into {report.database}: {len(report.stored)} stored, "
-                  f"{len(report.failed)} failed, {report.seconds:.1f} s")
+    console.print(f"fleet into {report.database}: {len(report.stored)} stored, "
+                  f"{len(report.failed)} failed, {report.seconds:.1f} s", highlight=False)
+    table = Table()
     for col in ("model", "nodes", "edges", "compute (s)", "write (s)", "result"):
         table.add_column(col)
     for o in report.outcomes:
@@ -155,14 +175,16 @@ def _print_fleet(report) -> None:
 
 
 def plan(
-    source: Annotated[str, typer.Argument(help="Model directory, 'toy' or 'random:SHAPE'.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Model directory, 'toy' or "
+                                          "'random:SHAPE'.")],
 ) -> None:
     """Print what an ingest of SOURCE will cost (edges, FLOPs, memory, size, time)."""
     from headgraph.ingest.plan import make_plan
 
     p = run(make_plan, source)
     s = p.shape
-    table = Table(title=f"plan for {source}", show_header=False)
+    console.print(f"plan for {source}", highlight=False)
+    table = Table(show_header=False)
     table.add_row("architecture", s.architecture)
     table.add_row("shape", f"{s.n_layers} layers x {s.n_heads} heads ({s.n_kv_heads} KV), "
                   f"d_model {s.d_model}, d_head {s.d_head}, d_mlp {s.d_mlp}, vocab {s.d_vocab}")
@@ -180,9 +202,9 @@ def plan(
     console.print(table)
 
 
-
 def probe(
-    model: Annotated[str, typer.Option("--model", help="Name of the stored model.")],
+    model: Annotated[str, typer.Option("--model", metavar="NAME", help="Name of the stored "
+                                       "model.")],
     db: DbOption = None,
     probes: Annotated[str, typer.Option(help="Probes: 'default', or e.g. "
                                         "'repeat(seq=20,batch=32,seed=0),text(path=F)'.")]
@@ -196,8 +218,8 @@ def probe(
     heads: Annotated[str | None, typer.Option(help="Ablate (and path-patch into) only these "
                                               "heads, e.g. 'L0H1,L1H2'; default: all.")]
     = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Read pickle .bin weights "
-                                               "(weights_only=True).")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle .bin "
+                                               "weights (weights_only=True).")] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Run probes on a stored model and store the evidence, replacing earlier evidence
@@ -212,10 +234,14 @@ def probe(
     options = run(EvidenceOptions, patch_targets=patch_targets, patch_sources=patch_sources,
                    max_tokens=max_tokens,
                    heads=None if heads is None else tuple(h.strip() for h in heads.split(",")))
-    with StageProgress(console) as progress:
-        report = run(probe_model, db, model, probes, options=options,
-                      allow_pickle=allow_pickle, progress=progress.update)
-    table = Table(title=f"probed {report.name!r} in {report.database}", show_header=False)
+    def work():  # the progress display ends before any error is printed
+        with StageProgress(console) as progress:
+            return probe_model(db, model, probes, options=options, allow_pickle=allow_pickle,
+                               progress=progress.update)
+
+    report = run(work)
+    console.print(f"probed {report.name!r} in {report.database}", highlight=False)
+    table = Table(show_header=False)
     for name in report.probes:
         table.add_row("probe", name)
     table.add_row("node scores", f"{report.n_node_scores:,}")
@@ -227,8 +253,6 @@ def probe(
     for note in report.notes:
         table.add_row("note", note)
     console.print(table)
-
-
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ this path suits models up to a few hundred million parameters; the streamed read
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from headgraph.errors import BadWeightsError, SourceError, UnsupportedArchitectureError
+from headgraph.ingest.digest import digest_files, weight_files
 from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
 
 
@@ -73,21 +73,6 @@ def _resolve_architecture(config: Any, where: str) -> tuple[str, bool]:
             f"headgraph cannot read it. Supported include: {shown}, ..."
         )
     return adapter_arch, headed
-
-
-def digest_files(paths: list[Path]) -> str:
-    """sha256 over the weight files (name and bytes), so a changed file gives a new digest."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def weight_files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
 
 
 def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, str, bool]:

@@ -163,6 +163,7 @@ def compose(
     buf = _EdgeBuffer(null)
     layers = list(range(spec.n_layers))
     done = 0
+    tick("compose", 0, spec.n_layers)
     blocks_of = (score_layers_here(factors, reader, layers) if executor is None
                  else executor.score_layers(factors, reader, layers))
     for blocks in blocks_of:

@@ -145,6 +145,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     H, d, dh = spec.n_heads, spec.d_model, spec.d_head
     kv = torch.arange(H, device=dev) // spec.group
     tick = progress or (lambda stage, done, total: None)
+    tick("factors", 0, spec.n_layers)
     metrics = {m: np.full(len(nodes.names), np.nan, np.float32) for m in NODE_METRICS}
     read_centred = "fold_ln" in spec.processing  # folded LayerNorm centres reading weights
     write_centred = "center_writing_weights" in spec.processing

@@ -2,7 +2,9 @@
 
 Readers never see half a model and a failed or killed ingest leaves the database exactly
 as it was: the model row, its nodes and edges (and, with ``replace``, the removal of the
-old version) commit together or not at all.
+old version) commit together or not at all. A replace keeps the old version's evidence and
+circuits when the weights are unchanged (same ``weights_digest``) and drops them, saying
+so, when they differ (:mod:`headgraph.schema.carry`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +27,7 @@ from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
+from headgraph.schema.carry import attached_rows, describe_rows, put_rows, take_rows
 from headgraph.schema.database import (
     DatabaseTarget,
     begin_writing,
@@ -57,10 +60,29 @@ class ModelLabel:
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What a write stored; on a replace, the evidence it ``kept`` (weights unchanged) or
+    ``dropped`` (weights changed), row counts by table."""
+
     model_id: int
     n_nodes: int
     n_edges: int
     replaced: bool
+    kept: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def refusal(target: DatabaseTarget, name: str, same_weights: bool | None,
+            attached: dict[str, int]) -> str:
+    """Why a model of this name cannot be stored without ``--replace``, and what a replace
+    would keep or drop (``same_weights`` None: not known yet)."""
+    text = f"{target}: a model named {name!r} is already stored"
+    if attached:
+        fate = {True: "keeps them (the weights are unchanged)",
+                False: "drops them (these weights differ)",
+                None: "keeps them if the weights are unchanged, else drops them"}[same_weights]
+        text += f", with {describe_rows(attached)}; --replace {fate}"
+    return text + (". Pass --replace to overwrite it, or --name to store this one under "
+                   "another name.")
 
 
 def _opt_int(values: np.ndarray) -> pa.Array:
@@ -136,15 +158,20 @@ def write_model(
         with begin_writing(engine, target) as conn:
             ensure_schema(conn, target)
             old = conn.execute(
-                select(t.models.c.model_id).where(t.models.c.name == label.name)
+                select(t.models.c.model_id, t.models.c.weights_digest)
+                .where(t.models.c.name == label.name)
             ).first()
-            if old is not None and not replace:
-                raise ModelExistsError(
-                    f"{target}: a model named {label.name!r} is already stored. Pass --replace "
-                    "to overwrite it, or --name to store this one under another name."
-                )
+            carried, dropped = None, {}
             if old is not None:
-                delete_model(conn, old[0])
+                same = old.weights_digest == info.weights_digest
+                if not replace:
+                    raise ModelExistsError(refusal(target, label.name, same,
+                                                   attached_rows(conn, old.model_id)))
+                if same:
+                    carried = take_rows(conn, old.model_id)
+                else:
+                    dropped = attached_rows(conn, old.model_id)
+                delete_model(conn, old.model_id)
             _store_nulls(conn, graph.nulls)
             model_id = conn.execute(
                 insert(t.models)
@@ -177,6 +204,7 @@ def write_model(
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             insert_model_edges(conn, model_id, edges_table(model_id, graph))
             bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
+            kept = {} if carried is None else put_rows(conn, model_id, carried)
             if evidence is not None:
                 store_evidence(conn, model_id, evidence)
             fault_point("before_commit")
@@ -190,6 +218,8 @@ def write_model(
         n_nodes=len(graph.nodes.names),
         n_edges=len(graph.edges),
         replaced=old is not None,
+        kept=kept,
+        dropped=dropped,
     )
 
 

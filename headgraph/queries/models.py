@@ -50,3 +50,9 @@ def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:
     found = [ModelRow.from_row(r) for r in rows]
     db.lasting.seen(found)
     return {r.model_id: r for r in found}
+
+
+def stored_digest(db: GraphDB, name: str) -> str | None:
+    """The weights digest of the model called ``name``, or ``None`` if there is none."""
+    rows = db.rows(select(models.c.weights_digest).where(models.c.name == name))
+    return rows[0]["weights_digest"] if rows else None
