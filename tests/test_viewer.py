@@ -2,14 +2,14 @@
 Debian's headless Chromium (Playwright for Python, no downloaded browser) against a real
 uvicorn server over a DuckDB file made by a real ingest of the shipped toy model.
 
-The browser tests fail, never skip, when Chromium cannot be launched: the message says how
-to install it (``make browser``). The screenshot lands in ``artifacts/viewer.png``.
+The browser tests fail, never skip, when Chromium cannot be launched (the ``browser``
+fixture of conftest.py says how to install it: ``make browser``). The screenshot lands in
+``artifacts/viewer.png``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterator
@@ -27,15 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "headgraph" / "api" / "static"
 ARTIFACTS = ROOT / "artifacts"
 MANIFEST = json.loads((ROOT / "headgraph" / "toy" / "checkpoints" / "manifest.json").read_text())
-CHROMIUM = os.environ.get("HEADGRAPH_CHROMIUM", "/usr/bin/chromium")
-# Keep Chromium off the network (this machine's is closed) and out of first-run work.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-INSTALL = ("install Debian's Chromium with `make browser` (or `apt-get update && apt-get "
-           "install -y chromium`) and Playwright for Python with `pip install -e '.[test]'` "
-           "(never `playwright install`: it downloads a browser); HEADGRAPH_CHROMIUM names "
-           "another Chromium binary")
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +35,6 @@ def server(toy_db: Path) -> Iterator[Server]:
     s = Server(create_app(toy_db))
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Debian's Chromium under Playwright, with a fresh profile; fails (not skips) if absent."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(f"Playwright for Python is not installed: {INSTALL}.", pytrace=False)
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: {INSTALL}.", pytrace=False)
-    pw = sync_playwright().start()
-    try:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            args=FLAGS, headless=True, viewport={"width": 1400, "height": 820})
-    except Exception as exc:
-        pw.stop()
-        pytest.fail(f"could not launch {CHROMIUM} ({exc}): {INSTALL}.", pytrace=False)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context
-    context.close()
-    pw.stop()
 
 
 class Page:

@@ -25,6 +25,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from headgraph.api.errors import request_error
+from headgraph.api.graphiql import PAGE as GRAPHIQL_PAGE
 from headgraph.errors import BadInputError
 
 PREFIX = "/viewer/"
@@ -56,8 +57,8 @@ class Asset:
 def _walk(folder: Traversable, prefix: str = "") -> dict[str, Traversable]:
     found: dict[str, Traversable] = {}
     for entry in folder.iterdir():
-        if entry.name.startswith("."):
-            continue
+        if entry.name.startswith(".") or prefix + entry.name == GRAPHIQL_PAGE:
+            continue  # GraphiQL's page is served at /graphql (headgraph.api.graphiql)
         if entry.is_dir():
             found |= _walk(entry, f"{prefix}{entry.name}/")
         elif any(entry.name.endswith(ext) for ext in CONTENT_TYPES):
