@@ -1,10 +1,12 @@
 """The built-in viewer: one HTML page at ``/`` and its static files under ``/viewer/``.
 
-The page (``static/index.html``, ``static/viewer.js``, ``static/viewer.css``) draws a
-model's head graph with Cytoscape.js, vendored as one file
-(``static/vendor/cytoscape.min.js``, built by ``viewer/build.mjs``: see
-``viewer/README.md``), and talks only to ``POST /graphql``. Nothing is fetched from
-another origin, so it works offline.
+The page (``static/index.html``, ``static/viewer.css``, and ``static/viewer.js`` with the
+ES modules it imports, ``static/viewer-*.js``) draws a model's head graph with
+Cytoscape.js, vendored as one file (``static/vendor/cytoscape.min.js``, built by
+``viewer/build.mjs``: see ``viewer/README.md``), and talks only to ``POST /graphql``.
+Nothing is fetched from another origin, so it works offline. The same route serves
+GraphiQL's vendored files (``static/vendor/graphiql/``) to the page at ``/graphql``
+(:mod:`headgraph.api.graphiql`).
 
 Routes
 ------
