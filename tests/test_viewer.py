@@ -15,7 +15,6 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import Server  # tests/support.py: uvicorn in a thread on a free loopback port
@@ -36,13 +35,6 @@ def server(toy_db: Path) -> Iterator[Server]:
     s = Server(create_app(toy_db))
     yield s
     s.stop()
-
-
-@pytest.fixture
-def viewer(browser: Any, server: Server) -> Iterator[Page]:
-    page = Page(browser, server)
-    yield page
-    page.page.close()
 
 
 # --- the files ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import combinations
-from typing import Any
 
 import pytest
 from support import Server
@@ -32,13 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s = Server(create_app(path))
     yield s
     s.stop()
-
-
-@pytest.fixture
-def viewer(browser: Any, server: Server) -> Iterator[Page]:
-    page = Page(browser, server)
-    yield page
-    page.page.close()
 
 
 def heads(viewer: Page) -> set[str]:
