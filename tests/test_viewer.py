@@ -94,6 +94,17 @@ def test_the_page_names_no_other_origin():
         assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
 
 
+def test_the_viewer_knows_every_role_the_server_derives():
+    """viewer-layout.js colours each role and asks Model.heads(role:) for each (an unknown
+    role is BAD_INPUT there); its list is the server's ROLE_RULES, in order."""
+    from headgraph.queries.evidence import ROLES
+
+    layout = (STATIC / "viewer-layout.js").read_text()
+    block = layout[layout.index("export const ROLES = ["):]
+    block = block[:block.index("];")]
+    assert tuple(re.findall(r'role: "(\w+)"', block)) == ROLES
+
+
 def test_package_data_ships_the_static_files():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     globs = data["tool"]["setuptools"]["package-data"]["headgraph.api"]

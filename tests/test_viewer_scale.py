@@ -9,13 +9,17 @@ The model is a random-weight Llama of 12 layers x 12 query heads sharing 4 KV he
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from itertools import combinations
+from pathlib import Path
+from typing import Any
 
 import pytest
 from support import Server
 from viewer_page import Page
 
+from headgraph.api.settings import Settings
 from headgraph.server import create_app
 
 WIDE = "random:llama,layers=12,heads=12,kv_heads=4,d_model=48,d_mlp=64,vocab=64,ctx=16"
@@ -23,12 +27,17 @@ LAYERS = HEADS = 12
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def wide_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from headgraph.ingest.pipeline import ingest
 
     path = tmp_path_factory.mktemp("wide") / "wide.duckdb"
     ingest(WIDE, path, name="wide")
-    s = Server(create_app(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(wide_db: Path) -> Iterator[Server]:
+    s = Server(create_app(wide_db))
     yield s
     s.stop()
 
@@ -46,10 +55,11 @@ def heads_of(first: int, last: int) -> set[str]:
     return {f"L{layer}H{h}" for layer in range(first, last + 1) for h in range(HEADS)}
 
 
-def layer_requests(viewer: Page) -> list[tuple[int, str]]:
-    """(layer, query text) of each per-layer edge request the page made."""
-    return [(q["variables"]["layer"], q["query"]) for q in viewer.queries
-            if q["query"].lstrip().startswith("query Layer")]
+def fetched(viewer: Page) -> list[tuple[int, str]]:
+    """The (layer, kind) pairs whose feeders the page asked for, in order."""
+    return [(int(layer), kind) for q in viewer.queries if q["query"].lstrip().startswith("query Edges")
+            for layer, kind in re.findall(r"nodes\(layer: (\d+)\) \{ name feeders\(kind: (\w+)",
+                                          q["query"])]
 
 
 def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -130,26 +140,25 @@ def test_layer_range_kind_top_and_z_filters_change_what_is_drawn_fetching_only_d
     page = viewer.page
     viewer.open("#model=wide&layers=0-3")
     viewer.wait_drawn("wide")
-    assert sorted(layer for layer, _ in layer_requests(viewer)) == [0, 1, 2, 3]
+    assert sorted(fetched(viewer)) == [(layer, "K") for layer in range(4)]
+    assert len([q for q in viewer.queries if "query Edges" in q["query"]]) == 1  # one batch
     assert heads(viewer) == heads_of(0, 3)
 
     viewer.queries.clear()
     viewer.redraw(lambda: page.click("#layers-next"))
     assert layers(viewer) == (4, 7) and heads(viewer) == heads_of(4, 7)
-    assert sorted(layer for layer, _ in layer_requests(viewer)) == [4, 5, 6, 7]
+    assert sorted(fetched(viewer)) == [(layer, "K") for layer in range(4, 8)]
     drawn = set(viewer.drawn_nodes())
     edges = viewer.drawn_edges()
     assert edges and all(e["source"] in drawn and e["target"] in drawn for e in edges)
 
     viewer.queries.clear()
     viewer.redraw(lambda: page.click("#layers-prev"))
-    assert layers(viewer) == (0, 3) and layer_requests(viewer) == []  # kept from before
+    assert layers(viewer) == (0, 3) and fetched(viewer) == []  # kept from before
 
     viewer.redraw(lambda: page.check('#kinds input[value="V"]'))
     assert {e["kind"] for e in viewer.drawn_edges()} == {"K", "V"}
-    asked = layer_requests(viewer)
-    assert sorted(layer for layer, _ in asked) == [0, 1, 2, 3]  # only the new kind, V
-    assert all("V: feeders" in q and "K: feeders" not in q for _, q in asked)
+    assert sorted(fetched(viewer)) == [(layer, "V") for layer in range(4)]  # only the new kind
 
     viewer.redraw(lambda: page.fill("#top", "1"))
     edges = viewer.drawn_edges()
@@ -210,3 +219,30 @@ def test_a_heads_kv_head_siblings_and_feeders_with_z_show_at_a_glance(viewer: Pa
     assert outside in heads(viewer)
     viewer.assert_clean()
 
+
+
+def test_batches_a_server_refuses_as_too_big_are_split_until_they_pass(browser: Any,
+                                                                       server: Server,
+                                                                       wide_db: Path):
+    """Edges come as (layer, kind) pairs, 24 aliased fields to a request; a server whose
+    max_aliases is 3 refuses that (LIMIT_EXCEEDED), and the page halves each batch until it
+    passes, drawing the same graph."""
+    tight = Server(create_app(wide_db, Settings.of({"max_aliases": 3})))
+    pages = [Page(browser, server), Page(browser, tight)]
+    try:
+        drawn, sizes = [], []
+        for page in pages:
+            page.open("#model=wide&layers=0-11&kinds=Q,K,V&top=1")
+            page.wait_drawn("wide")
+            drawn.append(sorted(e["id"] for e in page.drawn_edges()))
+            sizes.append(sorted(len(re.findall(r"\bp\d+: ", q["query"])) for q in page.queries
+                                if q["query"].lstrip().startswith("query Edges")))
+            page.assert_clean()
+        assert drawn[0] and drawn[0] == drawn[1]
+        assert sizes[0] == [12, 24]  # 12 layers x 3 kinds = 36 pairs
+        assert 24 in sizes[1] and set(sizes[1]) <= {3, 6, 12, 24}
+        assert sum(n for n in sizes[1] if n <= 3) == 36  # what passed: every pair, once
+    finally:
+        for page in pages:
+            page.page.close()
+        tight.stop()

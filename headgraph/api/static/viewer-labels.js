@@ -8,10 +8,7 @@
 // and left edges of the drawing, thinned out (every 2nd, 4th... label) when they would
 // collide, and moved with every pan and zoom.
 
-import { columnX, rowY } from "./viewer-layout.js";
-
-export const MIN_SHORT_PX = 6.5;
-export const MIN_FULL_PX = 8;
+import { columnX, MIN_FULL_PX, MIN_SHORT_PX, rowY, SHORT_SCALE } from "./viewer-layout.js";
 const LEVELS = ["lbl-none", "lbl-short", "lbl-full"];
 const COLUMN_LABEL_PX = 46; // room one column label needs on screen ("layer 12" or "L12")
 const ROW_LABEL_PX = 14;
@@ -19,7 +16,7 @@ const ROW_LABEL_PX = 14;
 /** The label level for zoom `zoom` on geometry `geo`. */
 export function labelLevel(zoom, geo) {
   if (geo.font * zoom >= MIN_FULL_PX) return "lbl-full";
-  if (geo.font * 1.3 * zoom >= MIN_SHORT_PX) return "lbl-short";
+  if (geo.font * SHORT_SCALE * zoom >= MIN_SHORT_PX) return "lbl-short";
   return "lbl-none";
 }
 

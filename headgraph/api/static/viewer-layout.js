@@ -6,10 +6,11 @@
 export const KIND_COLOURS = { Q: "#1c7ed6", K: "#e8590c", V: "#2f9e44", MLP: "#7048e8", UNEMBED: "#495057" };
 const FILLS = { HEAD: "#f1f3f5", EMBED: "#d3f9d8", POS_EMBED: "#d3f9d8", MLP: "#e5dbff", UNEMBED: "#fff3bf" };
 
-/** Roles in the order a fill shows them (Node.roles), with fill and outline colours. */
+/** Every role (headgraph.queries.evidence.ROLE_RULES: a test keeps them in step), in the
+    order a fill shows them, with fill and outline colours. */
 export const ROLES = [
-  { role: "induction", fill: "#ffc9c9", line: "#c92a2a" },
   { role: "previous_token", fill: "#a5d8ff", line: "#1864ab" },
+  { role: "induction", fill: "#ffc9c9", line: "#c92a2a" },
   { role: "duplicate_token", fill: "#d0bfff", line: "#5f3dc4" },
   { role: "first_token", fill: "#ffec99", line: "#e67700" },
   { role: "copying", fill: "#b2f2bb", line: "#2b8a3e" },
@@ -52,14 +53,29 @@ export function fitColumns(geo, model, range, aspect) {
   return { ...geo, column: Math.round(Math.max(geo.width + 20, Math.min(geo.column, wanted))) };
 }
 
-export function defaultRange(model) {
-  const layers = Math.max(1, Math.min(model.nLayers, Math.floor(DEFAULT_HEADS / Math.max(1, model.nHeads))));
-  return { from: 0, to: layers - 1 };
+/** On-screen font sizes (px) from which a head's index, then its full name, is shown. */
+export const MIN_SHORT_PX = 6.5;
+export const MIN_FULL_PX = 8;
+export const SHORT_SCALE = 1.3; // the index alone is drawn this much larger
+
+/**
+ * The layers a model opens on: all of them up to DEFAULT_HEADS heads, else the first
+ * layers that hold that many; and no more columns than fit a drawing `width` px wide
+ * (0: any) at the zoom where head indices can be read.
+ */
+export function defaultRange(model, width = 0) {
+  const geo = geometry(model);
+  let layers = Math.floor(DEFAULT_HEADS / Math.max(1, model.nHeads));
+  if (width > 0) {
+    const column = (geo.compact ? geo.width + 20 : geo.column) * (MIN_SHORT_PX / (geo.font * SHORT_SCALE));
+    layers = Math.min(layers, Math.floor(width / column) - 1);
+  }
+  return { from: 0, to: Math.max(1, Math.min(model.nLayers, layers)) - 1 };
 }
 
-/** `range` within the model's layers (null: the default), from <= to. */
-export function clampRange(range, model) {
-  if (!range) return defaultRange(model);
+/** `range` within the model's layers (null: the default for a drawing `width` px wide). */
+export function clampRange(range, model, width = 0) {
+  if (!range) return defaultRange(model, width);
   const last = model.nLayers - 1;
   const from = Math.max(0, Math.min(last, range.from));
   const to = Math.max(from, Math.min(last, range.to));
@@ -147,7 +163,7 @@ export function styleSheet(geo) {
       "background-image": "data(stripes)", "background-fit": "cover", "background-clip": "node" } },
     // label levels (viewer-labels.js): none when tiny, the head index alone, then the full name
     { selector: "node.lbl-none", style: { label: "" } },
-    { selector: "node.lbl-short", style: { label: "data(short)", "font-size": geo.font * 1.3 } },
+    { selector: "node.lbl-short", style: { label: "data(short)", "font-size": geo.font * SHORT_SCALE } },
     { selector: "node.focus", style: { "border-width": 3, "border-color": "#212529" } },
     { selector: "node.kv-sibling", style: { "border-width": 2, "border-style": "dashed", "border-color": "#212529" } },
     { selector: "node.match", style: {

@@ -87,7 +87,7 @@ async function selectModel(name, keep = false) {
 
 async function ensureSkeleton(model) {
   if (skeleton && skeleton.model === model.name) return;
-  const loaded = await loadSkeleton(model.name);
+  const loaded = await loadSkeleton(model.name, ROLES.map((r) => r.role));
   skeleton = { model: model.name, ...loaded };
   cache = new EdgeCache(model.name);
   renderRoles();
@@ -125,7 +125,7 @@ async function draw() {
   try {
     status(`loading ${model.name}…`);
     await ensureSkeleton(model);
-    const range = clampRange(state.range, model);
+    const range = clampRange(state.range, model, cy.width());
     state.range = range;
     writeControls();
     writeHash();
@@ -136,7 +136,7 @@ async function draw() {
     for (let l = range.from; l <= range.to; l++) layers.push(l);
     if (state.extras) layers.push("U");
     const fetched = await cache.edges(layers, drawnKinds(), state.top, state.minScore, status,
-      (done, total) => seq === state.drawSeq && status(`loading ${model.name}: layer ${done} of ${total}…`));
+      (done, total) => seq === state.drawSeq && status(`loading ${model.name}'s edges: ${done} of ${total}…`));
     if (seq !== state.drawSeq) return; // a newer draw started meanwhile
     const inside = fetched.filter((e) => names.has(e.source.name) && names.has(e.target));
     const edges = state.minZ == null ? inside : inside.filter((e) => e.z != null && e.z >= state.minZ);
