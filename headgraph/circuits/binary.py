@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,7 @@ def _acdc_subgraph(data: Mapping, n_layers: int | None) -> ParsedCircuit:
         name = f"{sender}{acdc_index(s_index)}->{receiver}{acdc_index(r_index)}"
         (lines if present else absent).append(name)
     parsed = parse_edge_list("\n".join(lines), n_layers)
-    header = dict(parsed.header, absent=absent)
-    return ParsedCircuit("acdc-pth", parsed.naming, parsed.edges, header)
+    return replace(parsed, format="acdc-pth", header=dict(parsed.header, absent=absent))
 
 
 _EAP_NODE = re.compile(r"^(?:input|logits|a(?P<al>\d+)\.h\d+|m(?P<ml>\d+))(?:<[qkv]>)?$")
@@ -136,4 +136,4 @@ def _eap_pt(data: Mapping, n_layers: int | None) -> ParsedCircuit:
         nodes[name] = {"in_graph": bool(in_graph[i]) if in_graph is not None else True}
     nodes["logits"] = {"in_graph": True}
     parsed = parse_eap_json({"cfg": dict(cfg), "nodes": nodes, "edges": edges}, n_layers)
-    return ParsedCircuit("eap-ig-pt", parsed.naming, parsed.edges, parsed.header)
+    return replace(parsed, format="eap-ig-pt")

@@ -75,6 +75,16 @@ class ParsedCircuit:
     naming: str
     edges: tuple[CircuitEdge, ...]
     header: dict
+    resid_post: frozenset[int] = frozenset()  # ACDC's blocks.{l}.hook_resid_post layers named
+
+    def check_layers(self, n_layers: int) -> None:
+        """ACDC names the output ``blocks.{L-1}.hook_resid_post``: another ``l`` means the
+        circuit was found on a model of another depth (:class:`CircuitError`)."""
+        wrong = sorted(self.resid_post - {n_layers - 1})
+        if wrong:
+            raise CircuitError(f"the circuit reads the output at blocks.{wrong[0]}.hook_resid_post,"
+                               f" but the model's last layer is {n_layers - 1}: it was found on "
+                               "another model.")
 
     def expanded(self, has_pos_embed: bool) -> ParsedCircuit:
         """Each edge as headgraph's edges: an embedding source with positions also from
@@ -125,6 +135,13 @@ def _edge(name: str, score: float | None, in_graph: bool, n_layers: int | None,
     return naming, CircuitEdge(s.node, d.node, d.kind, score, in_graph, s.with_pos)
 
 
+_POST = re.compile(r"->\s*blocks\.(\d+)\.hook_resid_post")
+
+
+def _post_layers(names: list[str]) -> frozenset[int]:
+    return frozenset(int(m[1]) for m in map(_POST.search, names) if m)
+
+
 def _one_naming(namings: set[str]) -> str:
     if len(namings) > 1:
         raise CircuitError(f"the file mixes edge namings ({', '.join(sorted(namings))}); "
@@ -152,12 +169,13 @@ def parse_eap_json(doc: dict, n_layers: int | None = None) -> ParsedCircuit:
         namings.add(naming)
         edges.append(edge)
     header = {k: v for k, v in doc.items() if k != "edges"}
-    return ParsedCircuit("eap-ig-json", _one_naming(namings), tuple(edges), header)
+    return ParsedCircuit("eap-ig-json", _one_naming(namings), tuple(edges), header,
+                         _post_layers(list(doc["edges"])))
 
 
 def parse_edge_list(text: str, n_layers: int | None = None) -> ParsedCircuit:
     """An edge-list text (see the module doc)."""
-    edges, namings, comments, internal = [], set(), [], []
+    edges, namings, comments, internal, names = [], set(), [], [], []
     scored = whole = False
     style: dict = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -173,6 +191,7 @@ def parse_edge_list(text: str, n_layers: int | None = None) -> ParsedCircuit:
             name, raw = line.strip(), None  # "A0.1->MLP 1": the number was a name
         score = None if raw is None else _score(float(raw), f"line {number}")
         naming, edge = _edge(name, score, True, n_layers, f"line {number}")
+        names.append(name)
         namings.add(naming)
         scored |= score is not None
         if naming == "acdc":
@@ -185,6 +204,9 @@ def parse_edge_list(text: str, n_layers: int | None = None) -> ParsedCircuit:
             internal.append([name, score])
         else:
             edges.append(edge)
+    if not edges and not internal:
+        raise CircuitError("the file holds no edges (an edge list is one "
+                           "SOURCE->TARGET [SCORE] a line).")
     if whole:
         style["whole"] = True
     header = {"comments": comments, "scores": scored}
@@ -192,7 +214,8 @@ def parse_edge_list(text: str, n_layers: int | None = None) -> ParsedCircuit:
         header["internal"] = internal
     if style:
         header["style"] = style
-    return ParsedCircuit("edge-list", _one_naming(namings), tuple(edges), header)
+    return ParsedCircuit("edge-list", _one_naming(namings), tuple(edges), header,
+                         _post_layers(names))
 
 
 def parse_auto_circuit_json(entries: list, n_layers: int | None = None) -> ParsedCircuit:
@@ -220,4 +243,4 @@ def parse_auto_circuit_json(entries: list, n_layers: int | None = None) -> Parse
         edges.append(edge)
     tokens = any(p is not None for ps in grouped.values() for p in ps)
     return ParsedCircuit("auto-circuit-json", _one_naming(namings), tuple(edges),
-                         {"entries": entries, "token_circuit": tokens})
+                         {"entries": entries, "token_circuit": tokens}, _post_layers(list(grouped)))

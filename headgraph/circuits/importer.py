@@ -98,6 +98,9 @@ def import_circuit(path: str | os.PathLike[str], db: str | os.PathLike[str] | No
     if not path.is_file():
         raise BadInputError(f"{path}: no such file.")
     clock = time.perf_counter()
+    circuit = read_circuit(path, None)  # a file that is no circuit touches no database
+    if progress is not None:
+        progress("read", 1, 1)
     target = resolve_target(db)
     engine = create_db_engine(target, read_only=False)
     try:
@@ -109,9 +112,7 @@ def import_circuit(path: str | os.PathLike[str], db: str | os.PathLike[str] | No
             if row is None:
                 raise ModelNotFoundError(f"no model named {model!r} in {target}; ingest it "
                                          "first, or pass --model with a stored name.")
-            circuit = read_circuit(path, row.n_layers)
-            if progress is not None:
-                progress("read", 1, 1)
+            circuit.check_layers(row.n_layers)
             names = {r[0] for r in conn.execute(select(t.nodes.c.node)
                                                 .where(t.nodes.c.model_id == row.model_id))}
             circuit = circuit.expanded("POS_EMBED" in names)
