@@ -32,7 +32,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ class GraphRow:
     n_link_extras: int
     source: str
     imported_at: dt.datetime
-    document: str  # JSON: the file's fields but nodes and links
+    document: str = field(repr=False)  # JSON: the file's fields but nodes and links
     levels: int | None = None  # links grouped by target height; None: stored before
     pruned_k: int | None = None  # K of the stored default view (attribution_pruned_links)
 

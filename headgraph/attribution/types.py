@@ -132,6 +132,8 @@ class AttributionView:
         description="The node threshold applied (null: INFLUENCE on a file with no positive "
                     "metadata.node_threshold, where Neuronpedia shows every node).")
     edge_threshold: float | None = strawberry.field(description="RECOMPUTE's edge threshold.")
+    node_count: int = strawberry.field(description="Nodes in the view (all of them are in "
+                                       "`nodes`).")
 
     @classmethod
     def of(cls, view: q.GraphSlice, pinned: frozenset[int] = frozenset()) -> AttributionView:
@@ -145,7 +147,7 @@ class AttributionView:
                           for x in view.link_records()],
                    truncated=view.truncated, prune=None if prune is None else PruneRule(prune),
                    node_threshold=view.params.get("node_threshold"),
-                   edge_threshold=view.params.get("edge_threshold"))
+                   edge_threshold=view.params.get("edge_threshold"), node_count=len(view.nodes))
 
 
 @strawberry.type(description="An imported circuit-tracer / Neuronpedia attribution graph, "
@@ -185,6 +187,17 @@ class AttributionGraph:
     async def default_prune(self, info: Info[Context, None]) -> PruneRule:
         nodes = await info.context.db.run(q.graph_nodes, self.row)
         return PruneRule(default_rule(nodes))
+
+    @strawberry.field(description="The graph's nodes, in file order: of one `role` if "
+                      "given; at most `first` (default and ceiling: max_first).")
+    async def nodes(self, info: Info[Context, None], role: AttributionRole | None = None,
+                    first: int | None = None) -> list[AttributionNode]:
+        limit = _first(info, first)
+        found = await info.context.db.run(q.graph_nodes, self.row)
+        pinned = frozenset(found.nids_of(self.row.pinned_ids))
+        chosen = [n for n in sorted(found.nodes, key=lambda n: n.idx)
+                  if role is None or ROLE_NAMES[n.role] == role.value][:limit]
+        return [AttributionNode.of(n, pinned) for n in chosen]
 
     @strawberry.field(description="The graph's pruned view: `prune` INFLUENCE (Neuronpedia's "
                       "filter on the stored influence at `nodeThreshold`, default "
