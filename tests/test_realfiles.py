@@ -68,6 +68,19 @@ def keys_of(doc: dict) -> list[str]:
     return [x if ids.count(x) == 1 else f"{x}@{i}" for i, x in enumerate(ids)]
 
 
+def arrays(doc: dict) -> tuple:
+    """A file without shared ids as circuit-tracer's arrays: ids, link sources, targets and
+    weights by position, roles, logit weights (what the dense reference takes)."""
+    ids = [n["node_id"] for n in doc["nodes"]]
+    pos = {x: i for i, x in enumerate(ids)}
+    s = np.array([pos[x["source"]] for x in doc["links"]])
+    t = np.array([pos[x["target"]] for x in doc["links"]])
+    w = np.array([x["weight"] for x in doc["links"]])
+    roles = np.array([role_of(n["feature_type"]) for n in doc["nodes"]])
+    lw = P.logit_weights(roles, np.array([n.get("token_prob", np.nan) for n in doc["nodes"]]))
+    return ids, s, t, w, roles, lw
+
+
 def view_sets(view) -> tuple[set[str], set[tuple[str, str, float]]]:
     return ({n.key for n in view.nodes},
             {(x.source, x.target, x.weight) for x in view.link_records(keys=True)})
@@ -137,13 +150,7 @@ def test_the_recompute_view_equals_circuit_tracers_prune_graph(db_path):
     circuit-tracer's dense definitions on the same file."""
     doc = load("bee-insect-clt.json")
     import_graph(GRAPHS / "bee-insect-clt.json", db_path)
-    ids = [n["node_id"] for n in doc["nodes"]]
-    pos = {x: i for i, x in enumerate(ids)}
-    s = np.array([pos[x["source"]] for x in doc["links"]])
-    t = np.array([pos[x["target"]] for x in doc["links"]])
-    w = np.array([x["weight"] for x in doc["links"]])
-    roles = np.array([role_of(n["feature_type"]) for n in doc["nodes"]])
-    lw = P.logit_weights(roles, np.array([n.get("token_prob", np.nan) for n in doc["nodes"]]))
+    ids, s, t, w, roles, lw = arrays(doc)
     with open_reader(db_path) as db:
         for nt, et in ((0.8, 0.98), (0.5, 0.9)):
             _, node_mask, edge_mask = dense_reference(len(ids), s, t, w, roles, lw, nt, et)
@@ -203,13 +210,7 @@ def test_zero_weight_links_that_close_cycles_are_no_cycle(db_path):
     import_graph(GRAPHS / "dallas_ea.reduced.json", db_path)
     assert exported(db_path, "dallas_ea") == doc
     assert check_database(db_path).ok, check_database(db_path).problems
-    ids = [n["node_id"] for n in doc["nodes"]]
-    pos = {x: i for i, x in enumerate(ids)}
-    s = np.array([pos[x["source"]] for x in doc["links"]])
-    t = np.array([pos[x["target"]] for x in doc["links"]])
-    w = np.array([x["weight"] for x in doc["links"]])
-    roles = np.array([role_of(n["feature_type"]) for n in doc["nodes"]])
-    lw = P.logit_weights(roles, np.array([n.get("token_prob", np.nan) for n in doc["nodes"]]))
+    ids, s, t, w, roles, lw = arrays(doc)
     _, node_mask, _ = dense_reference(len(ids), s, t, w, roles, lw, 0.8, 0.98)
     with open_reader(db_path) as db:
         view = graph_view(db, "dallas_ea", ViewAsk(prune="recompute"))

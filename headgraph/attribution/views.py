@@ -153,12 +153,8 @@ def influence_view(db: GraphDB, graph: GraphRow, nodes: GraphNodes, threshold: f
     idx = links.column("idx").to_numpy()[inside]
     order = np.argsort(idx, kind="stable")  # file order
     inside = inside[order]
-    table = pa.table({"idx": pa.array(idx[order].astype(np.int32)),
-                      "source": pa.array(src[inside].astype(np.int32)),
-                      "target": pa.array(tgt[inside].astype(np.int32)),
-                      "weight": pa.array(links.column("weight").to_numpy()[inside]),
-                      "extra": pa.nulls(inside.size, pa.string()),
-                      "edge_score": pa.nulls(inside.size, pa.float64())})
+    table = _unscored(idx[order], src[inside], tgt[inside],
+                      links.column("weight").to_numpy()[inside])
     if graph.n_link_extras:
         table = with_extras(db, graph, table)
     view_nodes = [nodes.nodes[i] for i in np.flatnonzero(shown).tolist()]
@@ -189,14 +185,20 @@ def with_nodes(db: GraphDB, graph: GraphRow, nodes: GraphNodes, view: GraphSlice
     keep = inside[src] & inside[tgt]
     _, first = np.unique(idx[keep], return_index=True)  # a link between two added: once
     at = np.flatnonzero(keep)[first]
-    extra = pa.table({"idx": pa.array(idx[at].astype(np.int32)),
-                      "source": pa.array(src[at].astype(np.int32)),
-                      "target": pa.array(tgt[at].astype(np.int32)),
-                      "weight": pa.array(both.column("weight").to_numpy()[at]),
-                      "extra": pa.nulls(at.size, pa.string()),
-                      "edge_score": pa.nulls(at.size, pa.float64())})
+    extra = _unscored(idx[at], src[at], tgt[at], both.column("weight").to_numpy()[at])
     links = pa.concat_tables([view.links.cast(extra.schema), extra])
     if graph.n_link_extras:
         links = with_extras(db, graph, links)
     records = {n.nid: n for n in view.nodes} | {i: nodes.nodes[i] for i in added}
     return dataclasses.replace(view, nodes=in_file_order(records), links=links)
+
+
+def _unscored(idx: np.ndarray, source: np.ndarray, target: np.ndarray,
+              weight: np.ndarray) -> pa.Table:
+    """View links (as :class:`~headgraph.attribution.graphs.GraphSlice` holds them) that
+    carry no edge score, their extra fields still to be read."""
+    return pa.table({"idx": pa.array(idx.astype(np.int32)),
+                     "source": pa.array(source.astype(np.int32)),
+                     "target": pa.array(target.astype(np.int32)),
+                     "weight": pa.array(weight), "extra": pa.nulls(idx.size, pa.string()),
+                     "edge_score": pa.nulls(idx.size, pa.float64())})
