@@ -319,3 +319,25 @@ def test_every_real_graph_imports_exports_and_views_as_neuronpedia(tmp_path):
         shown = {keys[i] for i in neuronpedia_shows(doc, t, doc["qParams"].get("pinnedIds", []))}
         assert {n.key for n in view.nodes} == shown, path.name
         assert len(view.nodes) >= 0.99 * len(doc["nodes"]), path.name
+
+
+def test_postgresql_upgrades_globally_unique_slugs_and_scopes_them(pg_url):
+    """The same upgrade on PostgreSQL: the old UNIQUE (slug) constraint is swapped for
+    UNIQUE (model, slug) by the next import, in its transaction."""
+    import psycopg
+
+    import_graph(GRAPHS / "war_ea.json", pg_url)
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as con:
+        con.execute("ALTER TABLE attribution_graphs DROP CONSTRAINT attribution_graphs_model_slug")
+        con.execute("ALTER TABLE attribution_graphs ADD CONSTRAINT attribution_graphs_slug_key "
+                    "UNIQUE (slug)")
+    assert exported(pg_url, "war_ea") == load("war_ea.json")
+    import_graph(GRAPHS / "war_ea.json", pg_url, model="other-model")
+    with psycopg.connect(plain) as con:
+        found = con.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid "
+                            "= 'attribution_graphs'::regclass AND contype = 'u'").fetchall()
+    assert found == [("UNIQUE (model, slug)",)]
+    with open_reader(pg_url) as db:
+        with pytest.raises(GraphAmbiguousError):
+            get_graph(db, "war_ea")
