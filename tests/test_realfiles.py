@@ -141,6 +141,10 @@ def test_the_influence_view_is_neuronpedias_slider_on_the_stored_influence(db_pa
             assert got == {x for x in links if x[0] in shown and x[1] in shown}
         default = graph_view(db, slug)
         assert len(default.nodes) == 265  # of 266: one boundary node has influence 0.801
+        cut = graph_view(db, slug, max_links=50)
+        assert cut.truncated and view_sets(cut)[0] == view_sets(default)[0]
+        assert sorted(abs(x[2]) for x in view_sets(cut)[1]) == sorted(
+            abs(x[2]) for x in view_sets(default)[1])[-50:]
         header = view_header(graph_view(db, slug, ViewAsk(node_threshold=0.5)))
         assert header["metadata"]["node_threshold"] == 0.5
 

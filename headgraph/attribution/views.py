@@ -148,8 +148,10 @@ def influence_view(db: GraphDB, graph: GraphRow, nodes: GraphNodes, threshold: f
     inside = np.flatnonzero(shown[src] & shown[tgt])
     weight = links.column("weight").to_numpy()[inside]
     truncated = max_links is not None and inside.size > max_links
-    if truncated:
-        inside = inside[np.sort(np.argsort(-np.abs(weight), kind="stable")[:max_links])]
+    if truncated:  # the strongest |weight| (a partition: no sort of every link)
+        strongest = np.argpartition(-np.abs(weight), max_links - 1)[:max_links] \
+            if max_links else np.zeros(0, np.intp)
+        inside = inside[np.sort(strongest)]
     idx = links.column("idx").to_numpy()[inside]
     order = np.argsort(idx, kind="stable")  # file order
     inside = inside[order]
