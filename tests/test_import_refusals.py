@@ -47,10 +47,12 @@ def stored(db: Path) -> list:
         con.close()
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "hg.duckdb"
-    import_graph(write(tmp_path, small(), "first.json"), path)
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One stored graph, which no refusal may change (checked after each)."""
+    folder = tmp_path_factory.mktemp("refusals")
+    path = folder / "hg.duckdb"
+    import_graph(write(folder, small(), "first.json"), path)
     return path
 
 
@@ -154,7 +156,7 @@ def test_one_element_longer_than_the_cap_is_refused(tmp_path, db, monkeypatch):
     refused(write(tmp_path, text), db, "longer than", chunk=1 << 16)
 
 
-def test_blanks_between_and_after_elements_are_read_at_any_length(tmp_path, db):
+def test_blanks_between_and_after_elements_are_read_at_any_length(tmp_path):
     """Runs of blanks (many times the read window) after an element, before its comma,
     between elements and before the end of the array: all valid JSON, all read."""
     doc = small()
@@ -166,7 +168,7 @@ def test_blanks_between_and_after_elements_are_read_at_any_length(tmp_path, db):
     text = text.replace(first + ",", first + pad + "," + pad, 1).replace(last + "]", last + pad + "]")
     path = write(tmp_path, text)
     for workers in (0, 2):
-        report = import_graph(path, db, replace=True, workers=workers)
+        report = import_graph(path, tmp_path / "blanks.duckdb", replace=True, workers=workers)
         assert report.rows["links"] == 60
 
 

@@ -233,3 +233,30 @@ def test_each_tools_circuit_meets_the_weights_in_evidence_gaps(toy, tmp_path):
     assert tools <= {"acdc", "eap-ig", "auto-circuit"} and gaps
     assert all(g.edge.z >= 3 for g in gaps if g.gap == "absent")
     assert all(g.edge.z < 1 for g in gaps if g.gap == "weak")
+
+
+def test_names_that_mean_several_edges_or_none():
+    """ACDC's hook_resid_mid (old runs) is the MLP's input; its q/k/v input -> q/k/v and
+    q -> result, mlp_in -> mlp_out edges are internal; auto-circuit's A1.1 as a target is
+    all of Q, K and V; resid_pre and Resid Start carry the positions."""
+    from headgraph.circuits.names import INTERNAL, QKV, parse_edge
+
+    cases = {
+        "blocks.0.hook_mlp_out[:]->blocks.1.hook_resid_mid[:]": ("MLP0", "MLP1", "MLP", False),
+        "blocks.1.hook_k_input[:, :, 2]->blocks.1.attn.hook_k[:, :, 2]":
+            (None, None, INTERNAL, False),
+        "blocks.1.attn.hook_v[:, :, 0]->blocks.1.attn.hook_result[:, :, 0]":
+            (None, None, INTERNAL, False),
+        "blocks.0.hook_mlp_in[:]->blocks.0.hook_mlp_out[:]": (None, None, INTERNAL, False),
+        "blocks.0.hook_resid_pre[:]->blocks.1.hook_q_input[:, :, 1]": ("EMBED", "L1H1", "Q",
+                                                                      True),
+        "hook_embed[:]->blocks.0.hook_v_input[:, :, 3]": ("EMBED", "L0H3", "V", False),
+        "A0.2->A1.1": ("L0H2", "L1H1", QKV, False),
+        "Resid Start->MLP 0": ("EMBED", "MLP0", "MLP", True),
+    }
+    for name, (source, target, kind, with_pos) in cases.items():
+        _, s, d = parse_edge(name, resid_post_layer=1)
+        assert d.kind == kind, name
+        if kind != INTERNAL:
+            assert (s.node, d.node, s.with_pos) == (source, target, with_pos), name
+    assert parse_edge("blocks.1.hook_k_input[:, :, 2]->blocks.1.attn.hook_k[:, :, 3]") is None
