@@ -33,8 +33,6 @@ from headgraph.errors import BadInputError
 MAX_NAME = 200
 
 TRANSCODER_SETS = {
-    "gemma": "gemma-2-2b",  # circuit-tracer's preset names
-    "llama": "llama-3.2-1b",
     "mntss/gemma-scope-transcoders": "gemma-2-2b",
     "mwhanna/gemma-scope-transcoders": "gemma-2-2b",
     "mntss/clt-gemma-2-2b-426k": "gemma-2-2b",
