@@ -8,6 +8,10 @@ Steps (each reported to ``progress``):
    Arrow columns (Python's ``json`` only for runs pyarrow refuses: extra fields, NaN) and
    their ids mapped to node positions with ``pyarrow.compute.index_in``. What stays in
    memory is three numbers per link (16 bytes), never the text or Python objects.
+   Numbers that are not finite, nesting deeper than 64, lone surrogates are refused
+   as they are read (:mod:`headgraph.attribution.jsonstream`); then the slug and the
+   model (:mod:`headgraph.attribution.names`), and links that name an id two nodes hold
+   are placed (:mod:`headgraph.attribution.shared_ids`).
 2. ``influence``: node influence on the whole graph and each node's height
    (:func:`headgraph.attribution.pruning.influence_and_heights`, one pass), the influence's
    cumulative share, and the keep order: tokens and logits first (file order), then by
