@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PG_FIXTURES = {"pg_server", "pg_url", "pg_store"}
 NEEDS_SERVICES = {"test_ray_executor.py": "Ray", "test_ray_cluster.py": "Ray",
+                  "test_viewer_attribution.py": "Chromium",
                   "test_viewer.py": "Chromium"}
 """Test modules that start a service the quick lane goes without."""
 SERVICE_FIXTURES = {"browser": "Chromium"}

@@ -45,7 +45,7 @@ def test_root_serves_the_page_with_a_strict_csp_and_its_files(server: Server):
     assert r.headers["content-security-policy"] == CSP
     refs = re.findall(r'(?:src|href)="(viewer/[^"]+)"', r.text)
     assert set(refs) == {"viewer/viewer.css", "viewer/vendor/cytoscape.min.js",
-                         "viewer/viewer.js"}
+                         "viewer/viewer.js", "viewer/attribution.html"}
     for ref in refs:
         f = server.client.get("/" + ref)
         assert f.status_code == 200 and f.content == (STATIC / ref.removeprefix("viewer/")).read_bytes()
