@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from support import Server
-from test_viewer import ARTIFACTS, STATIC, Page, browser  # noqa: F401 - the fixture
+from test_viewer import ARTIFACTS, STATIC
+from viewer_page import Page
 
 from headgraph.api.viewer import CSP
 from headgraph.attribution.importer import import_graph
