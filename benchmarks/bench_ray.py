@@ -35,7 +35,7 @@ def bench_overhead() -> None:
     from headgraph.ingest.compose import compose
     from headgraph.ingest.ray_executor import RayExecutor
     from headgraph.ingest.sources import open_source
-    from headgraph.ingest.task import cached_null
+    from headgraph.ingest.nullcache import cached_null
 
     t = time.perf_counter()
     ex = RayExecutor(num_cpus=os.cpu_count()).start()

@@ -27,7 +27,7 @@ from headgraph.ingest.kernel import (
 )
 from headgraph.ingest.nodes import NodeTable, build_nodes
 from headgraph.ingest.null import OperandShape
-from headgraph.ingest.reader import WeightReader, check_finite, check_layer
+from headgraph.ingest.reader import WeightReader, check_layer, vocab_grams
 from headgraph.ingest.spec import LayerWeights, ModelSpec
 
 Progress = Callable[[str, int, int], None]
@@ -69,6 +69,7 @@ class Factors:
     # the block-Gram route (:mod:`.cost`): every head's source Gram blocks, else None
     A_grams: tuple[torch.Tensor, ...] | None = None
     gram_edges: tuple[int, ...] = ()
+    readout: torch.Tensor | None = None  # W_U W_E (d x d): full OV circuits read through it
 
     def to(self, device: str | torch.device) -> Factors:
         """A copy with the tensors on ``device`` (tasks on a GPU)."""
@@ -78,9 +79,10 @@ class Factors:
             return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions)
 
         grams = None if self.A_grams is None else tuple(g.to(dev) for g in self.A_grams)
+        readout = None if self.readout is None else self.readout.to(dev)
         return Factors(self.spec, self.nodes, self.A.to(dev), self.A_sq.to(dev),
                        side(self.writers), side(self.readers), self.head_writer,
-                       self.head_reader, self.metrics, grams, self.gram_edges)
+                       self.head_reader, self.metrics, grams, self.gram_edges, readout)
 
 
 def to_device(lw: LayerWeights, device: torch.device) -> LayerWeights:
@@ -112,11 +114,19 @@ class _DenseCollector:
         """``W`` is ``(rows, d)`` for a writer, ``(d, cols)`` for a reader."""
         k = self.slot[name]
         torch.matmul(*((W.T, W) if self.side == "write" else (W, W.T)), out=self.grams[k])
-        self.sq[k] = W.square().sum()
-        rows = W.shape[0] if self.side == "write" else W.shape[1]
+        self._filled(k, W.shape[0] if self.side == "write" else W.shape[1])
+
+    def add_gram(self, name: str, gram: torch.Tensor, rows: int) -> None:
+        """A Gram formed elsewhere (:class:`~headgraph.ingest.spec.VocabGrams`)."""
+        k = self.slot[name]
+        self.grams[k].copy_(gram)
+        self._filled(k, rows)
+
+    def _filled(self, k: int, rows: int) -> None:
+        self.sq[k] = torch.diagonal(self.grams[k]).sum()  # ‖W‖_F^2 = tr(W^T W)
         self.shapes[k] = OperandShape("dense", self.d, rows, self.centred)
         metric = "out_norm" if self.side == "write" else "in_norm"
-        self.metrics[metric][self.ids[k]] = float(self.sq[k].sqrt())
+        self.metrics[metric][self.ids[k]] = float(self.sq[k].clamp_min(0).sqrt())
 
     def build(self) -> DenseSide:
         filled = [k for k, s in enumerate(self.shapes) if s is not None]
@@ -156,17 +166,13 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     edges = gram_edges(d) if method == "gram" else ()
     grams = _gram_stacks(spec.n_layers * H, edges, dev) if edges else None
     with torch.inference_mode():
-        g = reader.globals()
-        for name in ("W_E", "W_U", "W_pos"):
-            check_finite(name, getattr(g, name))
-        W_E = g.W_E.to(dev, torch.float32)
-        W_U = g.W_U.to(dev, torch.float32)
-        readout = W_U @ W_E  # (d, d): the full OV circuit's core reads through this
-        writers.add("EMBED", W_E)
-        if spec.has_pos_embed and g.W_pos is not None:
-            writers.add("POS_EMBED", g.W_pos.to(dev, torch.float32))
-        readers.add("UNEMBED", W_U)
-        del W_E, W_U, g  # vocabulary-sized: free them before the layers are read
+        vocab = vocab_grams(reader, dev)  # vocabulary-sized matrices are gone after this
+        readout = vocab.readout  # (d, d): the full OV circuit's core reads through this
+        writers.add_gram("EMBED", vocab.embed, vocab.rows)
+        if spec.has_pos_embed and vocab.W_pos is not None:
+            writers.add("POS_EMBED", vocab.W_pos)
+        readers.add_gram("UNEMBED", vocab.unembed, vocab.rows)
+        del vocab
         trim_heap()
         A_layers = []
         for layer in range(spec.n_layers):
@@ -196,4 +202,5 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
             head_writer=OperandShape("head", d, dh, write_centred),
             head_reader=OperandShape("head", d, dh, read_centred), metrics=metrics,
             A_grams=None if grams is None else tuple(grams), gram_edges=edges,
+            readout=readout,
         )

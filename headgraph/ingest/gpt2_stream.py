@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import torch
 
 from headgraph.errors import SourceError
-from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
+from headgraph.ingest.kernel import tied_vocab_grams
+from headgraph.ingest.reader import check_finite
+from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo, VocabGrams
 
 TensorSource = Callable[[str], torch.Tensor]
 PROCESSING = "headgraph:fold_ln,center_writing_weights,center_unembed"
@@ -152,6 +154,20 @@ class GPT2StreamReader:
         W_E = wte.sub_(wte.mean(dim=-1, keepdim=True))  # in place: vocabulary-sized copies
         W_pos = _center_rows(self._get("wpe.weight").float(), -1)  # add up on big models
         return GlobalWeights(W_E=W_E, W_U=W_U, W_pos=W_pos)
+
+    def vocab_grams(self, device: torch.device | str = "cpu") -> VocabGrams:
+        """GPT-2 ties its unembedding to ``wte``: all three vocabulary products from one
+        Gram (:func:`~headgraph.ingest.kernel.tied_vocab_grams`), the same processing as
+        :meth:`globals`."""
+        wte = self._get("wte.weight").float().to(device)
+        check_finite("wte", wte)
+        embed, unembed, readout = tied_vocab_grams(
+            wte, self._get("ln_f.weight").float().to(device), centre_write=True,
+            centre_read=True, centre_vocab=True)
+        W_pos = _center_rows(self._get("wpe.weight").float(), -1).to(device)
+        check_finite("wpe", W_pos)
+        return VocabGrams(embed=embed, unembed=unembed, readout=readout,
+                          rows=int(wte.shape[0]), W_pos=W_pos)
 
     def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
         H, d, dh = self.spec.n_heads, self.spec.d_model, self.spec.d_head

@@ -92,6 +92,22 @@ class GlobalWeights:
 
 
 @dataclass(frozen=True)
+class VocabGrams:
+    """What composition needs of the vocabulary-sized matrices, ``d_model x d_model`` each:
+    ``embed = W_E^T W_E``, ``unembed = W_U W_U^T`` and ``readout = W_U W_E`` (the core of
+    every full OV circuit), with ``rows`` = d_vocab and ``W_pos`` (``[n_ctx, d_model]`` or
+    ``None``). A reader that knows its embeddings are tied forms all three from one Gram
+    (:func:`headgraph.ingest.kernel.tied_vocab_grams`); others go through
+    :func:`headgraph.ingest.reader.vocab_grams`."""
+
+    embed: torch.Tensor
+    unembed: torch.Tensor
+    readout: torch.Tensor
+    rows: int
+    W_pos: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class SourceInfo:
     """Where a model came from, for the ``models`` row."""
 

@@ -44,7 +44,8 @@ from headgraph.ingest.evidence.collect import (
 )
 from headgraph.ingest.evidence.probes import build_probes, parse_probes
 from headgraph.ingest.evidence.runnable import runnable_from_reader
-from headgraph.ingest.null import NullStat, OperandShape, null_key, sample_null
+from headgraph.ingest.null import NullStat
+from headgraph.ingest.nullcache import cached_null
 from headgraph.ingest.scoring import LayerScorer
 from headgraph.ingest.sources import open_source
 from headgraph.ingest.spec import SourceInfo
@@ -75,18 +76,6 @@ def inject_fault(spec: str | None, unit: str) -> None:
         os._exit(1)
     if mode == "task_fail" and arg == unit:
         raise RuntimeError(f"injected failure of {unit} ({FAULT_ENV}={spec})")
-
-
-def cached_null(cache: dict[str, NullStat]) -> Callable[[OperandShape, OperandShape, str],
-                                                        NullStat]:
-    """A null provider that samples each edge type once and keeps it in ``cache``."""
-    def provider(writer: OperandShape, reader: OperandShape, kind: str) -> NullStat:
-        key = null_key(writer, reader, kind)
-        if key not in cache:
-            cache[key] = sample_null(writer, reader, kind)
-        return cache[key]
-
-    return provider
 
 
 @dataclass(frozen=True)
