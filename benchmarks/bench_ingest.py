@@ -70,8 +70,8 @@ def bench_small(skip_tl: bool, floor: float) -> None:
     from headgraph.ingest.compose import compose
     from headgraph.ingest.cost import head_pair_flops
     from headgraph.ingest.gpt2_stream import random_gpt2_reader
-    from headgraph.ingest.plan import head_method, shape_of, stage_flops
     from headgraph.ingest.nullcache import cached_null
+    from headgraph.ingest.plan import head_method, shape_of, stage_flops
 
     shape = shape_of("random:gpt2-small")
     nulls: dict = {}

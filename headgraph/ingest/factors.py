@@ -156,8 +156,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     kv = torch.arange(H, device=dev) // spec.group
     tick = progress or (lambda stage, done, total: None)
     metrics = {m: np.full(len(nodes.names), np.nan, np.float32) for m in NODE_METRICS}
-    read_centred = "fold_ln" in spec.processing  # folded LayerNorm centres reading weights
-    write_centred = "center_writing_weights" in spec.processing
+    read_centred, write_centred = spec.read_centred, spec.write_centred
     mlps = [f"MLP{layer}" for layer in range(spec.n_layers)] if spec.d_mlp else []
     embeds = ["EMBED", "POS_EMBED"] if spec.has_pos_embed else ["EMBED"]
     writers = _DenseCollector(nodes, d, write_centred, "write", metrics, embeds + mlps, dev)

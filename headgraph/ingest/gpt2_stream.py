@@ -32,6 +32,8 @@ from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, Source
 
 TensorSource = Callable[[str], torch.Tensor]
 PROCESSING = "headgraph:fold_ln,center_writing_weights,center_unembed"
+ATTENTION_CACHE_BYTES = 512 << 20
+"""Processed attention weights a reader keeps between passes (else it regenerates them)."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,16 @@ def _center_rows(w: torch.Tensor, dim: int) -> torch.Tensor:
 class GPT2StreamReader:
     """A :class:`~headgraph.ingest.reader.WeightReader` over a GPT-2 tensor source."""
 
-    def __init__(self, get: TensorSource, spec: ModelSpec, info: SourceInfo) -> None:
+    def __init__(self, get: TensorSource, spec: ModelSpec, info: SourceInfo,
+                 cache_bytes: int = ATTENTION_CACHE_BYTES) -> None:
         self._get = get
         self.spec = spec
         self.info = info
+        # an ingest reads each layer's attention three times (factors, scores, virtual
+        # heads); keep the processed weights when they all fit, else regenerate them
+        per_layer = 4 * 4 * spec.d_model * spec.n_heads * spec.d_head
+        self._keep = per_layer * spec.n_layers <= cache_bytes
+        self._attention: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def globals(self) -> GlobalWeights:
         wte = self._get("wte.weight").float().clone()  # ours to centre in place
@@ -169,7 +177,9 @@ class GPT2StreamReader:
         return VocabGrams(embed=embed, unembed=unembed, readout=readout,
                           rows=int(wte.shape[0]), W_pos=W_pos)
 
-    def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
+    def _attention_weights(self, layer: int) -> tuple[torch.Tensor, ...]:
+        if layer in self._attention:
+            return self._attention[layer]
         H, d, dh = self.spec.n_heads, self.spec.d_model, self.spec.d_head
         p = f"h.{layer}."
         ln1 = self._get(p + "ln_1.weight").float()
@@ -179,6 +189,13 @@ class GPT2StreamReader:
             w.reshape(d, H, dh).permute(1, 0, 2).contiguous() for w in qkv.split(d, dim=1)
         )
         W_O = _center_rows(self._get(p + "attn.c_proj.weight").float(), -1).reshape(H, dh, d)
+        if self._keep:
+            self._attention[layer] = (W_Q, W_K, W_V, W_O)
+        return W_Q, W_K, W_V, W_O
+
+    def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
+        p = f"h.{layer}."
+        W_Q, W_K, W_V, W_O = self._attention_weights(layer)
         W_in = W_out = None
         if mlp:
             ln2 = self._get(p + "ln_2.weight").float()
@@ -188,7 +205,7 @@ class GPT2StreamReader:
                             W_out=W_out)
 
     def close(self) -> None:
-        pass
+        self._attention.clear()
 
 
 def random_gpt2_reader(text: str) -> GPT2StreamReader:

@@ -272,7 +272,12 @@ def copying_scores(
     Returns ``positive_fraction`` (share of eigenvalues with real part > 0) and
     ``ratio = Σλ / Σ|λ|`` in [-1, 1], each ``[H]``.
     """
-    core = W_O @ readout @ W_V[kv_of_head]  # (H, dh, dh)
+    return copying_core_scores(W_O @ readout @ W_V[kv_of_head])  # (H, dh, dh) cores
+
+
+def copying_core_scores(core: Tensor) -> tuple[Tensor, Tensor]:
+    """``(positive_fraction, ratio)`` from the eigenvalues of ``d_head x d_head`` cores
+    ``[n, dh, dh]`` (see :func:`copying_scores`)."""
     eig = torch.linalg.eigvals(core.double())
     positive = (eig.real > 0).double().mean(dim=-1)
     total = eig.sum(dim=-1).real

@@ -38,9 +38,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from headgraph.ingest.spec import ModelSpec
 
 NULL_SEED = 20211222  # the framework paper's publication date
 NULL_VERSION = 2
@@ -77,6 +81,35 @@ class NullStat:
 
 def null_key(writer: OperandShape, reader: OperandShape, kind: str) -> str:
     return f"{writer.label()}->{reader.label()}:{kind}"
+
+
+EdgeType = tuple[OperandShape, OperandShape, str]
+
+
+def edge_types(spec: ModelSpec) -> list[EdgeType]:
+    """Every (writer shape, reader shape, kind) whose null an ingest of ``spec`` needs, in
+    the shapes :mod:`headgraph.ingest.factors` gives its nodes."""
+    d, L = spec.d_model, spec.n_layers
+    head_w = OperandShape("head", d, spec.d_head, spec.write_centred)
+    head_r = OperandShape("head", d, spec.d_head, spec.read_centred)
+    embeds = [OperandShape("dense", d, spec.d_vocab, spec.write_centred)]
+    if spec.has_pos_embed:
+        embeds.append(OperandShape("dense", d, spec.n_ctx, spec.write_centred))
+    mlp_w = OperandShape("dense", d, spec.d_mlp, spec.write_centred) if spec.d_mlp else None
+    mlp_r = OperandShape("dense", d, spec.d_mlp_in, spec.read_centred) if spec.d_mlp else None
+    unembed = OperandShape("dense", d, spec.d_vocab, spec.read_centred)
+    into_heads = [*embeds, head_w] if L > 1 else list(embeds)
+    if mlp_w is not None and L > 1:
+        into_heads.append(mlp_w)
+    types: list[EdgeType] = [(w, head_r, k) for w in into_heads for k in "QKV"]
+    dense_readers = [(unembed, "UNEMBED")] + ([(mlp_r, "MLP")] if mlp_r is not None else [])
+    writers = [*embeds, head_w] + ([mlp_w] if mlp_w is not None else [])
+    for reader, kind in dense_readers:
+        for w in writers:
+            if kind == "MLP" and w is mlp_w and L < 2:
+                continue  # an MLP feeds only later MLPs
+            types.append((w, reader, kind))
+    return list(dict.fromkeys(types))
 
 
 def null_samples(writer: OperandShape, reader: OperandShape) -> int:

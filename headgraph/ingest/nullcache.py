@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,21 +90,36 @@ def store_cached(stat: NullStat) -> None:
         return
 
 
-def cached_null(known: dict[str, NullStat]) -> NullProvider:
+class CachedNull:
     """A null provider: ``known`` (the database's baselines, updated in place), then the
-    disk cache, then :func:`~headgraph.ingest.null.sample_null` (stored on disk)."""
-    def provider(writer: OperandShape, reader: OperandShape, kind: str) -> NullStat:
+    disk cache, then :func:`~headgraph.ingest.null.sample_null` (stored on disk).
+    ``seconds`` is the time spent finding and sampling nulls (the ingest's "null" stage,
+    which happens inside composition as edge types turn up)."""
+
+    def __init__(self, known: dict[str, NullStat]) -> None:
+        self.known = known
+        self.seconds = 0.0
+        self.sampled = 0
+
+    def __call__(self, writer: OperandShape, reader: OperandShape, kind: str) -> NullStat:
         key = null_key(writer, reader, kind)
-        stat = known.get(key)
-        if stat is None:
-            stat = load_cached(key, null_seed(key), null_samples(writer, reader))
+        stat = self.known.get(key)
+        if stat is not None:
+            return stat
+        start = time.perf_counter()
+        stat = load_cached(key, null_seed(key), null_samples(writer, reader))
         if stat is None:
             stat = sample_null(writer, reader, kind)
             store_cached(stat)
-        known[key] = stat
+            self.sampled += 1
+        self.known[key] = stat
+        self.seconds += time.perf_counter() - start
         return stat
 
-    return provider
+
+def cached_null(known: dict[str, NullStat]) -> CachedNull:
+    """:class:`CachedNull` over ``known``."""
+    return CachedNull(known)
 
 
 def missing_nulls(keys: list[tuple[OperandShape, OperandShape, str]],

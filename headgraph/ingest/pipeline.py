@@ -36,6 +36,7 @@ from headgraph.ingest.manifest import FleetItem, check_fleet
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.sources import describe
 from headgraph.ingest.task import ModelJob, ModelResult, TaskFailedError, compute_model
+from headgraph.ingest.virtual import VirtualSearch
 from headgraph.ingest.writer import FAULT_ENV, ModelLabel, WriteResult, write_model
 from headgraph.schema import tables as t
 from headgraph.schema.database import (
@@ -62,6 +63,7 @@ class IngestReport:
     replaced: bool
     timings: dict[str, float] = field(default_factory=dict)
     graph: ComposedGraph | None = None
+    virtual: VirtualSearch | None = None  # how the chains of 3 were searched
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ def ingest(
         replaced=done.written.replaced,
         timings={**result.timings, "write": done.write_seconds},
         graph=result.graph if keep_graph else None,
+        virtual=result.virtual_search,
     )
 
 

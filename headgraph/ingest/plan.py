@@ -21,7 +21,9 @@ from headgraph.ingest.cost import (
     gram_fraction,
     head_pair_flops,
 )
+from headgraph.ingest.spec import ModelSpec
 
+GATED_PREFIXES = ("Llama", "Mistral", "Qwen", "Gemma", "Phi3", "OLMo", "Olmo")
 BYTES_PER_EDGE = 9.0  # measured on DuckDB for gpt2-xl-sized models (BENCHMARKS.md)
 
 
@@ -100,6 +102,20 @@ def stage_flops(s: ModelShape) -> dict[str, float]:
         "readout and copying": 2 * d * d * s.d_vocab + L * H * 2 * dh * d * d,
         "Gram pairs": dense_pairs,
     }
+
+
+def shape_of_spec(spec: ModelSpec) -> ModelShape:
+    """The plan's view of a model already open (its :class:`ModelSpec`); MLPs count as
+    gated for the architectures whose MLPs are (Llama-family)."""
+    gated = spec.architecture.startswith(GATED_PREFIXES)
+    return ModelShape(spec.architecture, spec.n_layers, spec.n_heads, spec.n_kv_heads,
+                      spec.d_model, spec.d_head, spec.d_mlp, spec.d_vocab, spec.n_ctx, gated,
+                      spec.parallel_blocks, spec.has_pos_embed, 0, False)
+
+
+def compose_flops(spec: ModelSpec) -> float:
+    """All of :func:`stage_flops` for an open model."""
+    return float(sum(stage_flops(shape_of_spec(spec)).values()))
 
 
 def peak_bytes(s: ModelShape) -> float:

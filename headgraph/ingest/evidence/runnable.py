@@ -48,6 +48,24 @@ class RunnableModel:
     def n_heads(self) -> int:
         return int(self.bridge.cfg.n_heads)
 
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads (fewer than ``n_heads`` under grouped-query attention)."""
+        return int(self.bridge.W_K.shape[1])
+
+    def source_hooks(self) -> list[str]:
+        """Where each writer that Q/K/V edges start from writes, in residual order, for
+        the writers this bridge exposes: ``hook_embed``, ``hook_pos_embed``, then per layer
+        ``blocks.{l}.attn.hook_z`` (heads) and ``blocks.{l}.hook_mlp_out``."""
+        have = self.bridge.hook_dict
+        names = [n for n in ("hook_embed", "hook_pos_embed") if n in have]
+        if getattr(self.bridge.cfg, "positional_embedding_type", "standard") != "standard":
+            names = [n for n in names if n != "hook_pos_embed"]  # rotary: not a residual write
+        for layer in range(self.n_layers):
+            names += [n for n in (f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out")
+                      if n in have]
+        return names
+
 
 def _source_dir(source: str) -> Path | None:
     if source == "toy" or source.startswith("toy@"):
