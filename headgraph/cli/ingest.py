@@ -172,12 +172,18 @@ def _print_fleet(report) -> None:
 
 
 def plan(
-    source: Annotated[str, typer.Argument(help="Model directory, 'toy' or 'random:SHAPE'.")],
+    source: Annotated[str, typer.Argument(help="Model directory, .gguf file, 'toy' or "
+                                          "'random:SHAPE'.")],
+    db: DbOption = None,
+    probes: Annotated[str | None, typer.Option(help="Plan the evidence run too (as "
+                                               "`ingest --probes`).")] = None,
 ) -> None:
-    """Print what an ingest of SOURCE will cost (edges, FLOPs, memory, size, time)."""
+    """Print what an ingest of SOURCE will cost: edges, FLOPs, memory, size, and the
+    seconds of every stage on this machine."""
     from headgraph.ingest.plan import make_plan
 
-    p = run(make_plan, source)
+    known = run(_stored_nulls, db)
+    p = run(make_plan, source, probes=probes, known_nulls=known)
     s = p.shape
     table = Table(title=f"plan for {source}", show_header=False)
     table.add_row("architecture", s.architecture)
@@ -193,9 +199,23 @@ def plan(
         table.add_row(f"FLOPs: {stage}", f"{flops / 1e12:,.3f} T")
     table.add_row("peak memory", f"{p.peak_bytes / 2**30:,.1f} GiB")
     table.add_row("database", f"{p.database_bytes / 2**20:,.0f} MiB")
-    table.add_row("time here", f"{p.seconds:,.0f} s at {p.gflops_rate:,.0f} GFLOP/s (CPU)")
+    table.add_row("Gaussian nulls to sample", f"{p.nulls_to_sample} (the others are cached)")
+    for stage, seconds in p.stages.items():
+        table.add_row(f"time: {stage}", f"{seconds:,.1f} s")
+    table.add_row("time here", f"{p.seconds:,.0f} s, process start to commit "
+                  f"(matmul floor {p.gflops_rate:,.0f} GFLOP/s now)")
     console.print(table)
 
+
+def _stored_nulls(db: str | None) -> dict:
+    """The null baselines the target database holds (none if it does not exist yet)."""
+    from headgraph.ingest.pipeline import preflight
+    from headgraph.schema.database import resolve_target
+
+    target = resolve_target(db)
+    if target.path is not None and not target.path.exists():
+        return {}
+    return preflight(target, "\0plan", replace=True)
 
 
 AttributionOption = Annotated[str, typer.Option(

@@ -19,6 +19,7 @@ from headgraph.ingest.cost import choose_head_method, gram_edges
 from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.kernel import (
     copying_scores,
+    dense_gram_blocks,
     frob,
     gram_block_pairs,
     head_read_factors,
@@ -51,6 +52,9 @@ class DenseSide:
     sq_norms: torch.Tensor  # (n,) ‖W‖_F^2
     shapes: tuple[OperandShape, ...]
     positions: np.ndarray  # residual-stream positions of the nodes
+    # block-Gram route: the upper blocks of every Gram, cut once ([n, s_p, s_q] each;
+    # a reader's off-diagonal blocks doubled, see kernel.read_gram_blocks), else None
+    blocks: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class Factors:
         dev = torch.device(device)
 
         def side(s: DenseSide) -> DenseSide:
-            return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions)
+            blocks = None if s.blocks is None else tuple(b.to(dev) for b in s.blocks)
+            return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions,
+                             blocks)
 
         grams = None if self.A_grams is None else tuple(g.to(dev) for g in self.A_grams)
         readout = None if self.readout is None else self.readout.to(dev)
@@ -128,15 +134,24 @@ class _DenseCollector:
         metric = "out_norm" if self.side == "write" else "in_norm"
         self.metrics[metric][self.ids[k]] = float(self.sq[k].clamp_min(0).sqrt())
 
-    def build(self) -> DenseSide:
+    def build(self, edges: tuple[int, ...] = ()) -> DenseSide:
+        """The stacked Grams; with ``edges`` (the block-Gram route) their upper blocks too."""
         filled = [k for k, s in enumerate(self.shapes) if s is not None]
         if len(filled) != len(self.shapes):  # e.g. an MLP the reader did not give
             keep = torch.as_tensor(filled, dtype=torch.long)
             self.grams, self.sq = self.grams[keep], self.sq[keep]
             self.ids = self.ids[filled]
             self.shapes = [self.shapes[k] for k in filled]
+        blocks = None
+        if edges:
+            blocks = tuple(dense_gram_blocks(self.grams, edges))
+            if self.side == "read":
+                for b, (_, _, diagonal) in zip(blocks, gram_block_pairs(edges), strict=True):
+                    if not diagonal:
+                        b.mul_(2.0)
         return DenseSide(ids=self.ids, grams=self.grams, sq_norms=self.sq,
-                         shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids])
+                         shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids],
+                         blocks=blocks)
 
 
 def _gram_stacks(n: int, edges: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
@@ -197,7 +212,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
         del A_layers
         return Factors(
             spec=spec, nodes=nodes, A=A_all, A_sq=frob(A_all).square(),
-            writers=writers.build(), readers=readers.build(),
+            writers=writers.build(edges), readers=readers.build(edges),
             head_writer=OperandShape("head", d, dh, write_centred),
             head_reader=OperandShape("head", d, dh, read_centred), metrics=metrics,
             A_grams=None if grams is None else tuple(grams), gram_edges=edges,

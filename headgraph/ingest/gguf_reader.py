@@ -348,6 +348,31 @@ def bridge_from_gguf(path: Path) -> tuple[Any, Any, str]:
     return bridge, tokenizer, arch
 
 
+def gguf_shape_fields(path: Path) -> dict[str, Any]:
+    """What ``headgraph plan`` needs of a GGUF file, from its header alone: the shape, the
+    parameter count, and whether it is streamed (Llama family) or loaded whole."""
+    file = parse_gguf(path)
+    m = file.metadata
+    arch = str(m.get("general.architecture", ""))
+
+    def key(name: str, default: Any = 0) -> int:
+        return int(m.get(f"{arch}.{name}", default) or default)
+
+    H, d = key("attention.head_count", 1), key("embedding_length", 1)
+    embd = file.tensors.get("token_embd.weight")
+    return {
+        "architecture": STREAMED.get(arch, arch), "n_layers": key("block_count", 1),
+        "n_heads": H, "n_kv_heads": key("attention.head_count_kv", H), "d_model": d,
+        "d_head": key("attention.key_length", d // max(H, 1)),
+        "d_mlp": key("feed_forward_length"), "d_vocab": embd.shape[0] if embd else 0,
+        "n_ctx": key("context_length", 2048), "gated": arch in STREAMED,
+        "parallel": False, "pos_embed": arch not in STREAMED and arch in ("gpt2", "starcoder"),
+        "n_parameters": int(sum(np.prod(t.shape) for t in file.tensors.values())),
+        "loads_whole_model": arch not in STREAMED,
+        "processing": PROCESSING if arch in STREAMED else "fold_ln,center_writing_weights",
+    }
+
+
 def read_gguf(path: Path, source: str):
     """The weight reader of a GGUF file: streamed for the Llama family, else a bridge over
     transformers' load of it (processing then records the file's quantization too)."""
@@ -357,7 +382,9 @@ def read_gguf(path: Path, source: str):
         return GGUFReader(file, source)
     from headgraph.ingest.bridge_reader import BridgeReader
 
-    bridge, _, hf_arch = bridge_from_gguf(path)
+    bridge, tokenizer, hf_arch = bridge_from_gguf(path)
+    if tokenizer is not None:
+        bridge.tokenizer = tokenizer  # for running it later (probes)
     reader = BridgeReader(bridge, SourceInfo(source=source, weights_digest=_digest(path)),
                           readout="unembed", architecture=hf_arch)
     spec = reader.spec

@@ -45,7 +45,7 @@ def qr_r(x: Tensor) -> Tensor:
     its Cholesky factor ``L^T`` (far cheaper than a batched Householder QR on the CPU), or,
     for a rank-deficient ``x`` where Cholesky fails, the Gram's symmetric square root.
     """
-    gram = x.transpose(-1, -2).double() @ x.double()  # (..., k, k)
+    gram = (x.transpose(-1, -2) @ x).double()  # (..., k, k): fp32 products, fp64 factor
     lower, info = torch.linalg.cholesky_ex(gram)
     root = lower.transpose(-1, -2)
     failed = info != 0
@@ -243,7 +243,7 @@ def tied_vocab_grams(E: Tensor, scale: Tensor | None, *, centre_write: bool,
     One ``2 d_model^2 d_vocab`` product instead of three (exact; tested against the
     direct products in tests/test_kernel.py)."""
     G = E.T @ E
-    m = E.double().mean(dim=0)
+    m = E.mean(dim=0, dtype=torch.float64)
     Gc = (G.double() - E.shape[0] * torch.outer(m, m)).to(G.dtype) if centre_vocab else G
     if scale is not None:
         Gc_right = Gc * scale[:, None]  # D G_c

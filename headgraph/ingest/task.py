@@ -43,6 +43,7 @@ from headgraph.ingest.null import NullStat
 from headgraph.ingest.nullcache import cached_null
 from headgraph.ingest.scoring import LayerScorer
 from headgraph.ingest.sources import open_source
+from headgraph.ingest.stages import STAGES
 from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead, VirtualSearch, score_virtual_heads
 from headgraph.ingest.writer import FAULT_ENV, ModelLabel
@@ -144,6 +145,7 @@ def compute_model(job: ModelJob, progress: Progress | None = None,
         timings["probes"] = time.perf_counter() - start
     finally:
         reader.close()
+    timings = {stage: timings[stage] for stage in STAGES if stage in timings}  # plan's order
     return ModelResult(index=job.index, graph=graph, info=reader.info, virtual=virtual,
                        evidence=evidence, virtual_search=search, timings=timings,
                        host=f"{socket.gethostname()}:{os.getpid()}")
