@@ -16,9 +16,9 @@ import duckdb
 import numpy as np
 import pytest
 import torch
+from gguf_files import write_llama_gguf
 from typer.testing import CliRunner
 
-from gguf_files import write_llama_gguf
 from headgraph.cli import app
 from headgraph.errors import SourceError
 from headgraph.ingest.bridge_reader import BridgeReader

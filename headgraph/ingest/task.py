@@ -43,8 +43,8 @@ from headgraph.ingest.null import NullStat
 from headgraph.ingest.nullcache import cached_null
 from headgraph.ingest.scoring import LayerScorer
 from headgraph.ingest.sources import open_source
-from headgraph.ingest.stages import STAGES
 from headgraph.ingest.spec import SourceInfo
+from headgraph.ingest.stages import STAGES
 from headgraph.ingest.virtual import VirtualHead, VirtualSearch, score_virtual_heads
 from headgraph.ingest.writer import FAULT_ENV, ModelLabel
 
