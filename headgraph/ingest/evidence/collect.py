@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 from sqlalchemy import Connection, and_, delete
 
@@ -41,6 +42,7 @@ from headgraph.ingest.evidence.attribution import MODES, Attribution, attribute
 from headgraph.ingest.evidence.causal import HeadRef, ProbeRunner, SourceRef, split_qkv_inputs
 from headgraph.ingest.evidence.probes import Probe
 from headgraph.ingest.evidence.runnable import RunnableModel
+from headgraph.schema import arrays
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
 from headgraph.schema.metrics import APPROXIMATIONS
@@ -291,21 +293,25 @@ def _attribution_rows(attr: Attribution, probe: str, method: str
 def evidence_tables(model_id: int, evidence: Evidence) -> tuple[pa.Table, pa.Table]:
     """Arrow tables for ``node_scores`` and ``edge_scores``."""
     ns, es = evidence.node_scores, evidence.edge_scores
+
+    def values(rows) -> pa.Array:
+        return arrays.numeric(np.fromiter((r.value for r in rows), np.float32, len(rows)))
+
     nodes = pa.table({
-        "model_id": pa.array([model_id] * len(ns), pa.int32()),
-        "node": pa.array([s.node for s in ns], pa.string()),
-        "metric": pa.array([s.metric for s in ns], pa.string()),
-        "probe": pa.array([s.probe for s in ns], pa.string()),
-        "value": pa.array([s.value for s in ns], pa.float32()),
+        "model_id": arrays.constant(model_id, len(ns)),
+        "node": arrays.strings([s.node for s in ns]),
+        "metric": arrays.strings([s.metric for s in ns]),
+        "probe": arrays.strings([s.probe for s in ns]),
+        "value": values(ns),
     })
     edges = pa.table({
-        "model_id": pa.array([model_id] * len(es), pa.int32()),
-        "source": pa.array([s.source for s in es], pa.string()),
-        "target": pa.array([s.target for s in es], pa.string()),
-        "kind": pa.array([s.kind for s in es], pa.string()),
-        "metric": pa.array([s.metric for s in es], pa.string()),
-        "probe": pa.array([s.probe for s in es], pa.string()),
-        "value": pa.array([s.value for s in es], pa.float32()),
+        "model_id": arrays.constant(model_id, len(es)),
+        "source": arrays.strings([s.source for s in es]),
+        "target": arrays.strings([s.target for s in es]),
+        "kind": arrays.strings([s.kind for s in es]),
+        "metric": arrays.strings([s.metric for s in es]),
+        "probe": arrays.strings([s.probe for s in es]),
+        "value": values(es),
     })
     return nodes, edges
 
