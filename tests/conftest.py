@@ -11,7 +11,10 @@ for their run time.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the Gaussian nulls a test session samples stay in the session (not the user's cache)
+if "HEADGRAPH_CACHE_DIR" not in os.environ:
+    os.environ["HEADGRAPH_CACHE_DIR"] = tempfile.mkdtemp(prefix="headgraph-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["HEADGRAPH_CACHE_DIR"], True)
 
 PG_FIXTURES = {"pg_server", "pg_url", "pg_store"}
 NEEDS_SERVICES = {"test_ray_executor.py": "Ray", "test_ray_cluster.py": "Ray",

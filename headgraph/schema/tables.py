@@ -10,6 +10,8 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
                 the target in that kind.
 ``node_scores`` evidence from running the model (role scores, ablation effects).
 ``edge_scores`` causal evidence on edges (path patching, discovered circuits).
+``evidence_agreement`` per model and probe, how well an estimate (attribution patching,
+                EAP-IG) agrees with the exact measurement where both are stored.
 ``virtual_heads`` V-composition chains of 2-3 heads scored exactly as one OV circuit.
 ``baselines``   the Gaussian null per edge type, cached across models of one shape.
 ``meta``        key/value: the schema version.
@@ -168,6 +170,19 @@ edge_scores = Table(
     Column("metric", String, nullable=False),
     Column("probe", String, nullable=False),
     Column("value", REAL, nullable=False),
+)
+
+evidence_agreement = Table(
+    "evidence_agreement",
+    metadata,
+    Column("model_id", Integer, nullable=False),
+    Column("probe", String, nullable=False),
+    Column("quantity", String, nullable=False),  # the exact metric, e.g. ablation_mean_dloss
+    Column("method", String, nullable=False),  # attribution | integrated_gradients
+    Column("n", Integer, nullable=False),  # heads (or edges) with both numbers
+    Column("spearman", REAL),  # rank correlation over those n (NULL below 3)
+    Column("k", Integer, nullable=False),  # min(10, n)
+    Column("overlap", Integer, nullable=False),  # |top-k by |estimate| ∩ top-k by |exact||
 )
 
 virtual_heads = Table(
