@@ -4,6 +4,7 @@ either backend, fresh PostgreSQL databases."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,15 @@ from headgraph.server import uvicorn_config
 
 BACKENDS = ("duckdb", "postgresql")
 ROOT = Path(__file__).resolve().parents[1]
+
+
+PROGRESS_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ")
+"""A stage's progress line, as the CLI logs it on stderr when that is not a terminal."""
+
+
+def said(output: str) -> list[str]:
+    """The non-blank lines of a command's output other than its progress log lines."""
+    return [x for x in output.splitlines() if x.strip() and not PROGRESS_LINE.match(x)]
 
 
 def benchmark_module(name: str) -> ModuleType:

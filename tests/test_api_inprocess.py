@@ -57,9 +57,9 @@ def test_query_errors_print_codes_and_exit_1(toy_db: Path):
     assert json.loads(r.stdout)["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
 
 
-def test_query_refusals_exit_2_with_one_line(toy_db: Path, tmp_path: Path):
+def test_query_refusals_exit_with_their_status_and_one_line(toy_db: Path, tmp_path: Path):
     r = runner.invoke(app, ["query", "--db", str(tmp_path / "none.duckdb"), "{ models { name } }"])
-    assert r.exit_code == 2 and "error [DATABASE_ERROR]" in r.output
+    assert r.exit_code == 5 and "error [DATABASE_ERROR]" in r.output
     r = runner.invoke(app, ["query", "--db", str(toy_db), "--var", "novalue", "{ models { name } }"])
     assert r.exit_code == 2 and "error [BAD_INPUT]" in r.output
     r = runner.invoke(app, ["query", "--db", str(toy_db), "-s", "max_nothing=1", "{ models { name } }"])
@@ -72,7 +72,9 @@ def test_serve_refuses_bad_settings_before_starting(toy_db: Path):
     r = runner.invoke(app, ["serve", "--db", str(toy_db), "--setting", "max_depth=-1"])
     assert r.exit_code == 2 and "error [BAD_INPUT]" in r.output
     r = runner.invoke(app, ["serve", "--help"])
-    assert all(s.name in r.output for s in SETTINGS)
+    assert "headgraph settings" in r.output  # one short line, not every setting twice
+    r = runner.invoke(app, ["settings"])
+    assert r.exit_code == 0 and all(s.name in r.output for s in SETTINGS)
 
 
 # --- batching ---------------------------------------------------------------------------

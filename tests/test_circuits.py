@@ -206,4 +206,4 @@ def test_the_cli_imports_a_circuit_onto_a_stored_model(toy_copy, tmp_path):
     assert "eap-ig-json" in result.output and "toy/eap-ig/ioi" in result.output
     result = CliRunner().invoke(app, ["import", "--db", str(toy_copy), str(path),
                                       "--model", "toy", "--task", "ioi"])
-    assert result.exit_code == 2 and "CIRCUIT_EXISTS" in result.output
+    assert result.exit_code == 4 and "CIRCUIT_EXISTS" in result.output

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import benchmark_module, hold_for_writing, waiting_writer, write_briefly
+from support import benchmark_module, hold_for_writing, said, waiting_writer, write_briefly
 
 from headgraph.attribution.importer import import_graph
 from headgraph.attribution.synth import SynthSpec, graph_document
@@ -588,7 +588,7 @@ def test_ingests_of_lying_configs_and_unscorable_models_fail_fast_beside_the_ser
             r = subprocess.run([sys.executable, "-m", "headgraph.cli", "ingest", str(src),
                                 "--db", str(store)], capture_output=True, text=True,
                                timeout=120, cwd=ROOT)
-            lines = [x for x in (r.stdout + r.stderr).splitlines() if x.strip()]
+            lines = said(r.stdout + r.stderr)
             assert r.returncode == 2 and len(lines) == 1 and f"[{code}]" in lines[0], lines
             out.say(f"{src.name}: {code} in {time.perf_counter() - t:.1f} s")
 

@@ -240,10 +240,10 @@ def test_a_killed_ingest_leaves_the_database_as_it_was(small_db: Path):
     assert names == {"small", "after-crash"}
 
 
-def test_cli_prints_one_clear_line_and_exits_2(small_db: Path):
+def test_cli_prints_one_clear_line_and_exits_4_when_the_model_exists(small_db: Path):
     before = snapshot(small_db)
     result = CliRunner().invoke(app, ["ingest", SMALL, "--db", str(small_db), "--name", "small"])
-    assert result.exit_code == 2
+    assert result.exit_code == 4  # exists: --replace overwrites it (headgraph.errors)
     out = result.output.strip()
     assert out.startswith("error [MODEL_EXISTS]") and "Traceback" not in out
     assert snapshot(small_db) == before

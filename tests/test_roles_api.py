@@ -158,3 +158,57 @@ def test_roles_scores_and_edge_evidence_batch_per_level(probed_db: Path):
     # then for the feeder sources: their node rows (when not listed already) and roles (2).
     # The count depends on the depth of the query, not on the number of heads.
     assert n_one == n_every <= 10, (n_one, n_every)
+
+
+@pytest.mark.parametrize("fmt", ["json", "cyjs", "graphml", "dot"])
+def test_every_export_format_carries_the_roles_graphql_answers(probed_db: Path, fmt: str):
+    """Exports read roles as ``Node.roles`` does (they once read metrics no longer stored
+    and wrote ``"roles": ""`` everywhere), and carry every promised field."""
+    import io
+    import json
+    import xml.etree.ElementTree as ET
+
+    import pydot
+
+    from headgraph.graph.export import EDGE_FIELDS, NODE_FIELDS, write_export
+    from headgraph.queries.evidence import roles_of
+    from headgraph.queries.models import get_model
+
+    with open_reader(probed_db, release=True) as reader, reader.session() as db:
+        model = get_model(db, "toy")
+        want = {n: ",".join(r.role for r in rs) for n, rs in roles_of(
+            db, model.model_id, ["L0H2", "L1H0", "L1H1", "L1H2", "L1H3", "EMBED"]).items()}
+        buf = io.StringIO()
+        write_export(db, "toy", fmt, buf)
+    text = buf.getvalue()
+    assert "induction" in want["L1H2"] and want["EMBED"] == ""
+    if fmt in ("json", "cyjs"):
+        doc = json.loads(text)
+        nodes = doc["nodes"] if fmt == "json" else [n["data"] for n in doc["elements"]["nodes"]]
+        edges = doc["edges"] if fmt == "json" else [e["data"] for e in doc["elements"]["edges"]]
+        got = {n["id"]: n["roles"] for n in nodes}
+        node = next(n for n in nodes if n["id"] == "L1H2")
+        edge = edges[0]
+    elif fmt == "graphml":
+        ns = {"g": "http://graphml.graphdrawing.org/xmlns"}
+        root = ET.fromstring(text)
+        keys = {k.get("id"): k.get("attr.name") for k in root.findall("g:key", ns)}
+
+        def data(el):
+            return {keys[d.get("key")]: d.text for d in el.findall("g:data", ns)}
+
+        nodes = {n.get("id"): data(n) for n in root.iter(f"{{{ns['g']}}}node")}
+        got = {k: v.get("roles", "") for k, v in nodes.items()}
+        node = nodes["L1H2"]
+        edge = data(next(root.iter(f"{{{ns['g']}}}edge")))
+    else:
+        graph = pydot.graph_from_dot_data(text)[0]
+        nodes = {n.get_name().strip('"'): {k: v.strip('"') for k, v in n.get_attributes().items()}
+                 for n in graph.get_nodes()}
+        got = {k: v.get("roles", "") for k, v in nodes.items() if k not in ("node", "edge")}
+        node = nodes["L1H2"]
+        edge = {k: v.strip('"') for k, v in graph.get_edges()[0].get_attributes().items()}
+    for name, roles in want.items():
+        assert got[name] == roles, (fmt, name)
+    assert set(NODE_FIELDS) - {"in_norm", "out_norm"} <= set(node), (fmt, node)
+    assert set(EDGE_FIELDS) <= set(edge), (fmt, edge)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import said
 from transformers import GPT2Config, GPT2LMHeadModel
 from typer.testing import CliRunner
 
@@ -161,7 +162,7 @@ def test_encoder_decoders_and_mixtures_of_experts_are_refused_with_one_line(
     src = _tiny(kind, tmp_path / kind)
     result = CliRunner().invoke(app, ["ingest", str(src), "--db", str(tmp_path / "c.duckdb")])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    lines = [x for x in result.output.splitlines() if x.strip()]
+    lines = said(result.output)
     assert len(lines) == 1 and "[UNSUPPORTED_ARCHITECTURE]" in lines[0] and says in lines[0]
     assert not (tmp_path / "c.duckdb").exists()
 

@@ -352,7 +352,12 @@ class ExportRoutes:
         await send({"type": "http.response.body", "body": png})
 
     def _draw(self, ask: PlotAsk) -> bytes:
-        from headgraph.graph.plot import composition_heatmap, copying_chart, series_chart
+        from headgraph.graph.plot import (
+            composition_heatmap,
+            copying_chart,
+            series_chart,
+            series_label,
+        )
 
         with _PLOT_LOCK, self.service.open_session(max_rows=self.settings.max_rows) as db:
             if ask.plot == "composition":
@@ -364,10 +369,9 @@ class ExportRoutes:
                                    source=ask.get("source"), target=ask.get("target"),
                                    kind=kind.upper() if kind else None,
                                    metric=ask.get("metric"))
-            what = ask.get("node") or (f"{ask.get('source')} -{(kind or '').upper()}-> "
-                                       f"{ask.get('target')}")
-            return series_chart(points, f"{ask.get('family')}: {what} "
-                                        f"{ask.get('metric') or ''}".rstrip())
+            what = series_label(ask.get("node"), ask.get("source"), ask.get("target"),
+                                (kind or "").upper() or None, ask.get("metric"))
+            return series_chart(points, what, ask.get("family"))
 
 
 # --- responses --------------------------------------------------------------------------

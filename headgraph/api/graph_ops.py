@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select
 
-from headgraph.errors import BadInputError, NodeNotFoundError
+from headgraph.errors import BadInputError
 from headgraph.queries.records import EdgeRow, ModelRow
 from headgraph.queries.series import SeriesPoint, series
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, models, nodes
+from headgraph.schema.tables import edges
 
 if TYPE_CHECKING:
     from headgraph.graph.compare import Comparison, EdgeChange
@@ -157,18 +157,6 @@ def changed_edges(db: GraphDB, comparison: Comparison, *, top: int = 20,
 def family_series(db: GraphDB, family: str, *, node: str | None = None,
                   source: str | None = None, target: str | None = None,
                   kind: str | None = None, metric: str | None = None) -> list[SeriesPoint]:
-    """:func:`~headgraph.queries.series.series`, with :class:`NodeNotFoundError` for a node
-    name that no checkpoint of the family has (rather than a silently empty series)."""
-    points = series(db, family, node=node, source=source, target=target, kind=kind,
-                    metric=metric)
-    if not points:
-        named = [n for n in (node, source, target) if n is not None]
-        stmt = select(nodes.c.node).distinct().select_from(
-            nodes.join(models, models.c.model_id == nodes.c.model_id)).where(and_(
-                models.c.family == family, nodes.c.node.in_(named)))
-        found = {r["node"] for r in db.rows(stmt)} if named else set()
-        missing = [n for n in named if n not in found]
-        if missing:
-            raise NodeNotFoundError(f"no checkpoint of family {family!r} has a node named "
-                                    f"{', '.join(map(repr, missing))}.")
-    return points
+    """:func:`~headgraph.queries.series.series` (``Query.series``)."""
+    return series(db, family, node=node, source=source, target=target, kind=kind,
+                  metric=metric)

@@ -26,20 +26,31 @@ from typing import Annotated
 import typer
 
 from headgraph.cli import database, demo, graph, importing, ingest, serve
-from headgraph.cli.common import err_console, state
+from headgraph.cli.common import CONTEXT, err_console, readable_help, state
 from headgraph.errors import HeadgraphError
+from headgraph.version import __version__
 
+readable_help()
 app = typer.Typer(
     help="headgraph: a graph database of transformer circuit structure.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=CONTEXT,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"headgraph {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+                                          callback=_version, is_eager=True)] = False,
 ) -> None:
     state["debug"] = debug
 
@@ -54,4 +65,4 @@ def main() -> None:  # pragma: no cover - entry point
         app()
     except HeadgraphError as exc:
         err_console.print(f"error [{exc.code}]: {exc}")
-        sys.exit(2)
+        sys.exit(exc.exit_status)

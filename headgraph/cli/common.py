@@ -15,8 +15,11 @@ from rich.console import Console
 
 from headgraph.errors import BadInputError, HeadgraphError
 
-console = Console()
-err_console = Console(stderr=True)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""Click settings of every command: ``-h`` as well as ``--help``."""
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
 """Global flags set by the top-level callback (``--debug``)."""
 
@@ -24,24 +27,43 @@ T = TypeVar("T")
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="DuckDB file or SQLAlchemy URL (default: $HEADGRAPH_DB or "
-                 "headgraph.duckdb)."),
+    typer.Option("--db", metavar="FILE|URL", help="DuckDB file or SQLAlchemy URL (default: "
+                 "$HEADGRAPH_DB or headgraph.duckdb)."),
 ]
 
 ThreadsOption = Annotated[int | None, typer.Option(
-    help="torch CPU threads (default: torch's choice, one per core). Beside a server on the "
-    "same machine, leave it a core: the API's p99 under load doubled with an ingest on every "
-    "core, whatever its nice level (BENCHMARKS.md).")]
+    metavar="N", help="torch CPU threads (default: one per core). Beside a server on the same "
+    "machine, leave it a core.")]
+
+ModelOption = Annotated[str, typer.Option("--model", metavar="NAME", help="Model name.")]
+
+
+def readable_help() -> None:
+    """Show parameters as their names (``--db FILE|URL``, ``SOURCE...``, a bare ``--replace``)
+    in help: typer prints the Python type (``<str>``, ``<list[str]>``, ``<bool>``) beside
+    every parameter whose metavar it makes up, flags and arguments included."""
+    from typer.core import TyperArgument, TyperOption
+
+    def option_type(self, ctx) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar is not None:
+            return self.metavar
+        return self.name.upper()
+
+    TyperOption.display_type_rich = option_type
+    TyperArgument.display_type_rich = lambda self, ctx: None
 
 
 def fail(exc: BaseException) -> NoReturn:
-    """Print ``exc`` as one coded line and exit 2 (re-raise it under ``--debug``)."""
+    """Print ``exc`` as one coded line and exit with its status (see
+    :mod:`headgraph.errors`; re-raise it under ``--debug``)."""
     if state["debug"]:
         raise exc
     code = getattr(exc, "code", "ERROR")
     err_console.print(f"[bold red]error[/] [{code}]: {exc}", markup=True, highlight=False,
                       soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(getattr(exc, "exit_status", 2))
 
 
 def run(fn: Callable[..., T], *args, **kwargs) -> T:
@@ -53,6 +75,22 @@ def run(fn: Callable[..., T], *args, **kwargs) -> T:
     except KeyboardInterrupt:
         err_console.print("interrupted: nothing was written.")
         raise typer.Exit(130) from None
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux ``/proc``), or ``None`` elsewhere:
+    what the interpreter and the imports cost before a command's own work."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22: starttime, in clock ticks since boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def set_threads(threads: int | None) -> None:

@@ -42,11 +42,12 @@ def check(db: DbOption = None) -> None:
 
 
 def copy_cmd(
-    source: Annotated[str, typer.Option("--from", help="Source database (path or URL).")],
-    dest: Annotated[str, typer.Option("--to", help="Destination database (path or URL).")],
-    model: Annotated[list[str] | None, typer.Option("--model", help="Model to copy "
+    source: Annotated[str, typer.Option("--from", metavar="FILE|URL", help="Source database.")],
+    dest: Annotated[str, typer.Option("--to", metavar="FILE|URL", help="Destination database.")],
+    model: Annotated[list[str] | None, typer.Option("--model", metavar="NAME", help="Model to copy "
                                                     "(repeat; default: all).")] = None,
-    replace: Annotated[bool, typer.Option(help="Overwrite models of the same name.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite models of the same "
+                                          "name.")] = False,
 ) -> None:
     """Copy models between databases (DuckDB <-> PostgreSQL), one transaction per model."""
     from headgraph.maintenance import copy_models

@@ -116,18 +116,22 @@ def register(app: typer.Typer) -> None:
                 return run_series(reader, family, node=node, source=source, target=target,
                                   kind=kind.upper() if kind else None, metric=metric)
 
+        from headgraph.graph.plot import series_label
+
         points = run(work)
-        table = Table(title=f"{family}: {node or f'{source} -{kind}-> {target}'} "
-                            f"{metric or ('copying_ratio' if node else 'score')}")
+        what = series_label(node, source, target, kind.upper() if kind else None, metric)
+        console.print(f"{family}: {what}", highlight=False)
+        table = Table()
         for col in ("step", "model", "value"):
             table.add_column(col)
         for p in points:
             table.add_row(str(p.step), p.model, f"{p.value:.4f}")
         console.print(table)
         if plot is not None:
-            from headgraph.graph.plot import series_chart
+            from headgraph.graph.plot import series_chart, series_label
 
-            plot.write_bytes(run(series_chart, points, f"{family}: series"))
+            what = series_label(node, source, target, kind.upper() if kind else None, metric)
+            plot.write_bytes(run(series_chart, points, what, family))
             console.print(f"wrote {plot}")
 
     @app.command()

@@ -16,32 +16,25 @@ import typer
 from headgraph.cli.common import DbOption
 from headgraph.errors import DatabaseLockedError, HeadgraphError
 
-
-def _settings_option() -> Any:
-    from headgraph.api.settings import SETTINGS
-
-    listing = "; ".join(f"{s.name} ({s.shown}): {s.help.rstrip('.')}" for s in SETTINGS)
-    return typer.Option("--setting", "-s", metavar="NAME=VALUE",
-                        help=f"Change a limit; repeat for several. Settings: {listing}.")
-
-
-SettingOption = Annotated[list[str] | None, _settings_option()]
+SettingOption = Annotated[list[str] | None, typer.Option(
+    "--setting", "-s", metavar="NAME=VALUE",
+    help="Change a limit or switch (repeat for several); `headgraph settings` lists them.")]
 
 
 def _refuse(exc: HeadgraphError) -> None:
     typer.echo(f"error [{exc.code}]: {exc}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(exc.exit_status)
 
 
 def serve(
     db: DbOption = None,
     host: Annotated[str, typer.Option(
-        help="Interface to listen on. The default serves this machine only; give 0.0.0.0 "
+        metavar="ADDRESS", help="Interface to listen on. The default serves this machine only; give 0.0.0.0 "
              "(with --auth-token) to share the server on a network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port.")] = 8000,
     setting: SettingOption = None,
     auth_token: Annotated[str | None, typer.Option(
-        "--auth-token", envvar="HEADGRAPH_AUTH_TOKEN", show_envvar=True,
+        "--auth-token", metavar="TOKEN", envvar="HEADGRAPH_AUTH_TOKEN", show_envvar=True,
         help="Require `Authorization: Bearer TOKEN` on every route but /healthz (the "
              "auth_token setting). Prefer the environment variable: a command line is "
              "visible to other users of the machine.")] = None,
@@ -99,7 +92,21 @@ def _value(raw: str) -> Any:
         return raw
 
 
+def settings() -> None:
+    """List the server's settings (for --setting NAME=VALUE) with their defaults."""
+    from rich.table import Table
+
+    from headgraph.api.settings import SETTINGS
+    from headgraph.cli.common import console
+
+    table = Table("setting", "default", "what it does")
+    for s in SETTINGS:
+        table.add_row(s.name, s.shown, s.help)
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the API's commands (serve, query) to the CLI."""
+    """Add the API's commands (serve, query, settings) to the CLI."""
     app.command("serve")(serve)
     app.command("query")(query)
+    app.command("settings")(settings)

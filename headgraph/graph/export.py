@@ -9,11 +9,15 @@ format     what reads it                                shape
 ``dot``    Graphviz                                      ``digraph`` with edge attributes
 =========  ===========================================  ==================================
 
-Nodes carry their metrics (norms, copying) and roles; edges carry ``kind``, ``score``,
-``baseline`` and ``rank``. Edges are read in Arrow batches and written as they come, so an
-export of millions of edges never holds them all (let alone twice). Filters: edge kinds,
-a minimum score, each target's top-k feeders, or an explicit set of edges (a circuit or a
-path set).
+Nodes carry :data:`NODE_FIELDS` (kind, layer, head, the key/value head a query head reads,
+norms, copying scores), their ``roles`` (comma-separated, the same roles as GraphQL's
+``Node.roles``: :func:`headgraph.queries.evidence.roles_of`) and a layered drawing position
+``x`` (residual-stream column: embeddings 0, layer ``l`` at ``l + 1``, the unembedding
+last) and ``y`` (head index; an MLP below its layer's heads). Edges carry
+:data:`EDGE_FIELDS`: ``kind``, ``score``, ``baseline``, ``null_std``, ``z`` and ``rank``.
+Edges are read in Arrow batches and written as they come, so an export of millions of
+edges never holds them all (let alone twice). Filters: edge kinds, a minimum score, each
+target's top-k feeders, or an explicit set of edges (a circuit or a path set).
 """
 
 from __future__ import annotations
@@ -26,20 +30,21 @@ from typing import TextIO
 from xml.sax.saxutils import escape, quoteattr
 
 import pyarrow as pa
-from sqlalchemy import and_, select
+from sqlalchemy import func, select
 
 from headgraph.errors import BadInputError
 from headgraph.queries.arrow import arrow_batches, edge_filter
+from headgraph.queries.evidence import roles_of
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
-from headgraph.schema.tables import edges, node_scores, nodes
+from headgraph.schema.tables import edges, nodes
 
 FORMATS = ("json", "cyjs", "graphml", "dot")
-NODE_FIELDS = ("kind", "layer", "head", "qk_norm", "ov_norm", "copying_positive_fraction",
-               "copying_ratio", "in_norm", "out_norm")
-EDGE_FIELDS = ("kind", "score", "baseline", "rank")
+NODE_FIELDS = ("kind", "layer", "head", "kv_head", "qk_norm", "ov_norm",
+               "copying_positive_fraction", "copying_ratio", "in_norm", "out_norm")
+EDGE_FIELDS = ("kind", "score", "baseline", "null_std", "z", "rank")
 BATCH = 65536
 
 
@@ -61,30 +66,42 @@ def _clean(value):
     return value
 
 
+def position(row, model: ModelRow) -> tuple[int, int]:
+    """A node's place in a layered drawing: ``(x, y)`` = (residual-stream column, row)."""
+    kind, layer, head = row["kind"], row["layer"], row["head"]
+    if kind == "head":
+        return layer + 1, head
+    if kind == "mlp":
+        return layer + 1, model.n_heads
+    if kind == "unembed":
+        return model.n_layers + 1, 0
+    return 0, 1 if row["node"] == "POS_EMBED" else 0
+
+
 def node_records(db: GraphDB, model: ModelRow) -> list[dict]:
-    """Every node of the model with its metrics and ``roles`` (from stored evidence)."""
-    rows = db.rows(select(nodes).where(nodes.c.model_id == model.model_id))
-    roles: dict[str, list[str]] = {}
-    for r in db.rows(select(node_scores.c.node, node_scores.c.metric).where(and_(
-            node_scores.c.model_id == model.model_id, node_scores.c.metric.like("role:%"),
-            node_scores.c.value > 0))):
-        roles.setdefault(r["node"], []).append(r["metric"][5:])
+    """Every node of the model with its metrics, ``roles`` (as ``Node.roles`` answers) and
+    drawing position ``x``, ``y``."""
+    rows = sorted(db.rows(select(nodes).where(nodes.c.model_id == model.model_id)),
+                  key=lambda r: r["node"])
+    roles = roles_of(db, model.model_id, [r["node"] for r in rows])
     out = []
-    for r in sorted(rows, key=lambda r: r["node"]):
+    for r in rows:
         rec = {"id": r["node"]}
         for f in NODE_FIELDS:
             v = _clean(r[f])
             if v is not None:
                 rec[f] = v
-        rec["roles"] = ",".join(sorted(roles.get(r["node"], [])))
+        rec["roles"] = ",".join(x.role for x in roles.get(r["node"], []))
+        rec["x"], rec["y"] = position(r, model)
         out.append(rec)
     return out
 
 
 def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa.RecordBatch]:
     """The filtered edges in Arrow batches, strongest first within each target."""
+    z = ((edges.c.score - edges.c.baseline) / func.nullif(edges.c.null_std, 0)).label("z")
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline, edges.c.rank).where(
+                  edges.c.baseline, edges.c.null_std, z, edges.c.rank).where(
         edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
     for batch in arrow_batches(db, stmt, BATCH):
         yield _keep(batch, flt)
@@ -147,7 +164,9 @@ def _cyjs(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: Tex
     out.write('{"format_version": "1.0", "generated_by": "headgraph", "data": ')
     out.write(json.dumps(_graph_attrs(model)))
     out.write(', "elements": {"nodes": [')
-    out.write(", ".join(json.dumps({"data": n}) for n in node_list))
+    out.write(", ".join(json.dumps({"data": n, "position": {"x": 120 * n["x"],
+                                                             "y": 60 * n["y"]}})
+                        for n in node_list))
     out.write('], "edges": [')
     count = 0
     for r in rows:
@@ -159,14 +178,15 @@ def _cyjs(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: Tex
     return count
 
 
-_GRAPHML_TYPES = {"kind": "string", "layer": "int", "head": "int", "roles": "string",
-                  "score": "double", "baseline": "double", "rank": "int"}
+_GRAPHML_TYPES = {"kind": "string", "layer": "int", "head": "int", "kv_head": "int",
+                  "roles": "string", "x": "int", "y": "int", "score": "double",
+                  "baseline": "double", "null_std": "double", "z": "double", "rank": "int"}
 
 
 def _graphml(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n'
               '<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n')
-    node_keys = (*NODE_FIELDS, "roles")
+    node_keys = (*NODE_FIELDS, "roles", "x", "y")
     for f in node_keys:
         out.write(f'  <key id="n_{f}" for="node" attr.name="{f}" '
                   f'attr.type="{_GRAPHML_TYPES.get(f, "double")}"/>\n')
@@ -184,7 +204,8 @@ def _graphml(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: 
     for r in rows:
         out.write(f"    <edge source={quoteattr(r['source'])} target={quoteattr(r['target'])}>")
         for f in EDGE_FIELDS:
-            out.write(f'<data key="e_{f}">{escape(str(r[f]))}</data>')
+            if r[f] is not None:
+                out.write(f'<data key="e_{f}">{escape(str(r[f]))}</data>')
         out.write("</edge>\n")
         count += 1
     out.write("  </graph>\n</graphml>\n")
@@ -204,7 +225,7 @@ def _dot(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: Text
                "UNEMBED": "#7f7f7f"}
     count = 0
     for r in rows:
-        attrs = ", ".join(f"{f}={_dot_id(str(r[f]))}" for f in EDGE_FIELDS)
+        attrs = ", ".join(f"{f}={_dot_id(str(r[f]))}" for f in EDGE_FIELDS if r[f] is not None)
         out.write(f"  {_dot_id(r['source'])} -> {_dot_id(r['target'])} [{attrs}, "
                   f"color={_dot_id(colours[r['kind']])}];\n")
         count += 1

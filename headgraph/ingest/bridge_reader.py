@@ -9,7 +9,6 @@ this path suits models up to a few hundred million parameters; the streamed read
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from headgraph.errors import BadWeightsError, SourceError, UnsupportedArchitectureError
+from headgraph.ingest.digest import digest_files, weight_files
 from headgraph.ingest.sanity import (
     check_against_weights,
     check_shape,
@@ -80,21 +80,6 @@ def _resolve_architecture(config: Any, where: str) -> tuple[str, bool]:
             f"headgraph cannot read it. Supported include: {shown}, ..."
         )
     return adapter_arch, headed
-
-
-def digest_files(paths: list[Path]) -> str:
-    """sha256 over the weight files (name and bytes), so a changed file gives a new digest."""
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def weight_files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
 
 
 def load_hf_model(path: Path, *, allow_pickle: bool = False) -> tuple[Any, Any, str, bool]:
@@ -177,12 +162,13 @@ class BridgeReader:
             "W_V": bridge.W_V.detach(),
             "W_O": bridge.W_O.detach(),
         }
-        d_mlp = 0
+        d_mlp, gated = 0, False
         if not getattr(cfg, "attn_only", False):
             W_in = bridge.W_in.detach()
             W_gate = bridge.W_gate
             if W_gate is not None:
                 W_in = torch.cat([W_gate.detach(), W_in], dim=-1)
+                gated = True
             self._W["W_in"] = W_in
             self._W["W_out"] = bridge.W_out.detach()
             d_mlp = int(self._W["W_out"].shape[-2])
@@ -206,6 +192,7 @@ class BridgeReader:
             readout=readout,
             has_pos_embed=self._W_pos is not None,
             processing=bridge_processing(bridge),
+            gated_mlp=gated,
         )
 
     def globals(self) -> GlobalWeights:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from headgraph.ingest.factors import compute_factors
+from headgraph.ingest.factors import Factors, compute_factors
 from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.nodes import NodeTable
 from headgraph.ingest.null import NullStat, OperandShape, sample_null
@@ -145,7 +145,23 @@ def compose(
     executor: LayerScorer | None = None,
     head_method: str = "auto",
 ) -> ComposedGraph:
-    """Compute every node metric and composition edge of the model behind ``reader``.
+    """Compute every node metric and composition edge of the model behind ``reader``
+    (:func:`compose_model`, without the factors)."""
+    return compose_model(reader, device=device, null=null, progress=progress,
+                         executor=executor, head_method=head_method)[0]
+
+
+def compose_model(
+    reader: WeightReader,
+    *,
+    device: str | torch.device = "cpu",
+    null: NullProvider = sample_null,
+    progress: Progress | None = None,
+    executor: LayerScorer | None = None,
+    head_method: str = "auto",
+) -> tuple[ComposedGraph, Factors]:
+    """Compute every node metric and composition edge of the model behind ``reader``, and
+    return the pass-1 factors too (the virtual heads are scored from them).
 
     Parameters
     ----------
@@ -163,6 +179,7 @@ def compose(
     buf = _EdgeBuffer(null)
     layers = list(range(spec.n_layers))
     done = 0
+    tick("compose", 0, spec.n_layers)
     blocks_of = (score_layers_here(factors, reader, layers) if executor is None
                  else executor.score_layers(factors, reader, layers))
     for blocks in blocks_of:
@@ -176,5 +193,6 @@ def compose(
         buf.add(block)
     edges, stats = buf.finish(factors.nodes.names)
     tick("rank", 1, 1)
-    return ComposedGraph(spec=spec, nodes=factors.nodes, metrics=factors.metrics, edges=edges,
-                         nulls=stats)
+    graph = ComposedGraph(spec=spec, nodes=factors.nodes, metrics=factors.metrics, edges=edges,
+                          nulls=stats)
+    return graph, factors

@@ -36,8 +36,10 @@ from headgraph.ingest.manifest import FleetItem, check_fleet
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.sources import describe
 from headgraph.ingest.task import ModelJob, ModelResult, TaskFailedError, compute_model
-from headgraph.ingest.writer import FAULT_ENV, ModelLabel, WriteResult, write_model
+from headgraph.ingest.virtual import VirtualSearch
+from headgraph.ingest.writer import FAULT_ENV, ModelLabel, WriteResult, refusal, write_model
 from headgraph.schema import tables as t
+from headgraph.schema.carry import attached_rows
 from headgraph.schema.database import (
     DatabaseTarget,
     begin_writing,
@@ -62,6 +64,9 @@ class IngestReport:
     replaced: bool
     timings: dict[str, float] = field(default_factory=dict)
     graph: ComposedGraph | None = None
+    kept: dict[str, int] = field(default_factory=dict)  # evidence a replace carried over
+    dropped: dict[str, int] = field(default_factory=dict)  # ... or dropped (weights changed)
+    virtual: VirtualSearch | None = None  # how the chains of 3 were searched
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,8 @@ def preflight(target: DatabaseTarget, name: str, replace: bool) -> dict[str, Nul
                 return {}
             clash = conn.execute(select(t.models.c.model_id).where(t.models.c.name == name)).first()
             if clash is not None and not replace:
-                raise ModelExistsError(
-                    f"{target}: a model named {name!r} is already stored. Pass --replace to "
-                    "overwrite it, or --name to store this one under another name."
-                )
+                raise ModelExistsError(refusal(target, name, None,
+                                               attached_rows(conn, clash.model_id)))
             rows = conn.execute(select(t.baselines)).mappings()
             return {
                 r["key"]: NullStat(r["key"], r["mean"], r["std"], r["samples"], r["seed"])
@@ -231,6 +234,9 @@ def ingest(
         replaced=done.written.replaced,
         timings={**result.timings, "write": done.write_seconds},
         graph=result.graph if keep_graph else None,
+        kept=done.written.kept,
+        dropped=done.written.dropped,
+        virtual=result.virtual_search,
     )
 
 

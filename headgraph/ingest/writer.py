@@ -2,7 +2,9 @@
 
 Readers never see half a model and a failed or killed ingest leaves the database exactly
 as it was: the model row, its nodes and edges (and, with ``replace``, the removal of the
-old version) commit together or not at all.
+old version) commit together or not at all. A replace keeps the old version's evidence and
+circuits when the weights are unchanged (same ``weights_digest``) and drops them, saying
+so, when they differ (:mod:`headgraph.schema.carry`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +25,10 @@ from headgraph.ingest.evidence.collect import Evidence, store_evidence
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead
+from headgraph.schema import arrays
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
+from headgraph.schema.carry import attached_rows, describe_rows, put_rows, take_rows
 from headgraph.schema.database import (
     DatabaseTarget,
     begin_writing,
@@ -57,27 +61,46 @@ class ModelLabel:
 
 @dataclass(frozen=True)
 class WriteResult:
+    """What a write stored; on a replace, the evidence it ``kept`` (weights unchanged) or
+    ``dropped`` (weights changed), row counts by table."""
+
     model_id: int
     n_nodes: int
     n_edges: int
     replaced: bool
+    kept: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def refusal(target: DatabaseTarget, name: str, same_weights: bool | None,
+            attached: dict[str, int]) -> str:
+    """Why a model of this name cannot be stored without ``--replace``, and what a replace
+    would keep or drop (``same_weights`` None: not known yet)."""
+    text = f"{target}: a model named {name!r} is already stored"
+    if attached:
+        fate = {True: "keeps them (the weights are unchanged)",
+                False: "drops them (these weights differ)",
+                None: "keeps them if the weights are unchanged, else drops them"}[same_weights]
+        text += f", with {describe_rows(attached)}; --replace {fate}"
+    return text + (". Pass --replace to overwrite it, or --name to store this one under "
+                   "another name.")
 
 
 def _opt_int(values: np.ndarray) -> pa.Array:
-    return pa.array(values, type=pa.int16(), mask=values < 0)
+    return arrays.numeric(values, np.int16, null=values < 0)
 
 
 def _opt_float(values: np.ndarray) -> pa.Array:
-    return pa.array(values, type=pa.float32(), mask=~np.isfinite(values))
+    return arrays.numeric(values, np.float32, null=~np.isfinite(values))
 
 
 def nodes_table(model_id: int, graph: ComposedGraph) -> pa.Table:
     n = graph.nodes
     kv = np.where(n.heads >= 0, n.heads // graph.spec.group, -1)
     cols = {
-        "model_id": pa.array(np.full(len(n.names), model_id, np.int32)),
-        "node": pa.array(n.names, pa.string()),
-        "kind": pa.array(n.kinds, pa.string()),
+        "model_id": arrays.constant(model_id, len(n.names)),
+        "node": arrays.strings(n.names),
+        "kind": arrays.strings(n.kinds),
         "layer": _opt_int(n.layers),
         "head": _opt_int(n.heads),
         "kv_head": _opt_int(kv),
@@ -89,32 +112,34 @@ def nodes_table(model_id: int, graph: ComposedGraph) -> pa.Table:
 
 def edges_table(model_id: int, graph: ComposedGraph) -> pa.Table:
     e = graph.edges
-    names = pa.array(graph.nodes.names, pa.string())
-    kinds = pa.array(EDGE_KINDS, pa.string())
+    names = arrays.strings(graph.nodes.names)
+    kinds = arrays.strings(EDGE_KINDS)
     return pa.table(
         {
-            "model_id": pa.array(np.full(len(e), model_id, np.int32)),
-            "source": names.take(pa.array(e.source)),
-            "target": names.take(pa.array(e.target)),
-            "kind": kinds.take(pa.array(e.kind.astype(np.int32))),
-            "score": pa.array(e.score),
-            "baseline": pa.array(e.baseline),
-            "null_std": pa.array(e.null_std),
-            "rank": pa.array(e.rank),
+            "model_id": arrays.constant(model_id, len(e)),
+            "source": names.take(arrays.numeric(e.source, np.int32)),
+            "target": names.take(arrays.numeric(e.target, np.int32)),
+            "kind": kinds.take(arrays.numeric(e.kind, np.int32)),
+            "score": arrays.numeric(e.score, np.float32),
+            "baseline": arrays.numeric(e.baseline, np.float32),
+            "null_std": arrays.numeric(e.null_std, np.float32),
+            "rank": arrays.numeric(e.rank, np.int32),
         }
     )
 
 
 def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
+    def floats(values: list[float]) -> pa.Array:
+        return arrays.numeric(np.asarray(values, np.float32))
+
     return pa.table({
-        "model_id": pa.array([model_id] * len(virtual), pa.int32()),
-        "heads": pa.array([",".join(v.heads) for v in virtual], pa.string()),
-        "length": pa.array([len(v.heads) for v in virtual], pa.int16()),
-        "score": pa.array([v.score for v in virtual], pa.float32()),
-        "heuristic": pa.array([v.heuristic for v in virtual], pa.float32()),
-        "copying_positive_fraction": pa.array([v.copying_positive_fraction for v in virtual],
-                                              pa.float32()),
-        "copying_ratio": pa.array([v.copying_ratio for v in virtual], pa.float32()),
+        "model_id": arrays.constant(model_id, len(virtual)),
+        "heads": arrays.strings([",".join(v.heads) for v in virtual]),
+        "length": arrays.numeric(np.asarray([len(v.heads) for v in virtual], np.int16)),
+        "score": floats([v.score for v in virtual]),
+        "heuristic": floats([v.heuristic for v in virtual]),
+        "copying_positive_fraction": floats([v.copying_positive_fraction for v in virtual]),
+        "copying_ratio": floats([v.copying_ratio for v in virtual]),
     })
 
 
@@ -136,15 +161,20 @@ def write_model(
         with begin_writing(engine, target) as conn:
             ensure_schema(conn, target)
             old = conn.execute(
-                select(t.models.c.model_id).where(t.models.c.name == label.name)
+                select(t.models.c.model_id, t.models.c.weights_digest)
+                .where(t.models.c.name == label.name)
             ).first()
-            if old is not None and not replace:
-                raise ModelExistsError(
-                    f"{target}: a model named {label.name!r} is already stored. Pass --replace "
-                    "to overwrite it, or --name to store this one under another name."
-                )
+            carried, dropped = None, {}
             if old is not None:
-                delete_model(conn, old[0])
+                same = old.weights_digest == info.weights_digest
+                if not replace:
+                    raise ModelExistsError(refusal(target, label.name, same,
+                                                   attached_rows(conn, old.model_id)))
+                if same:
+                    carried = take_rows(conn, old.model_id)
+                else:
+                    dropped = attached_rows(conn, old.model_id)
+                delete_model(conn, old.model_id)
             _store_nulls(conn, graph.nulls)
             model_id = conn.execute(
                 insert(t.models)
@@ -177,6 +207,7 @@ def write_model(
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             insert_model_edges(conn, model_id, edges_table(model_id, graph))
             bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
+            kept = {} if carried is None else put_rows(conn, model_id, carried)
             if evidence is not None:
                 store_evidence(conn, model_id, evidence)
             fault_point("before_commit")
@@ -190,6 +221,8 @@ def write_model(
         n_nodes=len(graph.nodes.names),
         n_edges=len(graph.edges),
         replaced=old is not None,
+        kept=kept,
+        dropped=dropped,
     )
 
 

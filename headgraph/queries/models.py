@@ -67,3 +67,9 @@ def database_sizes(db: GraphDB) -> dict[str, int]:
                          budgeted=False)[0]["n"]
     return {"models": int(row["models"] or 0), "nodes": int(row["nodes"] or 0),
             "heads": int(row["heads"] or 0), "circuits": int(n_circuits or 0)}
+
+
+def stored_digest(db: GraphDB, name: str) -> str | None:
+    """The weights digest of the model called ``name``, or ``None`` if there is none."""
+    rows = db.rows(select(models.c.weights_digest).where(models.c.name == name))
+    return rows[0]["weights_digest"] if rows else None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, select
 
-from headgraph.errors import BadInputError, ModelNotFoundError
+from headgraph.errors import BadInputError, ModelNotFoundError, NodeNotFoundError
 from headgraph.queries.nodes import check_kind
 from headgraph.queries.session import GraphDB
 from headgraph.schema.tables import edges, models, node_scores, nodes
@@ -31,7 +31,8 @@ def series(db: GraphDB, family: str, *, node: str | None = None, source: str | N
     Node series: ``node`` and a ``metric`` that is a node column (``copying_ratio``...) or
     an evidence metric in ``node_scores``. Edge series: ``source``, ``target``, ``kind`` and
     ``metric`` in ``score`` (default), ``baseline``, ``rank``, ``z``. Checkpoints without a
-    step, or where the node or edge is absent, are left out.
+    step, or where the node or edge is absent, are left out; a node that no checkpoint of
+    the family has is :class:`~headgraph.errors.NodeNotFoundError`.
 
     Examples
     --------
@@ -68,5 +69,23 @@ def series(db: GraphDB, family: str, *, node: str | None = None, source: str | N
     else:
         raise BadInputError("a series needs node= (with metric=) or source=, target= and kind=.")
     rows = db.rows(stmt.order_by(run.c.step))
-    return [SeriesPoint(int(r["step"]), r["name"], float(r["value"])) for r in rows
-            if r["value"] is not None]
+    points = [SeriesPoint(int(r["step"]), r["name"], float(r["value"])) for r in rows
+              if r["value"] is not None]
+    if not points:
+        _check_nodes(db, family, [n for n in (node, source, target) if n is not None])
+    return points
+
+
+def _check_nodes(db: GraphDB, family: str, named: list[str]) -> None:
+    """:class:`NodeNotFoundError` for a node name that no checkpoint of ``family`` has
+    (rather than a silently empty series)."""
+    if not named:
+        return
+    stmt = select(nodes.c.node).distinct().select_from(
+        nodes.join(models, models.c.model_id == nodes.c.model_id)).where(and_(
+            models.c.family == family, nodes.c.node.in_(named)))
+    found = {r["node"] for r in db.rows(stmt)}
+    missing = [n for n in named if n not in found]
+    if missing:
+        raise NodeNotFoundError(f"no checkpoint of family {family!r} has a node named "
+                                f"{', '.join(map(repr, missing))}.")
