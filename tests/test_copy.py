@@ -194,7 +194,7 @@ def test_a_copy_onto_a_full_disk_fails_with_one_line_and_writes_nothing(home: Pa
     shutil.copy(copied, dest)
     result = _copy_with_file_limit(home, dest, 1024)  # no file may grow past 1 KB
     output = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in output, output[-2000:]
+    assert result.returncode == 5 and "Traceback" not in output, output[-2000:]
     (line,) = [x for x in output.splitlines() if x.strip()]
     assert line.startswith("error [DATABASE_ERROR]") and "ran out of space" in line, line
     assert "wrote nothing of it" in line
@@ -213,7 +213,7 @@ def test_a_name_postgresql_cannot_store_fails_the_copy_with_one_line(home: Path,
     with duckdb.connect(str(source)) as con:  # DuckDB stores a NUL; PostgreSQL cannot
         con.execute("UPDATE models SET source = 'to' || chr(0) || 'y'")
     result = CliRunner().invoke(app, ["copy", "--from", str(source), "--to", pg_url])
-    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.exit_code == 5 and "Traceback" not in result.output, result.output
     assert "[DATABASE_ERROR]" in result.output and "NUL" in result.output
     engine = create_engine(pg_url)
     with engine.connect() as conn:  # the copy's one transaction left nothing behind

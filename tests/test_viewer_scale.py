@@ -173,7 +173,7 @@ def test_layer_range_kind_top_and_z_filters_change_what_is_drawn_fetching_only_d
 
     viewer.redraw(lambda: (page.fill("#layer-from", "10"), page.fill("#layer-to", "11")))
     assert layers(viewer) == (10, 11) and heads(viewer) == heads_of(10, 11)
-    assert "layers=10-11" in page.url and f"z={floor}" in page.url and "top=1" in page.url
+    assert "layers=10-11" in page.url and f"z={floor:g}" in page.url and "top=1" in page.url
     viewer.redraw(lambda: page.click("#layers-all"))
     assert layers(viewer) == (0, LAYERS - 1)
     viewer.assert_clean()

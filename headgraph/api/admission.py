@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, specified_rules, validate
+from graphql.execution.values import get_variable_values
+from graphql.utilities import get_operation_ast
 from strawberry.extensions import SchemaExtension
 
 from headgraph.api.cost import Plan, PlanError, document_plan, introspection_sizes, named_sizes
@@ -136,6 +138,9 @@ def _check(schema: GraphQLSchema, entry: _Entry, shape_rules: list, rules: list,
                                                      extensions={"code": LIMIT_EXCEEDED})
     if operation in entry.refusals:
         return [entry.refusals[operation]]
+    bad = _variable_errors(schema, entry.document, operation, variables)
+    if bad:  # a wrong variable is the client's input error, whatever the document costs
+        return bad
     plan = entry.plans[operation]
     if plan is not None and settings.max_cost:
         sizes = named_sizes(settings, getattr(request, "database_sizes", None))
@@ -147,3 +152,17 @@ def _check(schema: GraphQLSchema, entry: _Entry, shape_rules: list, rules: list,
     if entry.rules is None:
         entry.rules = validate(schema, entry.document, rules)
     return entry.rules
+
+
+def _variable_errors(schema: GraphQLSchema, document: DocumentNode, operation: str | None,
+                     variables: dict | None) -> list[GraphQLError]:
+    """The errors of coercing ``variables`` to the operation's variable types (as execution
+    would, first): checked before the cost, so an enum value that is none of the enum's is
+    answered as the input error it is. ``[]`` if they coerce, or if the operation is not
+    found (execution reports that)."""
+    op = get_operation_ast(document, operation)
+    if op is None or not op.variable_definitions:
+        return []
+    coerced = get_variable_values(schema, op.variable_definitions, variables or {},
+                                  max_errors=5)
+    return coerced if isinstance(coerced, list) else []

@@ -66,19 +66,32 @@ class Trimmer:
     def __init__(self) -> None:
         self._libc = _libc()
         self._last = 0.0
+        self._scheduled = False
         self._lock = threading.Lock()
 
     def after(self, n_bytes: int, heavy: bool = False) -> None:
         """A request built an answer of ``n_bytes`` (sent or refused), or was ``heavy``
-        (stopped at its deadline, its half-built answer dropped): trim if large."""
+        (stopped at its deadline, its half-built answer dropped): trim if large. A trim
+        asked for within :data:`TRIM_EVERY_S` of the last is deferred to the window's end,
+        never dropped, so the last of several large requests ending together (six
+        downloads let go at once) is followed by a trim too."""
         if self._libc is None or (n_bytes < TRIM_AFTER_BYTES and not heavy):
             return
-        now = time.monotonic()
         with self._lock:
-            if now - self._last < TRIM_EVERY_S:
+            if self._scheduled:  # a trim still to come covers this request
                 return
-            self._last = now
-        threading.Thread(target=self._trim, name="headgraph-trim", daemon=True).start()
+            self._scheduled = True
+            wait = max(0.0, self._last + TRIM_EVERY_S - time.monotonic())
+        threading.Thread(target=self._trim_after, args=(wait,), name="headgraph-trim",
+                         daemon=True).start()
+
+    def _trim_after(self, wait: float) -> None:
+        if wait:
+            time.sleep(wait)
+        with self._lock:
+            self._scheduled = False
+            self._last = time.monotonic()
+        self._trim()
 
     def _trim(self) -> None:
         # the request's tasks, futures and frames form cycles that hold what it read (30
