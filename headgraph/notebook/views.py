@@ -28,6 +28,8 @@ from headgraph.queries.nodes import feeders, get_node, list_nodes, readers, top_
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
 from headgraph.queries.scores import node_scores_of
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import StructuralNullInfo, structural_null_of
+from headgraph.queries.summary import ModelSummary, summarize
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
 
 if TYPE_CHECKING:
@@ -59,14 +61,16 @@ class Circuit:
         return cls(c.root, c.nodes, Rows(c.edges), c.truncated)
 
     def to_networkx(self) -> nx.MultiDiGraph:
-        """Nodes and edges (key = kind; score, baseline, null_std, z, rank as attributes)."""
+        """Nodes and edges (key = kind; score, baseline, null_std, z, gaussian_z, rank as
+        attributes)."""
         import networkx as nx
 
         g = nx.MultiDiGraph(root=self.root, truncated=self.truncated)
         g.add_nodes_from(self.nodes)
         for e in self.edges:
             g.add_edge(e.source, e.target, key=e.kind, kind=e.kind, score=e.score,
-                       baseline=e.baseline, null_std=e.null_std, z=e.z, rank=e.rank)
+                       baseline=e.baseline, null_std=e.null_std, z=e.z,
+                       gaussian_z=e.gaussian_z, rank=e.rank)
         return g
 
     def to_pandas(self):
@@ -215,6 +219,16 @@ class ModelView:
                       max_length=max_length, top=top, min_score=min_score, weight=weight,
                       rank_by=rank_by)
         return Rows(in_session(self.db, find_paths, self.row, ask))
+
+    def summary(self) -> ModelSummary:
+        """The findings a researcher looks for first, each with its evidence (print it, or
+        read its fields; ``Model.summary``, ``headgraph summary``)."""
+        return in_session(self.db, summarize, self.row)
+
+    def structural_null(self) -> StructuralNullInfo | None:
+        """The null its edges' z is measured against: bands and calibration per kind and
+        family (``None`` for a model ingested before headgraph stored it)."""
+        return in_session(self.db, structural_null_of, self.row)
 
     def virtual_heads(self, length: int | None = None, top: int = 10) -> Rows[VirtualHeadRow]:
         """The strongest stored virtual heads (V-composition chains scored exactly)."""

@@ -21,6 +21,7 @@ from headgraph.errors import BadInputError
 from headgraph.queries.nodes import check_count, check_kind
 from headgraph.queries.records import EdgeRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import edge_columns, has_structural_z
 from headgraph.schema.tables import edges, score_at_least
 
 
@@ -112,7 +113,8 @@ def edge_page(db: GraphDB, model_id: int, *, kind: str | None = None,
     >>> nxt = edge_page(db, model.model_id, kind="K", first=50, after=page.end)  # doctest: +SKIP
     """
     check_count("first", first)
-    stmt = _filtered(select(edges), model_id, kind, min_score)
+    stmt = _filtered(select(*edge_columns(has_structural_z(db, model_id))), model_id, kind,
+                     min_score)
     if after is not None:
         stmt = stmt.where(after.after())
     stmt = stmt.order_by(edges.c.score.desc(), edges.c.source, edges.c.target,

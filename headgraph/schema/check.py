@@ -31,7 +31,7 @@ from headgraph.schema.database import (
     schema_state,
 )
 
-CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "virtual_heads")
+CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "virtual_heads", "null_calibration")
 
 Check = Callable[[Connection], list[str]]
 """A feature's check: what is wrong with its tables, one line each (read-only)."""
