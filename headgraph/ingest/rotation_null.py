@@ -42,7 +42,8 @@ RATIO = 2.0
 NULL_TOL = 1e-6
 """Eigenvalues below ``NULL_TOL`` times the largest are the metric's null space: one band
 (a degenerate eigenvalue, so rotations inside it keep the metric exactly)."""
-CHUNK = 256  # components per batched product
+CHUNK = 256  # heads per batched product
+DENSE_CHUNK = 8  # dense Grams per batched product (d_model^2 doubles each, twice)
 
 
 def band_slices(sizes: list[int]) -> list[slice]:
@@ -149,8 +150,8 @@ def gram_features(G: Tensor, V: Tensor, sizes: list[int]) -> Tensor:
     if small:
         cols = torch.cat([torch.arange(slices[k].start, slices[k].stop) for k in small])
         Vs = V[:, cols.to(V.device)].to(G.dtype)
-    for start in range(0, G.shape[0], max(1, CHUNK // 8)):
-        g = G[start : start + CHUNK // 8]
+    for start in range(0, G.shape[0], DENSE_CHUNK):
+        g = G[start : start + DENSE_CHUNK]
         n = g.shape[0]
         total = g.diagonal(dim1=1, dim2=2).sum(-1).double()
         sq_total = g.double().square().sum(dim=(1, 2))

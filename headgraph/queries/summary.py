@@ -44,6 +44,7 @@ from headgraph.queries.nodes import nodes_named
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
 from headgraph.queries.structural import StructuralNullInfo, structural_null_of
+from headgraph.queries.summary_text import summary_lines
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
 from headgraph.schema.tables import edges
 
@@ -120,8 +121,6 @@ class ModelSummary:
 
     def lines(self) -> list[str]:
         """The summary as plain text lines (what the ``summary`` command prints)."""
-        from headgraph.queries.summary_text import summary_lines
-
         return summary_lines(self)
 
     def __str__(self) -> str:

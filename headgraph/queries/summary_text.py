@@ -1,11 +1,12 @@
-"""A model summary (:mod:`headgraph.queries.summary`) as plain text lines."""
+"""A model summary (:mod:`headgraph.queries.summary`) as plain text lines. It reads the
+summary's records by their fields and imports nothing of :mod:`~headgraph.queries.summary`
+(which imports it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from headgraph.queries.summary import EdgeFinding, HeadFinding, ModelSummary
+HeadFinding = EdgeFinding = ModelSummary = Any
 
 ROLE_TITLES = {"previous_token": "Previous-token heads", "induction": "Induction heads",
                "duplicate_token": "Duplicate-token heads", "copying": "Copying heads"}
