@@ -126,12 +126,14 @@ def induction_finding(db: Path, model: str, prev: str) -> tuple[list[str], dict]
     lines.append(f"{model}: {prev} -> keys of the 5 strongest induction heads (goal z >= 5: "
                  f"{'met' if low >= 5 else 'missed'}):")
     for t, (z, place, gz, sixteenth, share) in rows.items():
+        tail = "" if sixteenth is None else f"; 16th head feeder z {sixteenth:.1f}"
         lines.append(f"  {prev} -> {t} (induction share {share:.2f}): z {z:.1f}, "
-                     f"{place} of its K-feeders by z (Gaussian z {gz:.1f}); 16th head feeder"
-                     f" z {sixteenth:.1f}" if sixteenth is not None else
-                     f"  {prev} -> {t} (induction share {share:.2f}): z {z:.1f}, {place} of "
-                     f"its K-feeders by z (Gaussian z {gz:.1f})")
+                     f"{ordinal(place)} of its K-feeders by z (Gaussian z {gz:.1f}){tail}")
     return lines, rows
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def headgraph_cli(*args: str) -> None:

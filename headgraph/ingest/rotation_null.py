@@ -133,7 +133,8 @@ def factor_features(X: Tensor, V: Tensor, sizes: list[int]) -> Tensor:
         flat = g.flatten(2)
         blocks = flat @ flat.transpose(1, 2)
         out.append(_pack(mass, blocks, mass.sum(1)))
-    return torch.cat(out) if out else torch.empty(0, n_features(len(sizes)), dtype=torch.float64)
+    return torch.cat(out) if out else torch.empty(0, n_features(len(sizes)),
+                                                  dtype=torch.float64, device=X.device)
 
 
 def gram_features(G: Tensor, V: Tensor, sizes: list[int]) -> Tensor:
@@ -181,7 +182,8 @@ def gram_features(G: Tensor, V: Tensor, sizes: list[int]) -> Tensor:
             mass[:, big] = total
             blocks[:, big, big] = sq_total
         out.append(_pack(mass, blocks, total))
-    return torch.cat(out) if out else torch.empty(0, n_features(K), dtype=torch.float64)
+    return torch.cat(out) if out else torch.empty(0, n_features(K), dtype=torch.float64,
+                                                  device=G.device)
 
 
 def n_features(K: int) -> int:

@@ -36,7 +36,12 @@ suppression      ``nodes.copying_ratio <= -0.7``            weights (full OV cir
 ===============  =========================================  ===========================
 
 A pattern role holds when the share reaches the threshold on *some* stored probe (or on
-the one named by ``probe``); the record gives the probe with the largest share. A probe
+the one named by ``probe``); the record gives the probe with the largest share. The
+thresholds are fixed effect sizes, not calibrated against a null probe: ``first_token``
+marks a resting position (attention sinks) on many heads of a real model, and
+``copying`` is loose where embeddings are tied (docs/science.md, "How far the thresholds
+can be trusted"). :func:`heads_in_role` with ``order_by="role_score"`` lists a role's
+heads by the number that earned it, strongest first. A probe
 stores a share only where at least 16 of its query rows have a target (e.g. no
 ``induction_share`` on a short random probe over a large vocabulary, where tokens rarely
 recur), so a share is never a ratio of a handful of rows. The
