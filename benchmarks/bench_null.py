@@ -82,15 +82,15 @@ def gql(db: Path, query: str, **variables) -> dict:
     return outcome.body["data"]
 
 
-def head_k_z(db: Path, model: str) -> list[float]:
-    """The z of every head -> head K edge, paged through ``Model.edges``."""
+def head_k_z(db: Path, model: str) -> list[tuple[float, float]]:
+    """(z, Gaussian z) of every head -> head K edge, paged through ``Model.edges``."""
     out, after = [], None
     while True:
         page = gql(db, "query($m: String!, $after: String) { model(name: $m) { edges(kind: K, "
-                       "first: 1000, after: $after) { edges { node { z source { kind } target "
+                       "first: 1000, after: $after) { edges { node { z gaussianZ source { kind } target "
                        "{ kind } } } pageInfo { hasNextPage endCursor } } } }", m=model,
                    after=after)["model"]["edges"]
-        out += [e["node"]["z"] for e in page["edges"]
+        out += [(e["node"]["z"], e["node"]["gaussianZ"]) for e in page["edges"]
                 if e["node"]["source"]["kind"] == e["node"]["target"]["kind"] == "HEAD"]
         if not page["pageInfo"]["hasNextPage"]:
             return out
@@ -107,18 +107,20 @@ def induction_finding(db: Path, model: str, prev: str) -> tuple[list[str], dict]
                    '{ name } z gaussianZ } } }', m=model, prev=prev)
     targets = [h["name"] for h in data["model"]["heads"]]
     into = {r["target"]["name"]: r for r in data["node"]["readers"]}
-    med = statistics.median(abs(z) for z in zs)
+    med = statistics.median(abs(z) for z, _ in zs)
+    gmed = statistics.median(abs(g) for _, g in zs)
     lines = [f"{model}: median |z| over {len(zs):,} head->head K edges {med:.2f} "
-             f"(goal <= 2: {'met' if med <= 2 else 'missed'})"]
+             f"(goal <= 2: {'met' if med <= 2 else 'missed'}; Gaussian z: {gmed:.2f})"]
     rows = {}
     for t in targets:
         feeders = gql(db, "query($m: String!, $t: String!) { node(model: $m, name: $t) { "
-                          "feeders(kind: K, top: 1000) { source { name kind } z } } }", m=model,
+                          "feeders(kind: K, top: 1000) { source { name kind } z gaussianZ } } }", m=model,
                       t=t)["node"]["feeders"]
         ranked = sorted((f for f in feeders if f["z"] is not None), key=lambda f: -f["z"])
         place = [f["source"]["name"] for f in ranked].index(prev) + 1
         heads = [f for f in ranked if f["source"]["kind"] == "HEAD"]
-        sixteenth = heads[15]["z"] if len(heads) > 15 else None
+        by_gaussian = sorted((f["gaussianZ"] for f in heads), reverse=True)
+        sixteenth = (heads[15]["z"], by_gaussian[15]) if len(heads) > 15 else None
         share = max(s["value"] for h in data["model"]["heads"] if h["name"] == t
                     for s in h["scores"] if s["metric"] == "induction_share")
         rows[t] = (into[t]["z"], place, into[t]["gaussianZ"], sixteenth, share)
@@ -126,7 +128,8 @@ def induction_finding(db: Path, model: str, prev: str) -> tuple[list[str], dict]
     lines.append(f"{model}: {prev} -> keys of the 5 strongest induction heads (goal z >= 5: "
                  f"{'met' if low >= 5 else 'missed'}):")
     for t, (z, place, gz, sixteenth, share) in rows.items():
-        tail = "" if sixteenth is None else f"; 16th head feeder z {sixteenth:.1f}"
+        tail = "" if sixteenth is None else (f"; 16th head feeder z {sixteenth[0]:.1f} "
+                                             f"(by Gaussian z: {sixteenth[1]:.1f})")
         lines.append(f"  {prev} -> {t} (induction share {share:.2f}): z {z:.1f}, "
                      f"{ordinal(place)} of its K-feeders by z (Gaussian z {gz:.1f}){tail}")
     return lines, rows

@@ -119,7 +119,8 @@ class ModelSummary:
     previous_token: list[HeadFinding]
     induction: list[HeadFinding]
     induction_keys: list[EdgeFinding] = strawberry.field(
-        description="K edges from previous-token heads into the listed induction heads.")
+        description="K edges from previous-token heads into each listed induction head at z "
+                    ">= 3 (or its strongest one where none reaches 3).")
     duplicate_token: list[HeadFinding]
     copying: list[HeadFinding]
     strongest_k_edges: list[EdgeFinding] = strawberry.field(

@@ -7,9 +7,10 @@ evidence from running the model (roles, path patching):
 * **previous-token**, **induction** and **duplicate-token** heads: the heads that play the
   role (:data:`~headgraph.queries.evidence.ROLE_RULES`), strongest first, with the share
   that earned it and its probe;
-* **the induction circuit's keys**: every K edge from a previous-token head into a listed
-  induction head, with its z, its place among the target's K-feeders by z, the target's
-  key/value head, and its path-patching effect where one was measured;
+* **the induction circuit's keys**: the K edges from previous-token heads into each listed
+  induction head at z >= :data:`Z_ABOVE` (or its strongest one, where none reaches it),
+  with z, place among the target's K-feeders by z, the target's key/value head, and the
+  path-patching effect where one was measured;
 * **copying heads** (by weights: the full OV circuit), the **strongest K edges** between
   heads by z (what the weights alone point to, evidence or not) and the **strongest
   virtual heads**;
@@ -195,8 +196,8 @@ def summarize(db: GraphDB, model: ModelRow) -> ModelSummary:
         top_k = _k_edges(db, model)[:TOP]
         wanted = [(r["source"], r["target"], "K") for r in (*into_ind, *from_prev, *top_k)]
         evidence = edge_evidence_of(db, model.model_id, wanted)
-        keys = [_finding(r, ranks, kv, evidence) for r in into_ind if r["source"] in prev]
-        keys.sort(key=lambda e: (ind.index(e.target), -(e.z or 0.0)))
+        keys = _key_edges([_finding(r, ranks, kv, evidence) for r in into_ind
+                           if r["source"] in prev], ind)
         strongest = [_finding(r, _z_ranks(db, model, sorted({x["target"] for x in top_k})),
                               kv, evidence) for r in top_k]
         disagreements = _disagreements(db, model, roles, into_ind, from_prev, ranks, kv)
@@ -209,6 +210,16 @@ def summarize(db: GraphDB, model: ModelRow) -> ModelSummary:
         copying=_heads(roles["copying"], kv), strongest_k=tuple(strongest),
         virtual_heads=tuple(virtual_heads_of(db, model.model_id, top=3)),
         disagreements=tuple(disagreements), notes=tuple(notes))
+
+
+def _key_edges(found: list[EdgeFinding], targets: list[str]) -> list[EdgeFinding]:
+    """Per induction head (in ``targets`` order): its previous-token feeders at z >=
+    :data:`Z_ABOVE`, strongest first, or the strongest one where none reaches it."""
+    out = []
+    for target in targets:
+        mine = sorted((e for e in found if e.target == target), key=lambda e: -(e.z or 0.0))
+        out += [e for e in mine if (e.z or 0.0) >= Z_ABOVE] or mine[:1]
+    return out
 
 
 def _share(db: GraphDB, model: ModelRow, role: str, node: str) -> str:
@@ -299,7 +310,8 @@ def _causal_not_weights(db: GraphDB, model: ModelRow) -> list[Disagreement]:
         if value is not None and value < 1.0:
             out.append(Disagreement(
                 f"{e.source} -> {e.target} ({e.kind})",
-                f"z {value:.1f}, within what the model's structure explains",
+                f"z {value + 0.0:.1f}, within what the model's structure explains".replace(
+                    "z -0.0", "z 0.0"),
                 f"removing it costs {e.value:.2f} nats on {e.probe} "
                 f"({e.value / best[e.probe]:.0%} of the largest path effect there): it acts "
                 "through more than this direct composition"))
