@@ -208,3 +208,34 @@ def test_database_written_before_the_structural_null(probed_db: Path, tmp_path: 
                          "WHERE m.name = 'toy' AND e.z IS NOT NULL").fetchone()[0]
     con.close()
     assert n_null == 0
+
+
+def test_postgres_database_written_before_the_structural_null(pg_url: str):
+    """On PostgreSQL too: a model stored without z (columns dropped from the partitioned
+    ``edges``, as an older headgraph made it) reads with z null; the next ingest adds the
+    columns and attaches its partition, whose edges have z."""
+    from sqlalchemy import create_engine, text
+
+    from headgraph.ingest.pipeline import ingest
+    from headgraph.schema.check import check_database
+
+    ingest("toy", pg_url)
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE edges DROP COLUMN z"))
+        conn.execute(text("ALTER TABLE models DROP COLUMN null_bands"))
+        conn.execute(text("DROP TABLE null_calibration"))
+    engine.dispose()
+    with headgraph.open(pg_url) as g:
+        old = g.model("toy")
+        assert old.structural_null() is None
+        feeders = old.node("L1H2").feeders("K", top=2)
+        assert feeders[0].z is None and feeders[0].gaussian_z > 10
+        assert old.node("L0H2").readers("K", top=1)[0].reader_rank == 1
+    ingest("toy@1000", pg_url)
+    with headgraph.open(pg_url) as g:
+        assert g.model("toy").node("L1H2").feeders("K", top=1)[0].z is None
+        new = g.model("toy@1000")
+        assert new.structural_null() is not None
+        assert new.node("L1H2").feeders("K", top=1)[0].z is not None
+    assert check_database(pg_url).ok
