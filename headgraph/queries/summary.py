@@ -134,8 +134,10 @@ def _heads(records: list[RoleRecord], kv: dict[str, int | None]) -> tuple[HeadFi
 
 
 def _k_edges(db: GraphDB, model: ModelRow, *, sources: list[str] | None = None,
-             targets: list[str] | None = None) -> list[dict]:
-    """Head -> head K edges (of these sources / into these targets), strongest z first."""
+             targets: list[str] | None = None, min_z: float | None = None,
+             limit: int | None = None) -> list[dict]:
+    """Head -> head K edges (of these sources / into these targets / at z >= ``min_z``),
+    strongest z first, at most ``limit``."""
     c = edges.c
     cond = [c.model_id == model.model_id, c.kind == "K", c.source.like("L%H%"),
             c.target.like("L%H%"), c.z.is_not(None)]
@@ -143,8 +145,11 @@ def _k_edges(db: GraphDB, model: ModelRow, *, sources: list[str] | None = None,
         cond.append(c.source.in_(sources))
     if targets is not None:
         cond.append(c.target.in_(targets))
+    if min_z is not None:
+        cond.append(c.z >= min_z)
     stmt = select(c.source, c.target, c.score, c.rank, c.z).where(and_(*cond))
-    return [dict(r) for r in db.rows(stmt.order_by(c.z.desc(), c.source, c.target))]
+    stmt = stmt.order_by(c.z.desc(), c.source, c.target)
+    return [dict(r) for r in db.rows(stmt if limit is None else stmt.limit(limit))]
 
 
 def _z_ranks(db: GraphDB, model: ModelRow, targets: list[str]) -> dict[tuple[str, str], int]:
@@ -183,6 +188,7 @@ def summarize(db: GraphDB, model: ModelRow) -> ModelSummary:
                      f"--model {model.name}, or ingest with --probes default)")
     prev = [r.node for r in roles["previous_token"]]
     ind = [r.node for r in roles["induction"][:TOP]]
+    ind_all = {r.node for r in roles["induction"]}
     keys: list[EdgeFinding] = []
     strongest: list[EdgeFinding] = []
     disagreements: list[Disagreement] = []
@@ -192,14 +198,16 @@ def summarize(db: GraphDB, model: ModelRow) -> ModelSummary:
     else:
         ranks = _z_ranks(db, model, ind)
         into_ind = _k_edges(db, model, targets=ind) if ind else []
-        from_prev = _k_edges(db, model, sources=prev) if prev else []
-        top_k = _k_edges(db, model)[:TOP]
+        from_prev = (_k_edges(db, model, sources=prev, min_z=Z_STRONG,
+                              limit=TOP + len(prev) * len(ind_all))
+                     if prev else [])
+        top_k = _k_edges(db, model, limit=TOP)
         wanted = [(r["source"], r["target"], "K") for r in (*into_ind, *from_prev, *top_k)]
         evidence = edge_evidence_of(db, model.model_id, wanted)
         keys = _key_edges([_finding(r, ranks, kv, evidence) for r in into_ind
                            if r["source"] in prev], ind)
-        strongest = [_finding(r, _z_ranks(db, model, sorted({x["target"] for x in top_k})),
-                              kv, evidence) for r in top_k]
+        top_ranks = _z_ranks(db, model, sorted({x["target"] for x in top_k}))
+        strongest = [_finding(r, top_ranks, kv, evidence) for r in top_k]
         disagreements = _disagreements(db, model, roles, into_ind, from_prev, ranks, kv)
     return ModelSummary(
         model=model, structural_null=info, probes=probes,
