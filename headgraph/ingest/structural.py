@@ -17,7 +17,8 @@ null"):
 3. **Raw z per edge** on ``s2 = score^2``: ``(s2 - E[s2]) / sd[s2]``, exact moments under
    random rotations within the bands (:func:`~.rotation_null.null_moments`).
 4. **Calibration** (Efron's empirical null): per kind and family of edge,
-   ``delta = median(z)`` and ``phi = max(1, 1.4826 MAD(z))``; the stored ``z`` is
+   ``delta = median(z)`` and ``phi = max(1, 1.4826 MAD(z))`` (lower medians: of an even
+   count, the smaller middle value); the stored ``z`` is
    ``(raw - delta) / phi``. Families: ``head->head``, ``dense->head`` (Q, K, V),
    ``head->dense`` and ``dense->dense`` (MLP, UNEMBED). A family is calibrated on its own
    edges when it has enough (:data:`MIN_OWN`); else ``dense->head`` borrows its kind's
@@ -144,10 +145,18 @@ def _raw_z(s2: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     return z
 
 
+def median_low(values: np.ndarray) -> float:
+    """The lower median: the middle value, or the smaller of the two middle values of an
+    even count (always one of the values; as ``statistics.median_low`` and
+    ``torch.median``)."""
+    k = (len(values) - 1) // 2
+    return float(np.partition(values, k)[k])
+
+
 def _efron(values: np.ndarray) -> tuple[float, float]:
-    """Median and ``max(1, 1.4826 MAD)`` of ``values``."""
-    delta = float(np.median(values))
-    return delta, max(1.0, MAD_SCALE * float(np.median(np.abs(values - delta))))
+    """Lower median and ``max(1, 1.4826 MAD)`` (MAD by the lower median) of ``values``."""
+    delta = median_low(values)
+    return delta, max(1.0, MAD_SCALE * median_low(np.abs(values - delta)))
 
 
 def calibrate(raw: np.ndarray, kinds: np.ndarray, families: np.ndarray,
