@@ -65,6 +65,19 @@ def test_readers_carry_their_rank_among_the_sources_readers(server: Server):
     assert [e["kvHead"] for e in body["data"]["q"]["readers"]] == [None, None]
 
 
+def test_edges_filtered_by_z(server: Server, probed_db: Path):
+    body = server.gql('{ model(name: "toy") { edges(kind: K, minZ: 3) { totalCount edges { '
+                      'node { source { name } target { name } z } } } } }')
+    page = body["data"]["model"]["edges"]
+    want = sql(str(probed_db), "SELECT count(*) FROM edges WHERE kind = 'K' AND z >= 3")[0][0]
+    assert page["totalCount"] == len(page["edges"]) == want
+    pairs = {(e["node"]["source"]["name"], e["node"]["target"]["name"]) for e in page["edges"]}
+    assert {("L0H2", t) for t in INDUCTION} <= pairs
+    assert all(e["node"]["z"] >= 3 for e in page["edges"])
+    with headgraph.open(probed_db) as g:
+        assert len(g.model("toy").edges("K", min_z=3)) == want
+
+
 def test_structural_null_and_role_score_order(server: Server):
     body = server.gql('{ model(name: "toy") { structuralNull { bands bandSizes calibration '
                       '{ kind family edges delta phi basis } } heads(role: "induction", '
@@ -179,6 +192,8 @@ def test_database_written_before_the_structural_null(probed_db: Path, tmp_path: 
         assert any("re-ingest" in n for n in m["summary"]["notes"])
         readers = body["data"]["node"]["readers"]
         assert [r["readerRank"] for r in readers] == [1, 2] and readers[0]["z"] is None
+        filtered = s.gql('{ model(name: "toy") { edges(minZ: 3) { totalCount } } }')
+        assert filtered["errors"][0]["extensions"]["code"] == "BAD_INPUT"
         paths = s.gql('{ model(name: "toy") { paths(target: "L1H2", weight: Z) { score } } }')
         assert paths["errors"][0]["extensions"]["code"] == "BAD_INPUT"
         assert "re-ingest" in paths["errors"][0]["message"]

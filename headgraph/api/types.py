@@ -249,24 +249,25 @@ class EdgeConnection:
     model_id: Private[int]
     kind: Private[str | None]
     min_score: Private[float | None]
+    min_z: Private[float | None]
     edges: list[EdgeEdge]
     page_info: PageInfo
 
     @classmethod
     def of(cls, page: EdgePage, model_id: int, kind: str | None, min_score: float | None,
-           after: EdgeKey | None) -> EdgeConnection:
+           after: EdgeKey | None, min_z: float | None = None) -> EdgeConnection:
         items = [EdgeEdge(node=Edge.from_row(r), cursor=EdgeKey.of(r).encode())
                  for r in page.rows]
         info = PageInfo(has_next_page=page.has_next, has_previous_page=after is not None,
                         start_cursor=items[0].cursor if items else None,
                         end_cursor=items[-1].cursor if items else None)
-        return cls(model_id=model_id, kind=kind, min_score=min_score, edges=items,
-                   page_info=info)
+        return cls(model_id=model_id, kind=kind, min_score=min_score, min_z=min_z,
+                   edges=items, page_info=info)
 
     @strawberry.field(description="How many edges match the filter, all pages together.")
     async def total_count(self, info: Info[Context, None]) -> int:
         return await info.context.db.run(count_edges, self.model_id, kind=self.kind,
-                                          min_score=self.min_score)
+                                          min_score=self.min_score, min_z=self.min_z)
 
 
 @strawberry.type(description="A stored model (a checkpoint is a model with a family and step).")
@@ -352,18 +353,22 @@ class Model:
         return [Node.from_row(r) for r in rows]
 
     @strawberry.field(description="All edges of the model, a page at a time (Relay "
-                      "connection). `first` defaults to the server's default_first (100).")
+                      "connection). `first` defaults to the server's default_first (100). "
+                      "`minZ` keeps the edges whose structural z is at least that (e.g. 3: "
+                      "above what the model's structure explains; BAD_INPUT for a model "
+                      "without z).")
     async def edges(self, info: Info[Context, None], kind: EdgeKind | None = None,
                     min_score: float | None = None, first: int | None = None,
-                    after: str | None = None) -> EdgeConnection:
+                    after: str | None = None, min_z: float | None = None) -> EdgeConnection:
         settings = info.context.settings
         default = min(settings.default_first, settings.max_first)
         size = check_first(settings, "first", default if first is None else first)
         key = None if after is None else EdgeKey.decode(after)
         kind_value = None if kind is None else kind.value
         page = await info.context.db.run(edge_page, self.row.model_id, kind=kind_value,
-                                         min_score=min_score, first=size, after=key)
-        return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key)
+                                         min_score=min_score, first=size, after=key,
+                                         min_z=min_z)
+        return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key, min_z)
 
     @strawberry.field(description="The `top` (<= 100) strongest chains of edges into "
                       "`target` (from `source` if given), ranked exactly: paths of 1 to "

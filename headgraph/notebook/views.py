@@ -78,26 +78,29 @@ class Circuit:
 
 
 class Edges:
-    """All edges of a model (of one kind, above a score), strongest first: iterate it for
-    every edge, a page at a time underneath; ``len()`` counts them in the database."""
+    """All edges of a model (of one kind, above a score, at or above a structural z),
+    strongest first: iterate it for every edge, a page at a time underneath; ``len()``
+    counts them in the database."""
 
     def __init__(self, db: GraphDB, model: ModelRow, kind: str | None,
-                 min_score: float | None, page_size: int) -> None:
+                 min_score: float | None, page_size: int, min_z: float | None = None) -> None:
         self._db, self._model = db, model
         self.kind, self.min_score, self.page_size = kind, min_score, page_size
+        self.min_z = min_z
+        self._filters = {"kind": kind, "min_score": min_score, "min_z": min_z}
 
     def page(self, first: int, after: EdgeKey | None = None) -> EdgePage:
         """One page of ``first`` edges after edge ``after`` (pass ``page.end`` for the next
         page; ``page.has_next`` says whether one follows)."""
-        return in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                          min_score=self.min_score, first=first, after=after)
+        return in_session(self._db, edge_page, self._model.model_id, first=first, after=after,
+                          **self._filters)
 
     def pages(self) -> Iterator[Rows[EdgeRow]]:
         """Each page in turn (keyset pagination: a page costs the same wherever it is)."""
         after: EdgeKey | None = None
         while True:
-            page = in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                         min_score=self.min_score, first=self.page_size, after=after)
+            page = in_session(self._db, edge_page, self._model.model_id,
+                              first=self.page_size, after=after, **self._filters)
             yield Rows(page.rows)
             if not page.has_next:
                 return
@@ -108,13 +111,12 @@ class Edges:
             yield from page
 
     def __len__(self) -> int:
-        return in_session(self._db, count_edges, self._model.model_id, kind=self.kind,
-                     min_score=self.min_score)
+        return in_session(self._db, count_edges, self._model.model_id, **self._filters)
 
     def head(self, n: int = 10) -> Rows[EdgeRow]:
         """The ``n`` strongest."""
-        return Rows(in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                          min_score=self.min_score, first=n).rows)
+        return Rows(in_session(self._db, edge_page, self._model.model_id, first=n,
+                               **self._filters).rows)
 
     def to_pandas(self):
         """Every edge as a DataFrame (all pages: mind the size of big models)."""
@@ -205,9 +207,11 @@ class ModelView:
         return Rows(r for name in names for r in found.get(name, []))
 
     def edges(self, kind: str | None = None, min_score: float | None = None,
-              page_size: int = 1000) -> Edges:
-        """Every edge, strongest first (iterate it; ``.head(n)``; ``.to_pandas()``)."""
-        return Edges(self.db, self.row, kind, min_score, page_size)
+              page_size: int = 1000, min_z: float | None = None) -> Edges:
+        """Every edge, strongest first (iterate it; ``.head(n)``; ``.to_pandas()``); with
+        ``min_z`` only those at or above that structural z (``min_z=3``: above what the
+        model's structure explains)."""
+        return Edges(self.db, self.row, kind, min_score, page_size, min_z)
 
     def paths(self, target: str, source: str | None = None, *,
               kinds: tuple[str, ...] | None = None, pattern: tuple[str, ...] | None = None,
