@@ -254,3 +254,20 @@ def test_postgres_database_written_before_the_structural_null(pg_url: str):
         assert new.structural_null() is not None
         assert new.node("L1H2").feeders("K", top=1)[0].z is not None
     assert check_database(pg_url).ok
+
+
+def test_check_finds_a_structural_null_without_its_calibration(probed_db: Path,
+                                                               tmp_path: Path):
+    from headgraph.schema.check import check_database
+
+    copy = tmp_path / "damaged.duckdb"
+    shutil.copy(probed_db, copy)
+    assert check_database(copy).ok
+    con = duckdb.connect(str(copy))
+    con.execute("DELETE FROM null_calibration")
+    con.close()
+    report = check_database(copy)
+    assert report.problems == ("model 'toy' has a structural null but no null_calibration rows",)
+    old = tmp_path / "old.duckdb"
+    _make_old(probed_db, old)
+    assert check_database(old).ok  # written before the structural null: nothing to check
