@@ -17,6 +17,10 @@ transcoder features, heavy-tailed weights) in ``--dir`` (default /tmp), then pri
   and node 0.9 / edge 0.98 compute the edge step from the links (another node threshold
   is another pruned graph), and node 0.8 / edge 0.98 is computed that way too, for
   comparison;
+* the influence view (Neuronpedia's rule on the stored influence,
+  :mod:`headgraph.attribution.views`), computed each time, at node 0.8 and 0.3, and at 0.8
+  keeping the strongest 1,000 links (what a GraphQL ``pruned(first: 1000)`` reads): it
+  reads every link of the graph (the file's links between the shown nodes);
 * a node's neighbourhood (top 10 in and out links, depth 1) over ``--reps`` random
   nodes: p50 (goal <= 5 ms), and depth 2;
 * database size.
@@ -121,6 +125,7 @@ def latencies(db: Path, reps: int) -> None:
     from headgraph.attribution.graphs import get_graph
     from headgraph.attribution.neighbourhood import neighbourhood
     from headgraph.attribution.pruned import compute_pruned, pruned_view
+    from headgraph.attribution.views import ViewAsk, graph_view
     from headgraph.queries.session import open_reader
     from headgraph.schema.tables import attribution_nodes
 
@@ -133,6 +138,15 @@ def latencies(db: Path, reps: int) -> None:
             print(f"pruned view node {nt} / edge {et}: p50 {cold[0]:.1f} ms ({how}) "
                   f"[cpu {cold[1]:.1f}], {warm[0]:.1f} ms from the view cache "
                   f"({len(view.nodes):,} nodes, {view.links.num_rows:,} links)")
+        for t, first in ((0.8, None), (0.3, None), (0.8, 1000)):
+            ask = ViewAsk(prune="influence", node_threshold=t)
+            view = graph_view(s, "bench", ask, max_links=first, cache=False)
+            cold = p50(lambda a=ask, f=first: graph_view(s, "bench", a, max_links=f,
+                                                         cache=False), reps)
+            print(f"influence view (Neuronpedia's rule) node {t}"
+                  f"{'' if first is None else f', strongest {first} links'}: p50 {cold[0]:.1f} ms"
+                  f" [cpu {cold[1]:.1f}] ({len(view.nodes):,} nodes, {view.links.num_rows:,} "
+                  "links)")
         graph = get_graph(s, "bench")
         ms = p50(lambda: compute_pruned(s, graph, 0.8, 0.98, None, stored=False), reps)
         print(f"pruned view node 0.8 / edge 0.98, edge step computed: p50 {ms[0]:.1f} ms "

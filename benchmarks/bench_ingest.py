@@ -70,8 +70,8 @@ def bench_small(skip_tl: bool, floor: float) -> None:
     from headgraph.ingest.compose import compose
     from headgraph.ingest.cost import head_pair_flops
     from headgraph.ingest.gpt2_stream import random_gpt2_reader
+    from headgraph.ingest.nullcache import cached_null
     from headgraph.ingest.plan import head_method, shape_of, stage_flops
-    from headgraph.ingest.task import cached_null
 
     shape = shape_of("random:gpt2-small")
     nulls: dict = {}
@@ -105,25 +105,7 @@ def bench_small(skip_tl: bool, floor: float) -> None:
               f"-> {kernel[method] / (need / floor / 1e9):.2f}x the matmul floor")
     if skip_tl:
         return
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from headgraph.ingest.gpt2_stream import parse_random_shape, random_tensor_source
-
-    get = random_tensor_source(parse_random_shape("gpt2-small"))
-    cfg = GPT2Config()
-    cfg.architectures = ["GPT2LMHeadModel"]
-    model = GPT2LMHeadModel(cfg)
-    state = {}
-    for key, value in model.state_dict().items():
-        name = "wte.weight" if key == "lm_head.weight" else key.removeprefix("transformer.")
-        try:
-            state[key] = get(name).reshape(value.shape)
-        except KeyError:
-            state[key] = value
-    model.load_state_dict(state)
-    bridge = build_bridge_from_module(model, "GPT2LMHeadModel", hf_config=cfg)
-    bridge.enable_compatibility_mode(disable_warnings=True)
+    bridge = random_gpt2_small_bridge()
     tl = float("inf")
     for _ in range(2):  # best of 2, as for headgraph's kernel (it varies 11-20 s here)
         t = time.perf_counter()
@@ -145,6 +127,31 @@ def bench_small(skip_tl: bool, floor: float) -> None:
           f"kernel is {tl / kernel['gram']:.1f}x faster by block Grams ({tl / kernel['qr']:.1f}x "
           "by QR products); its full compose (which also scores MLP, "
           f"embedding and unembedding edges and copying) {tl / ours:.1f}x; max |diff| {worst:.2e}")
+
+
+def random_gpt2_small_bridge():
+    """TransformerLens's bridge over GPT-2 small holding exactly the weights that
+    ``random:gpt2-small`` streams to headgraph (compatibility mode: folded LayerNorm)."""
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from headgraph.ingest.gpt2_stream import parse_random_shape, random_tensor_source
+
+    get = random_tensor_source(parse_random_shape("gpt2-small"))
+    cfg = GPT2Config()
+    cfg.architectures = ["GPT2LMHeadModel"]
+    model = GPT2LMHeadModel(cfg)
+    state = {}
+    for key, value in model.state_dict().items():
+        name = "wte.weight" if key == "lm_head.weight" else key.removeprefix("transformer.")
+        try:
+            state[key] = get(name).reshape(value.shape)
+        except KeyError:
+            state[key] = value
+    model.load_state_dict(state)
+    bridge = build_bridge_from_module(model, "GPT2LMHeadModel", hf_config=cfg)
+    bridge.enable_compatibility_mode(disable_warnings=True)
+    return bridge
 
 
 def bench_xl(keep: str | None) -> None:

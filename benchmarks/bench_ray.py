@@ -33,9 +33,9 @@ SHAPES = ("L4H8D512V4096", "L6H8D512V8192", "L8H12D768V4096", "L12H12D768V4096")
 
 def bench_overhead() -> None:
     from headgraph.ingest.compose import compose
+    from headgraph.ingest.nullcache import cached_null
     from headgraph.ingest.ray_executor import RayExecutor
     from headgraph.ingest.sources import open_source
-    from headgraph.ingest.task import cached_null
 
     t = time.perf_counter()
     ex = RayExecutor(num_cpus=os.cpu_count()).start()

@@ -55,20 +55,34 @@ def test_graphs_are_listed_by_model_and_prompt(served):
 
 def test_pruned_and_neighbourhood_views_in_graphql(served):
     server, doc, db = served
-    q = """{ attributionGraph(slug: "g-1") {
-      pruned(nodeThreshold: 0.7, edgeThreshold: 0.9, first: 1000) {
-        truncated nodes { nodeId role influence cumulativeInfluence feature fields }
-        links { source target weight edgeInfluence } }
-      cut: pruned(first: 3) { truncated links { edgeInfluence } } } }"""
+    q = """{ attributionGraph(slug: "g-1") { defaultPrune nodeThreshold pinnedIds
+      pruned(prune: RECOMPUTE, nodeThreshold: 0.7, edgeThreshold: 0.9, first: 1000) {
+        truncated prune nodeThreshold edgeThreshold
+        nodes { nodeId key role influence recomputedInfluence recomputedCumulativeInfluence
+                feature fields pinned }
+        links { source target sourceKey weight edgeInfluence } }
+      cut: pruned(prune: RECOMPUTE, first: 3) { truncated links { edgeInfluence } }
+      slider: pruned(nodeThreshold: 0.3) { prune nodeThreshold nodes { nodeId influence }
+        links { edgeInfluence } } } }"""
     got = server.gql(q)["data"]["attributionGraph"]
+    assert (got["defaultPrune"], got["nodeThreshold"], got["pinnedIds"]) == ("INFLUENCE", 0.8, [])
     with open_reader(db) as reader:
         view = pruned_view(reader, "g-1", 0.7, 0.9)
     assert {n["nodeId"] for n in got["pruned"]["nodes"]} == {n.node_id for n in view.nodes}
     assert len(got["pruned"]["links"]) == view.links.num_rows and not got["pruned"]["truncated"]
+    assert (got["pruned"]["prune"], got["pruned"]["nodeThreshold"],
+            got["pruned"]["edgeThreshold"]) == ("RECOMPUTE", 0.7, 0.9)
     assert got["cut"]["truncated"] and len(got["cut"]["links"]) == 3
     by_id = {n["node_id"]: n for n in doc["nodes"]}
     for node in got["pruned"]["nodes"]:
-        assert node["fields"] == by_id[node["nodeId"]]
+        assert node["fields"] == by_id[node["nodeId"]] and node["key"] == node["nodeId"]
+        assert node["influence"] == by_id[node["nodeId"]].get("influence")
+        assert not node["pinned"]
+    shown = {n["node_id"] for n in doc["nodes"] if n["feature_type"] in ("embedding", "logit")
+             or n.get("influence") is None or n["influence"] <= 0.3}
+    assert got["slider"]["prune"] == "INFLUENCE" and got["slider"]["nodeThreshold"] == 0.3
+    assert {n["nodeId"] for n in got["slider"]["nodes"]} == shown
+    assert all(x["edgeInfluence"] is None for x in got["slider"]["links"])
     center = got["pruned"]["nodes"][-1]["nodeId"]
     q = """query($n: String!) { attributionGraph(slug: "g-1") {
       neighbourhood(node: $n, top: 2, depth: 1, direction: IN) { nodes { nodeId }
@@ -77,9 +91,11 @@ def test_pruned_and_neighbourhood_views_in_graphql(served):
     assert 0 < len(near["links"]) <= 2 and all(x["target"] == center for x in near["links"])
     bad = server.gql(q, {"n": "ghost"})
     assert bad["errors"][0]["extensions"]["code"] == "NODE_NOT_FOUND"
-    bad = server.gql('{ attributionGraph(slug: "g-1") { pruned(nodeThreshold: 2) '
-                     '{ truncated } } }')
-    assert bad["errors"][0]["extensions"]["code"] == "BAD_INPUT"
+    for bad_args in ("nodeThreshold: 2", "edgeThreshold: 0.5", "prune: INFLUENCE, "
+                     "edgeThreshold: 0.5", 'pinned: ["ghost"]'):
+        bad = server.gql(f'{{ attributionGraph(slug: "g-1") {{ pruned({bad_args}) '
+                         '{ truncated } } }')
+        assert bad["errors"][0]["extensions"]["code"] in ("BAD_INPUT", "NODE_NOT_FOUND"), bad
 
 
 def test_neuronpedia_json_whole_and_in_views(served):
@@ -87,12 +103,22 @@ def test_neuronpedia_json_whole_and_in_views(served):
     whole = server.client.get("/graphs/g-1.json")
     assert whole.status_code == 200 and whole.headers["x-headgraph-links"] == "4000"
     assert whole.json() == doc
-    pruned = server.client.get("/graphs/g-1.json", params={"node_threshold": "0.6"})
+    pruned = server.client.get("/graphs/g-1.json", params={"node_threshold": "0.6",
+                                                            "prune": "recompute"})
     body = pruned.json()
     jsonschema.validate(body, SCHEMA)
     assert body["metadata"]["pruning_settings"] == {"node_threshold": 0.6,
                                                     "edge_threshold": 0.98}
+    assert body["metadata"]["node_threshold"] == 0
     assert 0 < len(body["links"]) < 4000
+    slider = server.client.get("/graphs/gemma-2-2b/g-1.json", params={"node_threshold": "0.4"})
+    shown = {n["node_id"] for n in doc["nodes"] if n["feature_type"] in ("embedding", "logit")
+             or n.get("influence") is None or n["influence"] <= 0.4}
+    assert {n["node_id"] for n in slider.json()["nodes"]} == shown
+    assert slider.json()["metadata"]["node_threshold"] == 0.4
+    assert {(x["source"], x["target"]) for x in slider.json()["links"]} == {
+        (x["source"], x["target"]) for x in doc["links"]
+        if x["source"] in shown and x["target"] in shown}
     ids = {n["node_id"] for n in body["nodes"]}
     assert all(x["source"] in ids and x["target"] in ids for x in body["links"])
     around = server.client.get("/graphs/g-1.json",
@@ -102,7 +128,10 @@ def test_neuronpedia_json_whole_and_in_views(served):
     for params, status, code in (({"around": "ghost"}, 404, "NODE_NOT_FOUND"),
                                  ({"node_threshold": "x"}, 400, "BAD_INPUT"),
                                  ({"depth": "2"}, 400, "BAD_INPUT"),
-                                 ({"bogus": "1"}, 400, "BAD_INPUT")):
+                                 ({"bogus": "1"}, 400, "BAD_INPUT"),
+                                 ({"prune": "neither"}, 400, "BAD_INPUT"),
+                                 ({"edge_threshold": "0.5"}, 400, "BAD_INPUT"),
+                                 ({"pinned": "ghost"}, 404, "NODE_NOT_FOUND")):
         r = server.client.get("/graphs/g-1.json", params=params)
         assert (r.status_code, r.json()["errors"][0]["extensions"]["code"]) == (status, code)
     r = server.client.get("/graphs/nope.json")
@@ -179,4 +208,44 @@ def test_graph_route_waits_for_a_connection_turn(served):
         app.service.close()
     assert sent[0]["status"] == 200
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
-    assert body["metadata"]["pruning_settings"]["node_threshold"] == 0.5
+    assert body["metadata"]["node_threshold"] == 0.5  # the influence view, by default
+
+
+def test_graphs_are_scoped_by_model_in_routes_and_graphql(tmp_path: Path):
+    """Neuronpedia keys graphs by (model, slug): /graphs/{model}/{slug}.json (a model name
+    with '/' percent-encoded), /graphs/{slug}.json while the slug is unique, GraphQL's
+    model argument; a slug of two models asked alone is GRAPH_AMBIGUOUS."""
+    from urllib.parse import quote
+
+    db = tmp_path / "two.duckdb"
+    doc = graph_document(SynthSpec(n_links=300, n_features=40, seed=6, slug="same"))
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    import_graph(tmp_path / "g.json", db, model="gemma-2-2b")
+    import_graph(tmp_path / "g.json", db, model="google/gemma-2-2b-it")
+    doc2 = graph_document(SynthSpec(n_links=200, n_features=30, seed=7, slug="only"))
+    (tmp_path / "h.json").write_text(json.dumps(doc2))
+    import_graph(tmp_path / "h.json", db, model="gemma-2-2b")
+    server = Server(create_app(db))
+    try:
+        r = server.client.get("/graphs/same.json")
+        assert (r.status_code, r.json()["errors"][0]["extensions"]["code"]) == (
+            400, "GRAPH_AMBIGUOUS")
+        assert "gemma-2-2b, google/gemma-2-2b-it" in r.json()["errors"][0]["message"]
+        for model in ("gemma-2-2b", "google/gemma-2-2b-it"):
+            r = server.client.get(f"/graphs/{quote(model, safe='')}/same.json")
+            assert r.status_code == 200 and r.json() == doc
+        assert server.client.get("/graphs/only.json").json() == doc2
+        assert server.client.get("/graphs/gemma-2-2b/only.json").json() == doc2
+        r = server.client.get("/graphs/google%2Fgemma-2-2b-it/only.json")
+        assert r.status_code == 404 and "of model 'google/gemma-2-2b-it'" in r.text
+        for bad in ("/graphs/a/b/c.json", "/graphs/..%2F..%2Fetc/x.json", "/graphs/m/%2E%2E.json"):
+            assert server.client.get(bad).status_code in (400, 404), bad
+        q = 'query($m: String) { attributionGraph(slug: "same", model: $m) { model linkCount } }'
+        assert server.gql(q, {"m": "google/gemma-2-2b-it"})["data"]["attributionGraph"] == {
+            "model": "google/gemma-2-2b-it", "linkCount": 300}
+        assert server.gql(q)["errors"][0]["extensions"]["code"] == "GRAPH_AMBIGUOUS"
+        listed = server.gql('{ attributionGraphs(slug: "same") { model } }')
+        assert [g["model"] for g in listed["data"]["attributionGraphs"]] == [
+            "gemma-2-2b", "google/gemma-2-2b-it"]
+    finally:
+        server.stop()

@@ -132,7 +132,9 @@ def test_evidence_rows_are_in_the_public_tables(toy_ev: Path):
     finally:
         con.close()
     assert set(kinds) == {"Q", "K", "V"}
-    assert metrics == {"path_zero_dloss", "path_mean_dloss"}
+    # exact path patching on the top edges, attribution (EAP) on every Q/K/V edge
+    assert metrics == {"path_zero_dloss", "path_mean_dloss", "attrib_path_zero_dloss",
+                       "attrib_path_mean_dloss"}
 
 
 def test_roles_agree_with_the_heads_named_by_the_training_manifest(reader):

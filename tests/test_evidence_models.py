@@ -72,9 +72,17 @@ def test_random_gpt2_shapes_run_through_the_same_weights(tmp_path: Path):
     with open_reader(path) as db:
         model = get_model(db, "rnd")
         assert len(ev.top_scores(db, model, "ablation_mean_dloss", top=None)) == 8
-        edges = ev.top_edge_evidence(db, model, "path_zero_dloss", top=None)
-        assert {e.kind for e in edges} == {"Q", "K", "V"}
-        assert all(e.source.startswith("L0") and e.target.startswith("L1") for e in edges)
+        # attribution patching scores every Q/K/V edge between the heads ...
+        estimated = ev.top_edge_evidence(db, model, "attrib_path_zero_dloss", top=None)
+        assert {e.kind for e in estimated} == {"Q", "K", "V"}
+        heads = {(e.source, e.target, e.kind) for e in estimated
+                 if e.source.startswith("L0H") and e.target.startswith("L1H")}
+        assert len(heads) == 3 * 4 * 4
+        # ... and exact path patching confirms the edges it ranks first
+        exact = ev.top_edge_evidence(db, model, "path_zero_dloss", top=None)
+        assert exact and {(e.source, e.target, e.kind) for e in exact} <= {
+            (e.source, e.target, e.kind) for e in estimated}
+        assert len(exact) == 20 and all(e.target.startswith("L1H") for e in exact)
 
 
 def test_the_read_side_does_not_import_torch():

@@ -143,25 +143,52 @@ def test_a_probe_that_does_not_fit_writes_nothing(plain_db: Path, tmp_path: Path
     assert not fresh.exists()
 
 
+def metric_counts(path: Path, table: str, probe: str) -> dict[str, int]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return dict(con.execute(f"SELECT metric, count(*) FROM {table} WHERE probe = ? "
+                                "GROUP BY metric", [probe]).fetchall())
+    finally:
+        con.close()
+
+
 def test_probe_command_adds_evidence_and_replaces_the_same_probe(plain_db: Path,
                                                                   tmp_path: Path):
     runner = CliRunner()
     args = ["probe", "--db", str(plain_db), "--model", "toy", "--probes", SMALL,
-            "--patch-targets", "1", "--patch-sources", "2"]
+            "--exact-heads", "3", "--exact-edges", "2"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    nodes, edges = count(plain_db, "node_scores"), count(plain_db, "edge_scores")
-    assert nodes[SMALL] == 8 * 10 + 1  # 8 role metrics + 2 ablations per head, + loss
-    assert edges[SMALL] == 1 * 3 * 2 * 2  # 1 target x Q,K,V x 2 sources x zero/mean
+    assert "agreement ablation_mean_dloss" in first.output
+    nodes = metric_counts(plain_db, "node_scores", SMALL)
+    edges = metric_counts(plain_db, "edge_scores", SMALL)
+    assert nodes["induction_share"] == nodes["attrib_ablation_mean_dloss"] == 8  # every head
+    assert nodes["ablation_mean_dloss"] == 3  # the top 3 by |attribution|, per mode
+    # EAP on every Q/K/V edge into layer 1: 7 writers (EMBED, POS_EMBED, 4 heads, MLP0)
+    assert edges["attrib_path_zero_dloss"] == edges["attrib_path_mean_dloss"] == 7 * 4 * 3
+    assert edges["path_mean_dloss"] == edges["path_zero_dloss"] == 2
     assert runner.invoke(app, args).exit_code == 0
-    assert count(plain_db, "node_scores") == nodes  # replaced, not duplicated
+    assert metric_counts(plain_db, "node_scores", SMALL) == nodes  # replaced, not duplicated
+    assert metric_counts(plain_db, "edge_scores", SMALL) == edges
+    # exact confirmations added later, ranked by the stored attribution
+    more = runner.invoke(app, args[:7] + ["--attribution", "none", "--exact-heads", "all",
+                                          "--exact-edges", "5"])
+    assert more.exit_code == 0, more.output
+    after = metric_counts(plain_db, "node_scores", SMALL)
+    assert after["ablation_zero_dloss"] == after["ablation_mean_dloss"] == 8
+    assert after["attrib_ablation_mean_dloss"] == 8  # the attribution is kept
+    assert 5 <= metric_counts(plain_db, "edge_scores", SMALL)["path_mean_dloss"] <= 7
+    con = duckdb.connect(str(plain_db), read_only=True)
+    rows = con.execute("SELECT quantity, method, n, k, overlap FROM evidence_agreement "
+                       "WHERE probe = ? ORDER BY quantity", [SMALL]).fetchall()
+    con.close()
+    assert ("ablation_mean_dloss", "attribution", 8, 8, 8) in rows  # every head both ways
     text = tmp_path / "t.txt"
     text.write_text("t1 t2 t3 t4 t1 t2 t3 t4\nt5 t6 t7 t5 t6 t7\n")
-    third = runner.invoke(app, args[:6] + [f"text(path={text})", "--patch-targets", "0"])
+    third = runner.invoke(app, args[:6] + [f"text(path={text})", "--exact-edges", "0"])
     assert third.exit_code == 0, third.output
-    after = count(plain_db, "node_scores")
-    assert after[SMALL] == nodes[SMALL] and len(after) == 2
-    assert count(plain_db, "edge_scores") == edges
+    assert len(count(plain_db, "node_scores")) == 2
+    assert metric_counts(plain_db, "node_scores", SMALL) == after
 
 
 def test_probe_refuses_weights_that_changed_since_ingest(plain_db: Path):
@@ -202,43 +229,80 @@ def test_batching_does_not_change_the_numbers(toy):
             split.effect(split.ablate(head, mode)), abs=1e-5)
 
 
-def test_path_patching_changes_only_the_named_input_of_the_named_head(toy):
-    probe, = build_probes(parse_probes(SMALL), toy.vocab)
-    runner = ProbeRunner(toy, probe)
-    tokens = probe.batches[0].tokens
-    names = [f"blocks.1.attn.hook_{x}" for x in ("q", "k", "v")]
+def _changed_heads(model, runner, intervention, names, tol=1e-6):
+    """Per hook point, which heads' activations ``intervention`` changes by more than
+    ``tol`` (chunk 0)."""
+    tokens = runner.chunks[0].tokens
 
     def capture(extra):
         seen = {}
         hooks = [(n, lambda x, hook: seen.__setitem__(hook.name, x.clone())) for n in names]
         with torch.inference_mode():
-            toy.bridge.run_with_hooks(tokens, fwd_hooks=extra + hooks)
+            model.bridge.run_with_hooks(tokens, fwd_hooks=extra + hooks)
         return seen
 
+    clean, patched = capture([]), capture(runner.hooks(intervention))
+    out = {}
+    for name in names:
+        diff = (clean[name] - patched[name]).abs()
+        per_head = diff.amax(dim=(0, 2, 3)) if "pattern" in name else diff.amax(dim=(0, 1, 3))
+        out[name] = (per_head > tol).tolist()
+    return out
+
+
+def test_path_patching_changes_only_the_named_input_of_the_named_head(toy):
+    probe, = build_probes(parse_probes(SMALL), toy.vocab)
+    runner = ProbeRunner(toy, probe)
+    names = [f"blocks.1.attn.hook_{x}" for x in ("q", "k", "v")]
     with split_qkv_inputs(toy) as refusal:
         assert refusal is None
-        clean = capture([])
-        patched = capture(runner.patch_path(HeadRef(0, 2), HeadRef(1, 3), "K", "zero")(
-            tokens.shape[1]))
+        changed = _changed_heads(toy, runner, runner.patch_path(
+            HeadRef(0, 2), HeadRef(1, 3), "K", "zero"), names)
     for name in names:
-        changed = (clean[name] - patched[name]).abs().amax(dim=(0, 1, 3))  # per head
-        expect = [False] * 4
-        if name.endswith("hook_k"):
-            expect[3] = True
-        assert (changed > 1e-6).tolist() == expect, name
+        assert changed[name] == [name.endswith("hook_k") and h == 3 for h in range(4)], name
+
+
+def test_grouped_query_path_patching_reaches_one_query_head():
+    """Keys and values are shared by a group of query heads; patching the K (V) route
+    into one query head changes that head's attention pattern (z) and no other's."""
+    from headgraph.ingest.evidence.runnable import runnable_from_reader
+    from headgraph.ingest.sources import open_source
+
+    model = runnable_from_reader(open_source("random:llama,layers=2,heads=4,kv_heads=2"))
+    probe, = build_probes(parse_probes("repeat(seq=6,batch=2,seed=0)"), model.vocab)
+    runner = ProbeRunner(model, probe)
+    scores, z = "blocks.1.attn.hook_pattern", "blocks.1.attn.hook_z"
+    with split_qkv_inputs(model) as refusal:
+        assert refusal is None
+        for kind, name in (("K", scores), ("V", z), ("Q", scores)):
+            changed = _changed_heads(model, runner, runner.patch_path(
+                HeadRef(0, 1), HeadRef(1, 2), kind, "zero"), [name], tol=0.0)
+            assert changed[name] == [False, False, True, False], kind  # not head 3
 
 
 def test_ingest_with_probes_writes_evidence_in_the_same_run(tmp_path: Path):
     path = tmp_path / "cli.duckdb"
+    probe = "repeat(seq=5,batch=4,seed=0)"
     result = CliRunner().invoke(app, ["ingest", "random:L2H2D16V30,ctx=16", "--db", str(path),
                                       "--probes", "repeat(seq=5,batch=4)"])
     assert result.exit_code == 0, result.output
-    assert count(path, "node_scores") == {"repeat(seq=5,batch=4,seed=0)": 4 * 10 + 1}
-    assert count(path, "edge_scores") == {"repeat(seq=5,batch=4,seed=0)": 2 * 3 * 2 * 2}
+    nodes = metric_counts(path, "node_scores", probe)
+    assert nodes["loss"] == 1
+    for metric in ("induction_score", "attrib_ablation_zero_dloss", "ablation_mean_dloss"):
+        assert nodes[metric] == 4, metric  # every head (4 <= the default 10 confirmed)
+    edges = metric_counts(path, "edge_scores", probe)
+    # EMBED, POS_EMBED, L0H0, L0H1, MLP0 into the 2 heads of layer 1, by Q, K and V
+    assert edges["attrib_path_mean_dloss"] == 5 * 2 * 3
+    assert edges["path_mean_dloss"] == edges["path_zero_dloss"] == 20  # the default top 20
     only = CliRunner().invoke(app, ["probe", "--db", str(path), "--model",
                                     "random:L2H2D16V30,ctx=16", "--probes",
                                     "repeat(seq=5,batch=4)", "--heads", "L1H0",
-                                    "--patch-sources", "1"])
+                                    "--edges", "L0H1>L1H0:K", "--attribution", "none"])
     assert only.exit_code == 0, only.output
-    assert count(path, "node_scores") == {"repeat(seq=5,batch=4,seed=0)": 4 * 8 + 2 + 1}
-    assert count(path, "edge_scores") == {"repeat(seq=5,batch=4,seed=0)": 3 * 2}
+    assert metric_counts(path, "node_scores", probe) == nodes  # the same rows, replaced
+    con = duckdb.connect(str(path), read_only=True)
+    named = con.execute("SELECT count(*) FROM edge_scores WHERE source = 'L0H1' AND "
+                        "target = 'L1H0' AND kind = 'K' AND metric LIKE 'path_%'").fetchone()[0]
+    con.close()
+    assert named == 2  # both modes, measured once each (added or replaced)
+    assert metric_counts(path, "edge_scores", probe)["path_mean_dloss"] in (20, 21)

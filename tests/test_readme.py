@@ -9,7 +9,9 @@ How the README is read
 * An HTML comment on the line before a block steers it: ``<!-- doc-test: skip REASON -->``
   leaves it out (a reason is required: a GPU, a cluster, internet), ``<!-- doc-test:
   serve -->`` runs a command that serves until stopped: it must answer ``/healthz`` within
-  a minute, and is then stopped.
+  a minute, and is then stopped; ``<!-- doc-test: with-server -->`` runs a block that
+  talks to ``127.0.0.1:8000`` while ``headgraph serve --db headgraph.duckdb`` runs (on a
+  free port, which replaces 8000 in the block).
 * Blocks run in a fresh folder that looks like the clone after ``make demo``: links to the
   project's ``.venv`` and to the folders a command may name (:data:`LINKED`), and what
   ``make demo`` leaves (``headgraph demo --no-serve``: ``headgraph.duckdb`` with the toy
@@ -26,14 +28,18 @@ print now (review the diff: it is the README's claims that change).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,9 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RUN = ("bash", "python")
 OUTPUT = ("json", "text", "output")
-DIRECTIVE = re.compile(r"<!--\s*doc-test:\s*(\w+)\s*(.*?)\s*-->")
+DIRECTIVE = re.compile(r"<!--\s*doc-test:\s*([\w-]+)\s*(.*?)\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
-LINKED = ("headgraph", "scripts", "benchmarks", "viewer", "docs")
+LINKED = ("headgraph", "scripts", "benchmarks", "viewer", "docs", "tests")
 """Folders of the clone linked into the doc test's workspace."""
 
 
@@ -172,6 +178,40 @@ class Workspace:
         return subprocess.run(cmd, cwd=self.folder, env=self.env, capture_output=True,
                               text=True, timeout=900)
 
+    @contextlib.contextmanager
+    def server(self) -> Iterator[int]:
+        """``headgraph serve --db headgraph.duckdb`` on a free port while the block runs."""
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(["headgraph", "serve", "--db", "headgraph.duckdb", "--port",
+                                 str(port)], cwd=self.folder, env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            yield port
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def run_served(self, block: Block) -> subprocess.CompletedProcess[str]:
+        """Run a block that talks to ``127.0.0.1:8000`` against a server on a free port."""
+        with self.server() as port:
+            code = block.code.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            return self.run(dataclasses.replace(block, code=code))
+
     def serve(self, block: Block) -> str:
         """Run a serving block until it answers /healthz; stop it. An error, or ''."""
         import httpx
@@ -209,7 +249,8 @@ def test_every_block_is_run_or_skipped_for_a_stated_reason():
     for block in read_blocks(README.read_text()):
         if block.directive is not None:
             kind, reason = block.directive
-            assert kind in ("skip", "serve"), f"{block.where}: unknown directive {kind}"
+            assert kind in ("skip", "serve", "with-server"), \
+                f"{block.where}: unknown directive {kind}"
             assert kind != "skip" or reason, f"{block.where}: a skip needs its reason"
 
 
@@ -227,7 +268,7 @@ def test_the_readme_runs_as_written(tmp_path: Path):
             if problem:
                 failures.append(f"{block.where}: {problem}\n{block.code}")
             continue
-        done = space.run(block)
+        done = space.run_served(block) if kind == "with-server" else space.run(block)
         if done.returncode != 0:
             failures.append(f"{block.where}: exit {done.returncode}\n{block.code}\n"
                             f"{done.stdout[-2000:]}{done.stderr[-3000:]}")
@@ -267,7 +308,7 @@ def update(readme: Path = README) -> int:
             kind = block.directive[0] if block.directive else None
             if kind in ("skip", "serve"):
                 continue
-            done = space.run(block)
+            done = space.run_served(block) if kind == "with-server" else space.run(block)
             if done.returncode != 0:
                 raise SystemExit(f"{block.where} failed:\n{done.stderr}")
             if block.output is not None and not output_matches(block.output, done.stdout):

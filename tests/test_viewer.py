@@ -1,24 +1,24 @@
 """The built-in viewer at ``/``: its files over real HTTP, and the page itself driven in
 Debian's headless Chromium (Playwright for Python, no downloaded browser) against a real
-uvicorn server over a DuckDB file made by a real ingest of the shipped toy model.
+uvicorn server over a DuckDB file made by a real ingest of the shipped toy model. The
+viewer on models of 144 heads and more: tests/test_viewer_scale.py.
 
-The browser tests fail, never skip, when Chromium cannot be launched: the message says how
-to install it (``make browser``). The screenshot lands in ``artifacts/viewer.png``.
+The browser tests fail, never skip, when Chromium cannot be launched (the ``browser``
+fixture of conftest.py says how to install it: ``make browser``). The screenshot lands in
+``artifacts/viewer.png``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from support import Server  # tests/support.py: uvicorn in a thread on a free loopback port
+from viewer_page import Page  # tests/viewer_page.py: one tab on the viewer
 
 from headgraph.api.viewer import CSP
 from headgraph.server import create_app
@@ -27,15 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STATIC = ROOT / "headgraph" / "api" / "static"
 ARTIFACTS = ROOT / "artifacts"
 MANIFEST = json.loads((ROOT / "headgraph" / "toy" / "checkpoints" / "manifest.json").read_text())
-CHROMIUM = os.environ.get("HEADGRAPH_CHROMIUM", "/usr/bin/chromium")
-# Keep Chromium off the network (this machine's is closed) and out of first-run work.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-INSTALL = ("install Debian's Chromium with `make browser` (or `apt-get update && apt-get "
-           "install -y chromium`) and Playwright for Python with `pip install -e '.[test]'` "
-           "(never `playwright install`: it downloads a browser); HEADGRAPH_CHROMIUM names "
-           "another Chromium binary")
-TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -46,93 +37,6 @@ def server(toy_db: Path) -> Iterator[Server]:
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Debian's Chromium under Playwright, with a fresh profile; fails (not skips) if absent."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail(f"Playwright for Python is not installed: {INSTALL}.", pytrace=False)
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: {INSTALL}.", pytrace=False)
-    pw = sync_playwright().start()
-    try:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
-            args=FLAGS, headless=True, viewport={"width": 1400, "height": 820})
-    except Exception as exc:
-        pw.stop()
-        pytest.fail(f"could not launch {CHROMIUM} ({exc}): {INSTALL}.", pytrace=False)
-    context.set_default_timeout(TIMEOUT_MS)
-    yield context
-    context.close()
-    pw.stop()
-
-
-class Page:
-    """One browser tab on the viewer, recording its requests and console errors."""
-
-    def __init__(self, context: Any, server: Server) -> None:
-        self.server = server
-        self.page = context.new_page()
-        self.requests: list[tuple[str, str]] = []
-        self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append((r.method, r.url)))
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def open(self, fragment: str = "") -> None:
-        self.page.goto(f"{self.server.url}/{fragment}")
-        self.page.wait_for_selector("#models button[data-model]")
-
-    def select_model(self, name: str) -> None:
-        self.page.click(f'#models button[data-model="{name}"]')
-        self.page.wait_for_selector(f'#graph[data-model="{name}"][aria-busy="false"]')
-
-    def drawn_edges(self) -> list[dict[str, Any]]:
-        return self.page.evaluate("headgraphViewer.cy.edges().map((e) => e.data())")
-
-    def drawn_nodes(self) -> list[str]:
-        return self.page.evaluate(
-            "headgraphViewer.cy.nodes().not('.column').map((n) => n.id())")
-
-    def redraw(self, change: Any) -> None:
-        """Run ``change`` (a control edit) and wait for the drawing it asks for."""
-        change()  # the page sets aria-busy="true" on the input event, before this returns
-        self.page.wait_for_selector('#graph[aria-busy="false"]')
-
-    def click_node(self, name: str) -> None:
-        """A real mouse click on the canvas, where Cytoscape drew ``name``."""
-        x, y = self.page.evaluate(
-            """(name) => { const n = headgraphViewer.cy.getElementById(name);
-                           const box = document.querySelector('#graph').getBoundingClientRect();
-                           const p = n.renderedPosition();
-                           return [box.left + p.x, box.top + p.y]; }""", name)
-        self.page.mouse.click(x, y)
-        self.page.wait_for_selector(f'#panel[data-node="{name}"]')
-
-    def panel_rows(self, direction: str, kind: str) -> list[str]:
-        return self.page.eval_on_selector_all(
-            f'#panel table[data-dir="{direction}"][data-kind="{kind}"] tbody tr',
-            "rows => rows.map((r) => r.dataset.name)")
-
-    def assert_clean(self) -> None:
-        """No console errors (CSP included); only same-origin files and POST /graphql."""
-        assert self.errors == []
-        origin = self.server.url
-        for method, url in self.requests:
-            assert url.startswith(origin + "/") or url.startswith("data:"), url
-            if method != "GET":
-                assert (method, urlsplit(url).path) == ("POST", "/graphql")
-
-
-@pytest.fixture
-def viewer(browser: Any, server: Server) -> Iterator[Page]:
-    page = Page(browser, server)
-    yield page
-    page.page.close()
-
-
 # --- the files ------------------------------------------------------------------------
 
 def test_root_serves_the_page_with_a_strict_csp_and_its_files(server: Server):
@@ -141,13 +45,20 @@ def test_root_serves_the_page_with_a_strict_csp_and_its_files(server: Server):
     assert r.headers["content-security-policy"] == CSP
     refs = re.findall(r'(?:src|href)="(viewer/[^"]+)"', r.text)
     assert set(refs) == {"viewer/viewer.css", "viewer/vendor/cytoscape.min.js",
-                         "viewer/viewer.js"}
+                         "viewer/viewer.js", "viewer/attribution.html"}
     for ref in refs:
         f = server.client.get("/" + ref)
         assert f.status_code == 200 and f.content == (STATIC / ref.removeprefix("viewer/")).read_bytes()
         assert f.headers["x-content-type-options"] == "nosniff"
     assert server.client.get("/viewer/viewer.js").headers["content-type"].startswith(
         "text/javascript")
+    # viewer.js is an ES module; what it imports is served as JavaScript too (a module with
+    # another type is refused by the browser)
+    imported = set(re.findall(r'from "\./([\w-]+\.js)"', (STATIC / "viewer.js").read_text()))
+    assert imported == {p.name for p in STATIC.glob("viewer-*.js")} and len(imported) == 6
+    for name in imported:
+        f = server.client.get(f"/viewer/{name}")
+        assert f.status_code == 200 and f.headers["content-type"].startswith("text/javascript")
     head = server.client.head("/viewer/viewer.css")
     assert head.status_code == 200 and head.content == b""
 
@@ -175,8 +86,23 @@ def test_vendored_cytoscape_is_the_version_pinned_in_viewer_package_json():
 
 
 def test_the_page_names_no_other_origin():
-    for name in ("index.html", "viewer.js", "viewer.css"):
-        assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", (STATIC / name).read_text()), name
+    files = [STATIC / "index.html", STATIC / "viewer.css", *STATIC.glob("viewer*.js")]
+    assert len(files) == 9
+    for path in files:
+        # the SVG namespace of the role stripes (data: URLs) is a name, never fetched
+        text = path.read_text().replace("xmlns='http://www.w3.org/2000/svg'", "")
+        assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
+
+
+def test_the_viewer_knows_every_role_the_server_derives():
+    """viewer-layout.js colours each role and asks Model.heads(role:) for each (an unknown
+    role is BAD_INPUT there); its list is the server's ROLE_RULES, in order."""
+    from headgraph.queries.evidence import ROLES
+
+    layout = (STATIC / "viewer-layout.js").read_text()
+    block = layout[layout.index("export const ROLES = ["):]
+    block = block[:block.index("];")]
+    assert tuple(re.findall(r'role: "(\w+)"', block)) == ROLES
 
 
 def test_package_data_ships_the_static_files():
@@ -264,41 +190,32 @@ def test_a_link_with_a_hash_reopens_the_same_view(viewer: Page):
     viewer.assert_clean()
 
 
-def test_roles_are_shown_when_the_schema_has_node_roles(viewer: Page):
-    """The page asks the schema (introspection) whether ``Node.roles`` exists; here the
-    answers are faked so that it does, whatever this server's schema says."""
-    role = {"role": "induction", "metric": "induction_share", "value": 0.81,
-            "threshold": 0.4, "probe": "repeat(seq=20,batch=32,seed=0)"}
-    fields = "role metric value threshold probe"
+def test_roles_colour_the_heads_and_a_role_in_the_legend_finds_them(viewer: Page,
+                                                                      server: Server):
+    answer = server.client.post("/graphql", json={"query": '{ model(name: "toy") { '
+                                                   'nodes { name roles } } }'}).json()
+    roles = {n["name"]: n["roles"] for n in answer["data"]["model"]["nodes"] if n["roles"]}
+    copying = sorted(n for n, r in roles.items() if "copying" in r)
+    assert copying  # the toy's copying heads (from its weights: no probes needed)
+    viewer.open("#model=toy")
+    viewer.wait_drawn("toy")
 
-    def leaf(name: str, kind: str = "SCALAR") -> dict[str, Any]:
-        return {"name": name, "args": [], "defaultValue": None,
-                "type": {"kind": "NON_NULL", "name": None,
-                         "ofType": {"kind": kind, "name": "String", "ofType": None}}}
+    fills = viewer.page.evaluate("Object.fromEntries(headgraphViewer.cy.nodes('.head')"
+                                 ".map((n) => [n.id(), n.style('background-color')]))")
+    green = fills[copying[0]]
+    assert {fills[n] for n in copying} == {green}  # one colour per role
+    assert all(fills[n] != green for n in fills if "copying" not in roles.get(n, []))
 
-    def answer(route: Any) -> None:
-        body = json.loads(route.request.post_data)
-        query, variables = body["query"], body.get("variables") or {}
-        if '__type(name: "Node")' in query:
-            roles = {"name": "roles", "args": [{"type": {"kind": "SCALAR"}, "defaultValue": None}],
-                     "type": {"kind": "NON_NULL", "name": None, "ofType": {
-                         "kind": "LIST", "name": None, "ofType": {
-                             "kind": "NON_NULL", "name": None,
-                             "ofType": {"kind": "OBJECT", "name": "Role", "ofType": None}}}}}
-            route.fulfill(json={"data": {"__type": {"fields": [leaf("name"), roles]}}})
-        elif variables.get("n") == "Role":
-            route.fulfill(json={"data": {"__type": {"fields": [leaf(f) for f in fields.split()]}}})
-        elif f"roles {{ {fields} }}" in query:
-            body["query"] = query.replace(f"roles {{ {fields} }}", "")
-            data = route.fetch(post_data=json.dumps(body)).json()
-            data["data"]["node"]["roles"] = [role]
-            route.fulfill(json=data)
-        else:
-            route.continue_()
+    legend = viewer.page.eval_on_selector_all("#roles [data-role]",
+                                              "els => els.map((e) => e.dataset.role)")
+    assert set(legend) == {r for rs in roles.values() for r in rs}
+    viewer.page.click('#roles button:has([data-role="copying"])')
+    assert viewer.page.input_value("#search") == "copying"
+    viewer.page.wait_for_selector(f'#search-results[data-matches="{len(copying)}"]')
+    marked = viewer.page.evaluate("headgraphViewer.cy.nodes('.match').map((n) => n.id())")
+    assert sorted(marked) == copying
 
-    viewer.page.route("**/graphql", answer)
-    viewer.open("#model=toy&node=L1H1")
-    viewer.page.wait_for_selector('#panel[data-node="L1H1"]')
-    roles = viewer.page.locator("#panel ul.roles li")
-    assert roles.count() == 1 and roles.inner_text().startswith("induction")
+    viewer.page.keyboard.press("Enter")  # the first match
+    viewer.page.wait_for_selector(f'#panel[data-node="{copying[0]}"]')
+    assert viewer.page.locator('#panel ul.roles [data-role="copying"]').count() == 1
     viewer.assert_clean()

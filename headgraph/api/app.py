@@ -4,7 +4,8 @@ Routes
 ------
 ``/graphql``        POST ``{"query", "variables", "operationName"}`` (JSON) or GET
                     ``?query=...&variables=...`` (queries only); GET from a browser
-                    (``Accept: text/html``) serves GraphiQL.
+                    (``Accept: text/html``) serves GraphiQL, vendored and served by
+                    headgraph (:mod:`headgraph.api.graphiql`): it works offline.
 ``/schema.graphql`` the schema as SDL text.
 ``/healthz``        ``{"status": "ok", "database": "ok" | "locked" | "error", ...}``, always
                     200 while the process is up.
@@ -48,11 +49,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from strawberry.http.ides import get_graphql_ide_html
-
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Service, refusal
 from headgraph.api.export_routes import ExportRoutes
+from headgraph.api.graphiql import GraphiQLPage
 from headgraph.api.http import Message, Receive, Scope, Send
 from headgraph.api.http import respond as _respond
 from headgraph.api.http import send_bytes as _send
@@ -97,7 +97,7 @@ class HeadgraphApp:
         self.service = service
         self.settings = service.settings
         self._sdl = (service.schema.as_str() + "\n").encode()
-        self._graphiql = get_graphql_ide_html("graphiql").encode()
+        self._graphiql = GraphiQLPage()
         self._viewer = Viewer()
         self._routes: tuple[Route, ...] = (ExportRoutes(service),
                                            *(make(service) for make in routes))
@@ -180,7 +180,7 @@ class HeadgraphApp:
             params = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1"),
                                                     keep_blank_values=True).items()}
             if "query" not in params and _accepts_html(scope):
-                await _send(send, 200, self._graphiql, "text/html; charset=utf-8")
+                await self._graphiql(send)
                 return
             try:
                 variables = _json_param(params.get("variables"), "variables")

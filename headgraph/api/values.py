@@ -17,6 +17,7 @@ from headgraph.api.enums import EdgeKind
 from headgraph.errors import BadInputError
 from headgraph.queries.evidence import EdgeEvidence
 from headgraph.queries.records import ScoreRow
+from headgraph.schema.metrics import metric_method
 
 
 def f32(x: float | None) -> float | None:
@@ -50,10 +51,16 @@ class Score:
     metric: str
     probe: str = strawberry.field(description="The probe input set that produced it.")
     value: float
+    method: str = strawberry.field(description=(
+        "How it was measured: `exact` (ablation, path patching: a forward pass each), "
+        "`attribution` (attribution patching / EAP: gradient x activation difference, the "
+        "`attrib_` metrics), `integrated_gradients` (EAP-IG, `ig_`), `patterns` (attention "
+        "role scores) or `tool` (an imported circuit file)."))
 
     @classmethod
     def from_row(cls, row: ScoreRow | EdgeEvidence) -> Score:
-        return cls(row=row, metric=row.metric, probe=row.probe, value=f32(row.value))
+        return cls(row=row, metric=row.metric, probe=row.probe, value=f32(row.value),
+                   method=metric_method(row.metric))
 
 
 @strawberry.type(description="Relay page information.")

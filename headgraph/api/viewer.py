@@ -1,10 +1,12 @@
 """The built-in viewer: one HTML page at ``/`` and its static files under ``/viewer/``.
 
-The page (``static/index.html``, ``static/viewer.js``, ``static/viewer.css``) draws a
-model's head graph with Cytoscape.js, vendored as one file
-(``static/vendor/cytoscape.min.js``, built by ``viewer/build.mjs``: see
-``viewer/README.md``), and talks only to ``POST /graphql``. Nothing is fetched from
-another origin, so it works offline.
+The page (``static/index.html``, ``static/viewer.css``, and ``static/viewer.js`` with the
+ES modules it imports, ``static/viewer-*.js``) draws a model's head graph with
+Cytoscape.js, vendored as one file (``static/vendor/cytoscape.min.js``, built by
+``viewer/build.mjs``: see ``viewer/README.md``), and talks only to ``POST /graphql``.
+Nothing is fetched from another origin, so it works offline. The same route serves
+GraphiQL's vendored files (``static/vendor/graphiql/``) to the page at ``/graphql``
+(:mod:`headgraph.api.graphiql`).
 
 Routes
 ------
@@ -25,6 +27,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from headgraph.api.errors import request_error
+from headgraph.api.graphiql import PAGE as GRAPHIQL_PAGE
 from headgraph.errors import BadInputError
 
 PREFIX = "/viewer/"
@@ -56,8 +59,8 @@ class Asset:
 def _walk(folder: Traversable, prefix: str = "") -> dict[str, Traversable]:
     found: dict[str, Traversable] = {}
     for entry in folder.iterdir():
-        if entry.name.startswith("."):
-            continue
+        if entry.name.startswith(".") or prefix + entry.name == GRAPHIQL_PAGE:
+            continue  # GraphiQL's page is served at /graphql (headgraph.api.graphiql)
         if entry.is_dir():
             found |= _walk(entry, f"{prefix}{entry.name}/")
         elif any(entry.name.endswith(ext) for ext in CONTENT_TYPES):

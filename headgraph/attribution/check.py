@@ -13,10 +13,13 @@ def graph_problems(conn: Connection) -> list[str]:
     * counts: ``n_nodes`` nodes numbered ``nid`` 0..n-1, the ``n_pinned`` tokens and logits
       first, ``n_links`` rows in each link table, every ``idx`` 0..n_links-1 once, the same
       links in both (equal sums of source and of target), every end a stored node;
-    * influence: ``score >= 0`` and ``cum`` in [0, 1];
+    * influence: ``score >= 0`` and ``cum`` in [0, 1]; every weight and the file's
+      numbers (``influence``, ``activation``, ``token_prob``) finite;
     * heights (graphs stored with them, ``levels`` not NULL): each link's ``target_height``
-      is its target's height, every source is higher than its target (the graph is acyclic
-      and the heights right), every height below ``levels``;
+      is its target's height, every source of a link of non-zero weight is higher than
+      its target (the graph is acyclic and the heights right; links of weight 0 carry no
+      influence and may close cycles, :func:`~headgraph.attribution.pruning.influence_and_heights`),
+      every height below ``levels``;
     * the stored default view (``pruned_k`` not NULL): exactly the links between the first
       ``pruned_k`` nids, edge scores non-negative and largest first, shares in [0, 1];
     * no orphan rows in the node and link tables.
@@ -31,7 +34,7 @@ def graph_problems(conn: Connection) -> list[str]:
         return name if name in present else "CAST(NULL AS INTEGER)"
 
     graphs = {r[0]: r[1:] for r in conn.execute(text(
-        "SELECT graph_id, slug, n_nodes, n_links, n_pinned, "
+        "SELECT graph_id, model || '/' || slug, n_nodes, n_links, n_pinned, "
         f"{column('attribution_graphs', 'levels')}, "
         f"{column('attribution_graphs', 'pruned_k')} FROM attribution_graphs"))}
     nodes = {r[0]: r[1:] for r in conn.execute(text(
@@ -67,6 +70,16 @@ def graph_problems(conn: Connection) -> list[str]:
             if n_links and (e_lo < 0 or e_hi >= n_nodes):
                 problems.append(f"attribution graph {slug!r}: {tb} names nodes that are not "
                                 "stored")
+        finite = ("BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308")  # NaN: no
+        bad = conn.execute(text(
+            f"SELECT (SELECT count(*) FROM attribution_links WHERE graph_id = :g AND NOT "
+            f"(weight {finite})) + (SELECT count(*) FROM attribution_nodes WHERE graph_id = :g "
+            f"AND (NOT (coalesce(influence, 0) {finite}) OR NOT (coalesce(activation, 0) "
+            f"{finite}) OR NOT (coalesce(token_prob, 0) {finite})))"), {"g": gid}).scalar_one()
+        if bad:
+            problems.append(f"attribution graph {slug!r}: {bad} link weight(s) or node "
+                            "value(s) that are not finite (an answer holding one would not "
+                            "be JSON); import the file again")
         if shapes[0][4:6] != shapes[1][4:6]:
             problems.append(f"attribution graph {slug!r}: attribution_links and "
                             "attribution_out_links hold different links")
@@ -79,7 +92,8 @@ def graph_problems(conn: Connection) -> list[str]:
                 "JOIN attribution_nodes s ON s.graph_id = l.graph_id AND s.nid = l.source "
                 "JOIN attribution_nodes d ON d.graph_id = l.graph_id AND d.nid = l.target "
                 "WHERE l.graph_id = :g AND (l.target_height IS NULL "
-                "OR l.target_height <> d.height OR s.height <= d.height)"), {"g": gid}
+                "OR l.target_height <> d.height OR (s.height <= d.height AND l.weight <> 0))"),
+                {"g": gid}
             ).scalar_one()
             if wrong:
                 problems.append(f"attribution graph {slug!r}: {wrong} link(s) whose heights "

@@ -37,15 +37,17 @@ def _header(out: TextIO, header: dict[str, Any]) -> None:
         out.write(f"{json.dumps(key)}: {dumps(value)}, ")
 
 
-def write_graph(db: GraphDB, slug: str, out: TextIO) -> int:
-    """Write graph ``slug`` as imported; returns the number of links written.
+def write_graph(db: GraphDB, slug: str, out: TextIO, model: str | None = None) -> int:
+    """Write graph ``slug`` (of ``model``, or of any model while the slug is unique) as
+    imported; returns the number of links written. Node ids are the file's, shared ones
+    included.
 
     Examples
     --------
     >>> with open("back.json", "w") as f:  # doctest: +SKIP
     ...     write_graph(db, "my-graph", f)
     """
-    graph = get_graph(db, slug)
+    graph = get_graph(db, slug, model)
     _header(out, graph.header)
     n = t.attribution_nodes.c
     nodes = fetch_arrow(db, all_columns(t.attribution_nodes)
@@ -105,17 +107,35 @@ def _format_slow(batch: pa.Table, quoted: pa.Array, *, first: bool) -> str:
 
 def view_header(view: GraphSlice) -> dict[str, Any]:
     """The header of a view: the graph's, with the view's parameters where Neuronpedia's
-    frontend reads them."""
+    frontend reads them.
+
+    * influence views (Neuronpedia's own rule): ``metadata.node_threshold`` is the
+      view's threshold, so the frontend's slider starts there and filters as the view did;
+    * recomputed views: ``metadata.pruning_settings`` holds the thresholds and
+      ``metadata.node_threshold`` is 0, because the frontend would otherwise filter the
+      view's nodes again on the file's influence (it does so only when that is > 0);
+    * pinned nodes asked for join ``qParams.pinnedIds``, a clicked node (or a
+      neighbourhood's centre) is ``qParams.clickedId``.
+    """
     header = view.graph.header
-    if "node_threshold" in view.params:
-        meta = dict(header.get("metadata") or {})
-        meta["pruning_settings"] = {"node_threshold": view.params["node_threshold"],
-                                    "edge_threshold": view.params["edge_threshold"]}
-        meta["node_threshold"] = view.params["node_threshold"]
+    params = view.params
+    meta = dict(header.get("metadata") or {})
+    q = dict(header.get("qParams") or {})
+    if params.get("prune") == "recompute":
+        meta["pruning_settings"] = {"node_threshold": params["node_threshold"],
+                                    "edge_threshold": params["edge_threshold"]}
+        meta["node_threshold"] = 0
+    elif params.get("prune") == "influence" and params.get("node_threshold") is not None:
+        meta["node_threshold"] = params["node_threshold"]
+    pinned = [x for x in params.get("pinned") or () if x not in (q.get("pinnedIds") or [])]
+    if pinned:
+        q["pinnedIds"] = [*(q.get("pinnedIds") or []), *pinned]
+    clicked = params.get("around") or params.get("clicked")
+    if clicked:
+        q["clickedId"] = clicked
+    if meta or "metadata" in header:
         header["metadata"] = meta
-    if "around" in view.params:
-        q = dict(header.get("qParams") or {})
-        q["clickedId"] = view.params["around"]
+    if q or "qParams" in header:
         header["qParams"] = q
     return header
 

@@ -109,7 +109,21 @@ def encode_node(node: Any, position: int) -> dict[str, Any]:
         row[f.column] = value
     row["absent"] = absent
     row["extra"] = dumps(extra) if extra else None
+    for value in row.values():
+        if isinstance(value, str):
+            check_text(value, f"node {position}")
     return row
+
+
+def check_text(text: str, where: str) -> str:
+    """``text`` if it is storable Unicode; :class:`BadInputError` for a lone surrogate
+    (JSON's ``"\\ud800"`` decodes to one; neither database stores it as text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInputError(f"{where} holds a lone surrogate ({text[exc.start]!r}), which is not "
+                            "text any database can store; fix the file's escapes.") from None
+    return text
 
 
 def decode_node(row: Mapping[str, Any]) -> dict[str, Any]:

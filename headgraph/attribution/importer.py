@@ -8,6 +8,10 @@ Steps (each reported to ``progress``):
    Arrow columns (Python's ``json`` only for runs pyarrow refuses: extra fields, NaN) and
    their ids mapped to node positions with ``pyarrow.compute.index_in``. What stays in
    memory is three numbers per link (16 bytes), never the text or Python objects.
+   Numbers that are not finite, nesting deeper than 64, lone surrogates are refused
+   as they are read (:mod:`headgraph.attribution.jsonstream`); then the slug and the
+   model (:mod:`headgraph.attribution.names`), and links that name an id two nodes hold
+   are placed (:mod:`headgraph.attribution.shared_ids`).
 2. ``influence``: node influence on the whole graph and each node's height
    (:func:`headgraph.attribution.pruning.influence_and_heights`, one pass), the influence's
    cumulative share, and the keep order: tokens and logits first (file order), then by
@@ -32,7 +36,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -50,12 +53,15 @@ from headgraph.attribution import pruning
 from headgraph.attribution.default_view import pruned_links
 from headgraph.attribution.format import (
     NODE_COLUMNS,
+    check_text,
     dumps,
     encode_link_extra,
     encode_node,
     role_of,
 )
-from headgraph.attribution.jsonstream import CHUNK, read_document
+from headgraph.attribution.jsonstream import CHUNK, loads, not_finite, read_document
+from headgraph.attribution.names import check_slug, model_of
+from headgraph.attribution.shared_ids import place_links, shared_groups
 from headgraph.errors import BadInputError, GraphExistsError
 from headgraph.schema import tables as t
 from headgraph.schema.database import (
@@ -132,7 +138,10 @@ class _Links:
             links = table.column(0).chunk(0).flatten()
             cols = [links.field(k) for k in ("source", "target", "weight")]
             if not any(c.null_count for c in cols):
-                return cols[0], cols[1], cols[2].to_numpy(zero_copy_only=False), None
+                weight = cols[2].to_numpy(zero_copy_only=False)
+                if not np.isfinite(weight).all():  # 1e999 reads as inf
+                    raise not_finite(repr(float(weight[~np.isfinite(weight)][0])))
+                return cols[0], cols[1], weight, None
         except (pa.ArrowInvalid, IndexError):
             pass
         return self._prepare_slow(run)
@@ -140,7 +149,7 @@ class _Links:
     @staticmethod
     def _prepare_slow(run: bytes) -> tuple | None:
         try:
-            links = json.loads(b"[" + run + b"]")
+            links = loads(b"[" + run + b"]")
         except ValueError:
             return None  # not valid JSON: the reader tries another cut
         for link in links:
@@ -150,10 +159,18 @@ class _Links:
                     and isinstance(weight, int | float) and not isinstance(weight, bool)):
                 raise BadInputError("every link needs string source and target and a number "
                                     f"weight: {str(link)[:120]}")
+        try:
+            weights = np.array([float(x["weight"]) for x in links], np.float64)
+        except OverflowError:  # an integer beyond any double
+            raise not_finite("an integer weight beyond 1.8e308") from None
+        if not np.isfinite(weights).all():
+            raise not_finite(repr(float(weights[~np.isfinite(weights)][0])))
+        for link in links:
+            check_text(link["source"], "a link's source")
+            check_text(link["target"], "a link's target")
         return (pa.array([x["source"] for x in links], pa.string()),
                 pa.array([x["target"] for x in links], pa.string()),
-                np.array([float(x["weight"]) for x in links], np.float64),
-                [encode_link_extra(x) for x in links])
+                weights, [encode_link_extra(x) for x in links])
 
     def apply(self, parsed: tuple) -> None:
         self.add(*parsed)
@@ -168,7 +185,7 @@ class _Nodes:
     @staticmethod
     def prepare(run: bytes) -> list | None:
         try:
-            return json.loads(b"[" + run + b"]")
+            return loads(b"[" + run + b"]")
         except ValueError:
             return None
 
@@ -177,13 +194,9 @@ class _Nodes:
         self.rows.extend(encode_node(n, start + i) for i, n in enumerate(items))
 
     def ids(self) -> pa.Array:
-        """node_id per position; :class:`BadInputError` if an id repeats."""
-        ids = pa.array([r["node_id"] for r in self.rows], pa.string())
-        counts = pc.value_counts(ids)
-        repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-        if len(repeated):
-            raise BadInputError(f"node ids repeat: {repeated.field('values')[:5].to_pylist()}.")
-        return ids
+        """node_id per position (an id held by several nodes finds the first of them:
+        :mod:`headgraph.attribution.shared_ids` places its links after reading)."""
+        return pa.array([r["node_id"] for r in self.rows], pa.string())
 
 
 def read_graph(path: Path, progress: Progress | None = None, chunk: int = CHUNK,
@@ -222,8 +235,11 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
                  workers: int = WORKERS) -> ImportReport:
     """Import the attribution graph JSON at ``path`` into ``db`` (see the module doc).
 
-    ``model`` names the model it explains (default ``metadata.scan``). A stored graph of
-    the same ``metadata.slug`` is refused with ``GRAPH_EXISTS`` unless ``replace``.
+    ``model`` names the model it explains (default: the model ``metadata.scan`` names,
+    :func:`headgraph.attribution.names.model_of`). A stored graph of the same model and
+    ``metadata.slug`` is refused with ``GRAPH_EXISTS`` unless ``replace``, which replaces
+    that model's graph only. Node ids may repeat across feature types
+    (:mod:`headgraph.attribution.shared_ids`).
     """
     path = Path(path)
     if not path.is_file():
@@ -235,12 +251,21 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
     timings["read"] = time.perf_counter() - clock
     clock = time.perf_counter()
     metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    slug = metadata.get("slug") if isinstance(metadata.get("slug"), str) else path.stem
-    model = model or (metadata.get("scan") if isinstance(metadata.get("scan"), str) else None)
-    if not model:
-        raise BadInputError(f"{path}: metadata.scan names no model; pass --model.")
+    if "slug" in metadata:
+        slug = check_slug(metadata["slug"], "metadata.slug; fix it in the file")
+    else:
+        slug = check_slug(path.stem, "the file name, as metadata has no slug; rename the file")
+    model, named_by = model_of(metadata.get("scan"), model)
+    document = check_text(dumps(doc), "the file's metadata or qParams")
     n = len(rows)
     roles = np.array([role_of(r["feature_type"]) for r in rows], np.int16)
+    groups = shared_groups([r["node_id"] for r in rows], [r["feature_type"] for r in rows])
+    notes = [f"model {model!r} from {named_by}"] if named_by != "--model" else []
+    if groups:
+        placed = place_links(src, tgt, groups, roles, [r["layer"] for r in rows])
+        notes.append(f"{len(groups)} node id(s) held by two nodes ({', '.join(list(groups)[:3])}"
+                     f"): nodes keyed id@position; {placed.by_file_order} link(s) the file "
+                     "cannot place went to the last node of the id, as in Neuronpedia")
     if n and not (roles == pruning.LOGIT).any():  # no logit nodes: the sinks stand in
         roles[np.bincount(src, minlength=n) == 0] = pruning.LOGIT
     token_prob = np.array([np.nan if r["token_prob"] is None else r["token_prob"]
@@ -261,7 +286,7 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
     timings["influence"] = time.perf_counter() - clock
     clock = time.perf_counter()
     info = _GraphInfo(slug, model, metadata.get("prompt"),
-                      dumps(doc), n, len(weight),
+                      document, n, len(weight),
                       int(((roles == pruning.TOKEN) | (roles == pruning.LOGIT)).sum()),
                       len(links.extras), str(path.resolve()), levels,
                       _Default(pruning.keep_count(scores[order], cum[order], roles[order],
@@ -276,8 +301,11 @@ def import_graph(path: str | os.PathLike[str], db: str | os.PathLike[str] | None
     if progress is not None:
         progress("write", 1, 1)
     timings["write"] = time.perf_counter() - clock
-    return ImportReport("attribution-graph", slug, str(target),
-                        {"nodes": n, "links": n_links}, timings, replaced)
+    rows_out = {"nodes": n, "links": n_links}
+    if groups:
+        rows_out["shared node ids"] = len(groups)
+    return ImportReport("attribution-graph", f"{model}/{slug}", str(target), rows_out,
+                        timings, replaced, tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -387,11 +415,13 @@ def _write(target: DatabaseTarget, info: _GraphInfo, node_table: pa.Table,
             t.metadata.create_all(conn, tables=list(t.ATTRIBUTION_TABLES), checkfirst=True)
             t.add_missing_columns(conn)
             g = t.attribution_graphs.c
-            old = conn.execute(select(g.graph_id).where(g.slug == info.slug)).first()
+            old = conn.execute(select(g.graph_id).where(
+                g.slug == info.slug, g.model == info.model)).first()
             if old is not None and not replace:
                 raise GraphExistsError(
-                    f"{target}: an attribution graph with slug {info.slug!r} is already "
-                    "stored. Pass --replace to overwrite it.")
+                    f"{target}: model {info.model!r} already has an attribution graph with "
+                    f"slug {info.slug!r}. Pass --replace to overwrite it (graphs of other "
+                    "models are left alone).")
             if old is not None:
                 for table in t.GRAPH_TABLES:
                     conn.execute(delete(table).where(table.c.graph_id == old[0]))

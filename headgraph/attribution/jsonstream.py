@@ -22,11 +22,21 @@ With ``workers``, runs are parsed in threads (pyarrow releases the GIL) while th
 is found: each cut is then a guess (a ``}`` followed by ``,`` or ``]``), and when a run
 turns out not to parse, the runs after it are dropped, the file is read again from that
 run's first byte, and the rest of the array goes one proven cut at a time.
+
+What is refused (one :class:`~headgraph.errors.BadInputError` line each, before anything is
+written): numbers that are not finite (``NaN``, ``Infinity``, ``1e999``: JSON has no such
+values, and an answer that held one would not be JSON), values nested deeper than
+:data:`MAX_NESTING`, one array element or top-level field longer than :data:`MAX_ELEMENT`
+bytes. Blanks are never held: a run of them, between elements or after the last one, is
+skipped as it is read, so memory stays bounded whatever the file's layout (a 1 GB run of
+spaces between two links costs one window).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +47,61 @@ from headgraph.errors import BadInputError
 CHUNK = 8 << 20
 FAST_TRIES = 3  # candidate cuts tried before decoding element by element
 WS = b" \t\r\n"
-_DECODER = json.JSONDecoder()
+BOM = b"\xef\xbb\xbf"
+MAX_NESTING = 64  # real graph files nest 5 deep (metadata.info.source_urls, supernodes)
+MAX_ELEMENT = 64 << 20  # one node, link or top-level field; a real one is under 1 MB
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
+_NOT_BLANK_TEXT = re.compile(r"[^ \t\r\n]")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise not_finite(text)
+    return value
+
+
+def _constant(text: str) -> float:
+    raise not_finite(text)
+
+
+def not_finite(text: str) -> BadInputError:
+    return BadInputError(f"the file holds the number {text[:40]}, which is not finite: "
+                         "headgraph stores finite numbers only (JSON has no NaN or Infinity); "
+                         "fix the tool's output or drop those values.")
+
+
+def too_deep(limit: int = MAX_NESTING) -> BadInputError:
+    return BadInputError(f"the file nests values more than {limit} deep; graph files nest "
+                         "a few levels. Flatten the deep field or drop it.")
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_constant)
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses non-finite numbers and nesting deeper than
+    :data:`MAX_NESTING` (:class:`BadInputError`); invalid JSON raises ``ValueError``."""
+    try:
+        value = json.loads(text, parse_float=_finite, parse_constant=_constant)
+    except RecursionError:
+        raise too_deep() from None
+    check_nesting(value)
+    return value
+
+
+def check_nesting(value: Any, limit: int = MAX_NESTING) -> None:
+    """:class:`BadInputError` if ``value`` nests lists and objects deeper than ``limit``
+    (walked with a stack: no recursion)."""
+    if not isinstance(value, dict | list):
+        return
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise too_deep(limit)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 IN_FLIGHT = 3  # runs parsed ahead when pipelined
 
@@ -67,10 +131,13 @@ class JsonStream:
 
     def __init__(self, f: BinaryIO, *, chunk: int = CHUNK,
                  on_read: Callable[[int], None] | None = None) -> None:
+        start = f.tell()
+        if f.read(3) != BOM:  # a UTF-8 byte-order mark (some editors write one) is skipped
+            f.seek(start)
         self._f = f
         self._buf = b""
         self._pos = 0
-        self._base = 0
+        self._base = f.tell()
         self._eof = False
         self.chunk = chunk
         self._on_read = on_read
@@ -97,15 +164,15 @@ class JsonStream:
         return BadInputError(f"not valid JSON at byte {self.offset:,}: {what}.")
 
     def skip_ws(self) -> None:
+        """Skip blanks, a window at a time (a long run of them is never held)."""
         while True:
             if not self._fill(1):
                 return
-            buf, i = self._buf, self._pos
-            while i < len(buf) and buf[i] in WS:
-                i += 1
-            self._pos = i
-            if i < len(buf):
+            found = _NOT_BLANK.search(self._buf, self._pos)
+            if found is not None:
+                self._pos = found.start()
                 return
+            self._pos = len(self._buf)
 
     def peek(self) -> bytes:
         """The next byte (``b""`` at the end of the file)."""
@@ -135,13 +202,22 @@ class JsonStream:
             except json.JSONDecodeError as exc:
                 if rest:
                     raise self.fail(exc.msg) from None
-                size *= 4
+                size = self._grow(size * 4)
                 continue
+            except RecursionError:
+                raise too_deep() from None
             if end == len(text) and not rest:  # a number may go on past the window
-                size *= 4
+                size = self._grow(size * 4)
                 continue
+            check_nesting(value)
             self._pos += len(text[:end].encode("utf-8"))
             return value
+
+    def _grow(self, size: int) -> int:
+        if size > 4 * MAX_ELEMENT:  # a field of MAX_ELEMENT fits a window of 4x its size
+            raise self.fail(f"a value is longer than {MAX_ELEMENT >> 20} MB (a real graph's "
+                            "fields are far smaller; blanks inside a value count)")
+        return size
 
     def _decode(self, raw: bytes, rest: bool) -> str:
         try:
@@ -168,6 +244,21 @@ class JsonStream:
                 self._buf, self._pos, self._base, self._eof = b"", 0, rewind.offset, False
         self._proven_runs(parser)
 
+    def _separator(self) -> bool:
+        """After a run: skip blanks (as many as there are, a window at a time), then take
+        ``,`` (True: more elements follow) or ``]`` (False: the array ends)."""
+        self.skip_ws()
+        found = self.peek()
+        if found == b",":
+            self._pos += 1
+            self.skip_ws()
+            return True
+        if found == b"]":
+            self._pos += 1
+            return False
+        got = found.decode("latin-1") or "the end of the file"
+        raise self.fail(f"expected ',' or ']' after an array element, found {got!r}")
+
     def _proven_runs(self, parser: RunParser) -> None:
         def parse(run: bytes) -> bool:
             parsed = parser.prepare(run)
@@ -180,17 +271,20 @@ class JsonStream:
         while True:
             rest = not self._fill(window)
             buf, start = self._buf, self._pos
-            after = self._cut(buf, start, parse) or self._exact_cut(buf, start, rest, parse)
-            if after is None:  # no element ends in the window: one bigger than it
+            end = self._cut(buf, start, parse) or self._exact_cut(buf, start, rest, parse)
+            if end is None:  # no element ends in the window: one bigger than it
                 if rest:
                     raise self.fail("an array element does not end, or is not an object")
+                if window >= MAX_ELEMENT:
+                    raise self.fail(f"an array element is longer than {MAX_ELEMENT >> 20} MB "
+                                    "(a real node or link is under 1 MB; blanks inside an "
+                                    "element count)")
                 window *= 2
                 continue
-            self._pos = after + 1
-            if buf[after] == 93:  # "]"
+            self._pos = end
+            if not self._separator():
                 return
             window = self.chunk
-            self.skip_ws()
 
     def _guessed_runs(self, parser: RunParser, pool: ThreadPoolExecutor) -> None:
         pending: deque[tuple[int, Future]] = deque()
@@ -202,16 +296,17 @@ class JsonStream:
                 if cut is None:  # no likely cut in the window: go one proven run at a time
                     self._settle(pending, parser, 0)
                     raise _Rewind(self._base + start)
-                after = _next_token(buf, cut + 1)
-                assert after is not None
                 pending.append((self._base + start, pool.submit(parser.prepare,
                                                                 buf[start:cut + 1])))
-                self._pos = after + 1
-                end = buf[after] == 93  # "]"
-                self._settle(pending, parser, 0 if end else IN_FLIGHT)
-                if end:
+                self._pos = cut + 1
+                try:
+                    more = self._separator()
+                except BadInputError:  # a wrong guess (its run will not parse) or a
+                    self._settle(pending, parser, 0)  # broken file (it will): which one?
+                    raise
+                self._settle(pending, parser, IN_FLIGHT if more else 0)
+                if not more:
                     return
-                self.skip_ws()
         finally:
             for _, future in pending:
                 future.cancel()
@@ -227,8 +322,9 @@ class JsonStream:
 
     def _cut(self, buf: bytes, start: int, parse: Callable[[bytes], bool]) -> int | None:
         """Try a few ``}`` of the window as the end of a run: the one before the first
-        ``]`` (the array's end when its elements hold no arrays), then the last ones. The
-        index of the ``,`` or ``]`` after the run that parsed, or None."""
+        ``]`` (the array's end when its elements hold no arrays), then the last ones; each
+        must be followed by ``,``, ``]`` or blanks to the window's end. The index after
+        the run that parsed, or None."""
         last = buf.rfind(b"}", start)
         close = buf.find(b"]", start)
         first = buf.rfind(b"}", start, close) if close >= 0 else -1
@@ -237,8 +333,8 @@ class JsonStream:
             while cut >= 0 and tried < FAST_TRIES:
                 tried += 1
                 after = _next_token(buf, cut + 1)
-                if after is not None and buf[after] in b",]" and parse(buf[start:cut + 1]):
-                    return after
+                if (after is None or buf[after] in b",]") and parse(buf[start:cut + 1]):
+                    return cut + 1
                 if cut == first:
                     break
                 cut = buf.rfind(b"}", start, cut)
@@ -247,7 +343,8 @@ class JsonStream:
     def _exact_cut(self, buf: bytes, start: int, rest: bool,
                    parse: Callable[[bytes], bool]) -> int | None:
         """Find the last whole element by decoding element after element (slow, exact):
-        for ``}`` inside strings or nested objects near every cut."""
+        for ``}`` inside strings or nested objects near every cut. The index after the
+        run, or None."""
         text = self._decode(buf[start:], rest)
         i, last = 0, None
         while True:
@@ -255,39 +352,44 @@ class JsonStream:
                 _, end = _DECODER.raw_decode(text, i)
             except json.JSONDecodeError:
                 break
-            j = end
-            while j < len(text) and text[j] in " \t\r\n":
-                j += 1
-            if j >= len(text) or text[j] not in ",]":
+            except RecursionError:
+                raise too_deep() from None
+            found = _NOT_BLANK_TEXT.search(text, end) if end < len(text) else None
+            if found is None:  # blanks to the window's end: the run ends here
+                if end < len(text) or not rest:
+                    last = end
                 break
-            last = (end, j)
-            if text[j] == "]":
+            if text[found.start()] not in ",]":
                 break
-            i = j + 1
-            while i < len(text) and text[i] in " \t\r\n":
-                i += 1
+            last = end
+            if text[found.start()] == "]":
+                break
+            i = found.start() + 1
+            more = _NOT_BLANK_TEXT.search(text, i)
+            if more is None:
+                break
+            i = more.start()
         if last is None:
             return None
-        end = start + len(text[:last[0]].encode("utf-8"))
-        after = start + len(text[:last[1]].encode("utf-8"))
+        end = start + len(text[:last].encode("utf-8"))
         if not parse(buf[start:end]):
             raise self.fail("an array element is not valid JSON")
-        return after
+        return end
 
 
 def _guess(buf: bytes, start: int) -> int | None:
-    """A ``}`` likely to end a run: the last of the window followed by ``,``, or the one
-    before the first ``]`` followed by ``]`` (the end of the array)."""
+    """A ``}`` likely to end a run: the one before the first ``]`` if only blanks stand
+    between them (the end of the array), else the last of the window followed by ``,``
+    or by blanks to the window's end."""
     close = buf.find(b"]", start)
     if close >= 0:
         cut = buf.rfind(b"}", start, close)
-        after = _next_token(buf, cut + 1) if cut >= 0 else None
-        if after is not None and buf[after] == 93:
+        if cut >= 0 and _next_token(buf, cut + 1) == close:
             return cut
     cut = buf.rfind(b"}", start)
     while cut >= 0:
         after = _next_token(buf, cut + 1)
-        if after is not None and buf[after] == 44:  # ","
+        if after is None or buf[after] == 44:  # ","
             return cut
         cut = buf.rfind(b"}", start, cut)
     return None
@@ -295,10 +397,8 @@ def _guess(buf: bytes, start: int) -> int | None:
 
 def _next_token(buf: bytes, i: int) -> int | None:
     """Index of the first non-blank byte at or after ``i``; None if the window ends."""
-    n = len(buf)
-    while i < n and buf[i] in WS:
-        i += 1
-    return i if i < n else None
+    found = _NOT_BLANK.search(buf, i)
+    return None if found is None else found.start()
 
 
 def read_document(f: BinaryIO, arrays: dict[str, RunParser], *, chunk: int = CHUNK,

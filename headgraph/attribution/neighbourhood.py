@@ -110,20 +110,28 @@ def check_neighbourhood(top: int, depth: int, direction: str) -> None:
 
 
 def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth: int = 1,
-                  direction: str = "both", max_links: int | None = None) -> GraphSlice:
-    """The links around ``node_id`` (see the module doc); ``LIMIT_EXCEEDED`` when more
-    than ``max_links`` links would be gathered.
+                  direction: str = "both", max_links: int | None = None,
+                  model: str | None = None) -> GraphSlice:
+    """The links around ``node_id`` (a node id, or a node key where two nodes share the
+    id) of graph ``slug`` (of ``model``, or of any model while the slug is unique); see
+    the module doc. ``LIMIT_EXCEEDED`` when more than ``max_links`` links would be
+    gathered.
 
     Examples
     --------
     >>> view = neighbourhood(db, "my-graph", "12_3456_7", top=5, depth=2)  # doctest: +SKIP
     """
     check_neighbourhood(top, depth, direction)
-    graph = known_graph(db, slug)  # proven by the first hop's statement, or read afresh
-    center = None if graph is None else graph_nodes(db, graph).by_id.get(node_id)
+    graph = known_graph(db, slug, model)  # proven by the first hop's statement, or read afresh
+    center = None
+    if graph is not None:
+        found = graph_nodes(db, graph)
+        center = found.by_key.get(node_id)
+        if center is None and len(found.by_id.get(node_id, ())) == 1:
+            center = found.by_id[node_id][0]
     proven = center is None
     if center is None:
-        graph, center = graph_and_node(db, slug, node_id)
+        graph, center = graph_and_node(db, slug, node_id, model)
     assert graph is not None and center is not None
     found: dict[int, tuple[int, int, int, float]] = {}
     frontiers = {True: [center] if direction != "out" else [],
@@ -133,13 +141,14 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
         if not frontiers[True] and not frontiers[False]:
             break
         sql = _hop(db, graph, frontiers)
-        table = fetch_arrow(db, text(sql if proven else f"{sql} UNION ALL {still_stored(graph)}"))
+        marker_sql = still_stored(graph, alone=model is None)
+        table = fetch_arrow(db, text(sql if proven else f"{sql} UNION ALL {marker_sql}"))
         if not proven:
             marker = pc.equal(table.column("idx"), -1)
             if not pc.any(marker).as_py():  # replaced since it was read: start afresh
-                forget_graph(db, slug)
+                forget_graph(db, slug, model)
                 return neighbourhood(db, slug, node_id, top=top, depth=depth,
-                                     direction=direction, max_links=max_links)
+                                     direction=direction, max_links=max_links, model=model)
             table, proven = table.filter(pc.invert(marker)), True
         table = strongest(table, top)
         frontiers = {True: [], False: []}
@@ -164,7 +173,8 @@ def neighbourhood(db: GraphDB, slug: str, node_id: str, *, top: int = 10, depth:
                       "extra": pa.array([extras.get(r[0]) for r in rows], pa.string()),
                       "edge_score": pa.nulls(len(rows), pa.float64())})
     return GraphSlice(graph, in_file_order(records), links, False,
-                     {"around": node_id, "top": top, "depth": depth, "direction": direction})
+                      {"around": graph_nodes(db, graph).nodes[center].node_id, "top": top,
+                       "depth": depth, "direction": direction})
 
 
 def _link_extras(db: GraphDB, graph: GraphRow, found: dict[int, tuple]) -> dict[int, str]:

@@ -23,6 +23,7 @@ depends on ``K``:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,10 +61,11 @@ def compute_pruned(db: GraphDB, graph: GraphRow, node_threshold: float,
         scores = links.column("edge_score").to_numpy()
         links = links.take(pa.array(np.sort(np.argsort(-scores, kind="stable")[:max_links])))
     if graph.n_link_extras:
-        links = _with_extras(db, graph, links)
+        links = with_extras(db, graph, links)
     in_file_order = [nodes.nodes[i] for i in kept[np.argsort(nodes.idx[kept])].tolist()]
     return GraphSlice(graph, in_file_order, links, bool(truncated),
-                      {"node_threshold": node_threshold, "edge_threshold": edge_threshold})
+                      {"prune": "recompute", "node_threshold": node_threshold,
+                       "edge_threshold": edge_threshold})
 
 
 def _computed(db: GraphDB, graph: GraphRow, nodes: GraphNodes, k: int,
@@ -141,7 +143,7 @@ def _flat(table: pa.Table, name: str, dtype: Any) -> np.ndarray:
     return out
 
 
-def _with_extras(db: GraphDB, graph: GraphRow, links: pa.Table) -> pa.Table:
+def with_extras(db: GraphDB, graph: GraphRow, links: pa.Table) -> pa.Table:
     """``links`` with the ``extra`` fields of those that have some (rare: read apart)."""
     c = t.attribution_links.c
     found = fetch_arrow(db, select(c.idx, c.extra).where(and_(
@@ -156,15 +158,38 @@ _VIEWS: OrderedDict[tuple, GraphSlice] = OrderedDict()
 CACHED_LINKS = 4_000_000  # links held by the view cache of one process, all views together
 
 
+def cached_view(key: tuple, compute: Callable[[], GraphSlice], cache: bool = True
+                ) -> GraphSlice:
+    """The view of ``key`` from this process's cache, else ``compute()`` (kept when
+    ``cache``; least recently used first out, at most :data:`CACHED_LINKS` links in all).
+    Keys name the database, the graph's id and import time, so a graph imported again
+    (a new id) is never answered from an old view."""
+    with CACHE_LOCK:
+        if cache and key in _VIEWS:
+            _VIEWS.move_to_end(key)
+            return _VIEWS[key]
+    view = compute()
+    if cache and view.links.num_rows <= CACHED_LINKS:
+        with CACHE_LOCK:
+            _VIEWS[key] = view
+            while sum(v.links.num_rows for v in _VIEWS.values()) > CACHED_LINKS:
+                _VIEWS.popitem(last=False)
+    return view
+
+
+def view_key(db: GraphDB, graph: GraphRow, *params: Any) -> tuple:
+    """A cache key for a view of ``graph`` with ``params``."""
+    return (str(db.target), graph.graph_id, graph.imported_at, *params)
+
+
 def pruned_view(db: GraphDB, slug: str, node_threshold: float = pruning.NODE_THRESHOLD,
                 edge_threshold: float = pruning.EDGE_THRESHOLD, *, max_links: int | None = None,
-                cache: bool = True) -> GraphSlice:
-    """circuit-tracer's pruned graph at these thresholds (see the module doc and
-    :mod:`headgraph.attribution.pruning` for the formulas).
+                cache: bool = True, model: str | None = None) -> GraphSlice:
+    """circuit-tracer's pruned graph at these thresholds, recomputed on the stored links
+    (see the module doc and :mod:`headgraph.attribution.pruning` for the formulas), of the
+    graph ``slug`` (of ``model``, or of any model while the slug is unique).
 
-    With ``cache``, views are kept in this process (least recently used first out, at
-    most :data:`CACHED_LINKS` links in all), keyed by database, graph id and import time,
-    so a graph imported again (a new id) is never answered from an old view.
+    With ``cache``, views are kept in this process (:func:`cached_view`).
 
     Examples
     --------
@@ -173,17 +198,14 @@ def pruned_view(db: GraphDB, slug: str, node_threshold: float = pruning.NODE_THR
     (312, 4410)
     """
     pruning.check_thresholds(node_threshold, edge_threshold)
-    graph = get_graph(db, slug)
-    key = (str(db.target), graph.graph_id, graph.imported_at, float(node_threshold),
-           float(edge_threshold), max_links)
-    with CACHE_LOCK:
-        if cache and key in _VIEWS:
-            _VIEWS.move_to_end(key)
-            return _VIEWS[key]
-    view = compute_pruned(db, graph, node_threshold, edge_threshold, max_links)
-    if cache and view.links.num_rows <= CACHED_LINKS:
-        with CACHE_LOCK:
-            _VIEWS[key] = view
-            while sum(v.links.num_rows for v in _VIEWS.values()) > CACHED_LINKS:
-                _VIEWS.popitem(last=False)
-    return view
+    return pruned_view_of(db, get_graph(db, slug, model), node_threshold, edge_threshold,
+                          max_links=max_links, cache=cache)
+
+
+def pruned_view_of(db: GraphDB, graph: GraphRow, node_threshold: float, edge_threshold: float,
+                   *, max_links: int | None = None, cache: bool = True) -> GraphSlice:
+    """:func:`pruned_view` of a graph already found."""
+    key = view_key(db, graph, "recompute", float(node_threshold), float(edge_threshold),
+                   max_links)
+    return cached_view(key, lambda: compute_pruned(db, graph, node_threshold, edge_threshold,
+                                                   max_links), cache)

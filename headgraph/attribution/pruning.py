@@ -118,13 +118,19 @@ def influence_and_heights(n: int, source: np.ndarray, target: np.ndarray,
     Solves ``y = w + A^T y`` exactly, one height at a time from the sinks: once every link
     out of a node is processed its ``y`` is final, so each link is used once; the nodes
     finished in pass ``j`` are exactly those of height ``j``. ``a`` may pass
-    :func:`normalised` when the caller has it. Raises :class:`BadInputError` when the
-    links form a cycle (the series would not end).
+    :func:`normalised` when the caller has it. A link of weight 0 carries no influence
+    (its ``A`` is 0) and is no link for the heights either: files that list such links
+    explicitly may close cycles with them (a real one does, self-loop included), and
+    those are not cycles of the graph. Raises :class:`BadInputError` when the links of
+    non-zero weight form a cycle (the series would not end).
     """
     source = np.asarray(source, np.int32 if n < 1 << 31 else np.int64)
     target = np.asarray(target, source.dtype)
     if a is None:
         a = normalised(n, target, weight)
+    nonzero = np.asarray(weight) != 0
+    if not nonzero.all():
+        source, target, a = source[nonzero], target[nonzero], a[nonzero]
     order = group_order(target, n)
     src_by_tgt, a_by_tgt = source[order], a[order]
     indptr = np.zeros(n + 1, np.int64)
@@ -149,7 +155,8 @@ def influence_and_heights(n: int, source: np.ndarray, target: np.ndarray,
         frontier = np.flatnonzero((dec > 0) & (outdeg == 0))
     if done < n and int(outdeg.sum()) > 0:
         raise BadInputError(f"the links of this graph form a cycle ({n - done} nodes on or "
-                            "before it): influence is defined for acyclic graphs only.")
+                            "before it, links of weight 0 left out): influence is defined "
+                            "for acyclic graphs only.")
     return y - weights, heights
 
 

@@ -1,13 +1,23 @@
-"""``GET /graphs/{slug}.json``: attribution graphs as Neuronpedia graph JSON, whole or in
-views, so Neuronpedia's frontend can open a big graph piece by piece.
+"""``GET /graphs/{model}/{slug}.json`` (and ``/graphs/{slug}.json`` while no other model
+has the slug): attribution graphs as Neuronpedia graph JSON, whole or in views, so
+Neuronpedia's frontend (or any other) can open a big graph piece by piece. A model name
+with a ``/`` (``google/gemma-2-2b``) travels percent-encoded (``google%2Fgemma-2-2b``).
 
 ===========================================  ==============================================
 request                                      answer
 ===========================================  ==============================================
-``/graphs/{slug}.json``                      the graph as imported (every node and link;
+``/graphs/{model}/{slug}.json``              the graph as imported (every node and link;
                                              refused over ``max_export_edges`` links)
-``?node_threshold=0.8&edge_threshold=0.98``  circuit-tracer's pruned view (either alone
-                                             takes the other's default)
+``?node_threshold=0.6``                      the graph's pruned view
+                                             (:mod:`headgraph.attribution.views`): by
+                                             default Neuronpedia's filter on the file's
+                                             influence for files that hold it
+``?prune=recompute&node_threshold=0.8``      circuit-tracer's pruning recomputed on the
+``&edge_threshold=0.98``                     stored links (either threshold alone takes
+                                             the other's default); ``prune=influence``
+                                             names the other rule
+``&pinned=ID,ID&clicked=ID``                 nodes kept in the view whatever the threshold
+                                             (besides the file's ``qParams.pinnedIds``)
 ``?around=NODE_ID&top=10&depth=1``           the neighbourhood of one node;
 ``&direction=in|out|both``                   ``direction`` defaults to both
 ===========================================  ==============================================
@@ -19,9 +29,9 @@ number of links. Database work waits for one of the connection turns every route
 session through ``Service.open_session``: a view holds its turn while it is computed and
 streams from memory after; the whole graph holds it while it streams. Errors use the API's
 JSON error shape, cleaned as every route's are (``Service.public``: no database path or URL,
-at most 1000 characters): 400 ``BAD_INPUT`` / ``LIMIT_EXCEEDED``, 404 ``GRAPH_NOT_FOUND`` /
-``NODE_NOT_FOUND``, 405 for a method other than GET, 503 ``DATABASE_LOCKED`` (with
-``Retry-After``) while an import writes.
+at most 1000 characters): 400 ``BAD_INPUT`` / ``GRAPH_AMBIGUOUS`` / ``LIMIT_EXCEEDED``, 404
+``GRAPH_NOT_FOUND`` / ``NODE_NOT_FOUND``, 405 for a method other than GET, 503
+``DATABASE_LOCKED`` (with ``Retry-After``) while an import writes.
 """
 
 from __future__ import annotations
@@ -43,8 +53,7 @@ from headgraph.api.streaming import Cancelled, Channel, ChunkWriter
 from headgraph.attribution import graphs as q
 from headgraph.attribution import neighbourhood as near
 from headgraph.attribution.export import write_graph, write_view
-from headgraph.attribution.pruned import pruned_view
-from headgraph.attribution.pruning import EDGE_THRESHOLD, NODE_THRESHOLD
+from headgraph.attribution.views import ViewAsk, graph_view
 from headgraph.errors import (
     BadInputError,
     DatabaseLockedError,
@@ -55,12 +64,13 @@ from headgraph.errors import (
 
 log = logging.getLogger("headgraph.api")
 PREFIX = "/graphs/"
-PARAMS = ("node_threshold", "edge_threshold", "around", "top", "depth", "direction")
+PARAMS = ("prune", "node_threshold", "edge_threshold", "pinned", "clicked", "around", "top",
+          "depth", "direction")
 
 
 @dataclass(frozen=True)
 class GraphAsk:
-    """One checked request: the whole graph, a pruned view or a neighbourhood."""
+    """One checked request: the whole graph, a view or a neighbourhood."""
 
     slug: str
     node_threshold: float | None = None
@@ -69,39 +79,71 @@ class GraphAsk:
     top: int = 10
     depth: int = 1
     direction: str = "both"
+    model: str | None = None
+    prune: str | None = None
+    pinned: tuple[str, ...] = ()
+    clicked: str | None = None
 
     @property
     def pruned(self) -> bool:
-        return self.node_threshold is not None or self.edge_threshold is not None
+        """Whether a view is asked for (not the whole graph)."""
+        return (self.node_threshold is not None or self.edge_threshold is not None
+                or self.prune is not None or bool(self.pinned) or self.clicked is not None)
+
+    def view(self) -> ViewAsk:
+        return ViewAsk(self.prune, self.node_threshold, self.edge_threshold, self.pinned,
+                       self.clicked).check()
+
+
+def _name(raw: bytes, what: str) -> str:
+    try:
+        name = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"the {what} in the path is not UTF-8.") from None
+    if not name or not name.isprintable() or ".." in name or (what == "slug" and "/" in name):
+        raise BadInputError(f"{name[:80]!r} is not a graph {what}.")
+    return name
 
 
 def parse_ask(raw_path: bytes, query_string: bytes) -> GraphAsk:
-    """``raw_path`` is the percent-encoded path after ``/graphs/``: ``{slug}.json``."""
-    if not raw_path.endswith(b".json") or b"/" in raw_path:
-        raise BadInputError("an attribution graph is /graphs/{slug}.json.")
-    try:
-        slug = unquote_to_bytes(raw_path[:-5]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInputError("the slug in the path is not UTF-8.") from None
-    if not slug or any(ord(c) < 32 for c in slug) or "/" in slug or ".." in slug:
-        raise BadInputError(f"{slug[:80]!r} is not a graph slug.")
+    """``raw_path`` is the percent-encoded path after ``/graphs/``: ``{model}/{slug}.json``
+    or ``{slug}.json``."""
+    parts = raw_path.split(b"/")
+    if not raw_path.endswith(b".json") or len(parts) > 2:
+        raise BadInputError("an attribution graph is /graphs/{model}/{slug}.json (a model "
+                            "name with '/' percent-encoded), or /graphs/{slug}.json.")
+    model = _name(parts[0], "model") if len(parts) == 2 else None
+    slug = _name(parts[-1][:-5], "slug")
     params = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise BadInputError(f"unknown parameter {', '.join(unknown)}; this route takes "
                             f"{', '.join(PARAMS)}.")
     last = {k: v[-1] for k, v in params.items()}
+    pinned = tuple(x for v in params.get("pinned", []) for x in _text(v).split(",") if x)
     ask = GraphAsk(slug, _share(last, "node_threshold"), _share(last, "edge_threshold"),
-                   last.get("around") or None, _int(last, "top", 10), _int(last, "depth", 1),
-                   last.get("direction", "both"))
+                   _text(last["around"]) if last.get("around") else None,
+                   _int(last, "top", 10), _int(last, "depth", 1),
+                   last.get("direction", "both"), model, last.get("prune") or None, pinned,
+                   _text(last["clicked"]) if last.get("clicked") else None)
     if ask.around is None and any(k in last for k in ("top", "depth", "direction")):
         raise BadInputError("top, depth and direction go with around=NODE_ID.")
     if ask.around is not None and ask.pruned:
-        raise BadInputError("give either thresholds (a pruned view) or around= (a "
-                            "neighbourhood), not both.")
+        raise BadInputError("give either view parameters (prune, thresholds, pinned, "
+                            "clicked) or around= (a neighbourhood), not both.")
     if ask.around is not None:
         near.check_neighbourhood(ask.top, ask.depth, ask.direction)
+    elif ask.pruned:
+        ask.view()
     return ask
+
+
+def _text(raw: str) -> str:
+    """A query value as text: parse_qs decodes it as latin-1; the page sent UTF-8."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError("a parameter is not UTF-8.") from None
 
 
 def _share(params: dict[str, str], name: str) -> float | None:
@@ -171,21 +213,19 @@ class AttributionRoutes:
             if ask.around is not None:
                 return near.neighbourhood(db, ask.slug, ask.around, top=ask.top,
                                           depth=ask.depth, direction=ask.direction,
-                                          max_links=self.settings.max_export_edges)
+                                          max_links=self.settings.max_export_edges,
+                                          model=ask.model)
             if ask.pruned:
-                return pruned_view(
-                    db, ask.slug,
-                    NODE_THRESHOLD if ask.node_threshold is None else ask.node_threshold,
-                    EDGE_THRESHOLD if ask.edge_threshold is None else ask.edge_threshold,
-                    max_links=self.settings.max_export_edges)
-            graph = q.get_graph(db, ask.slug)
+                return graph_view(db, ask.slug, ask.view(), model=ask.model,
+                                  max_links=self.settings.max_export_edges)
+            graph = q.get_graph(db, ask.slug, ask.model)
             self._check_size(graph)
             return graph
 
     def _write_whole(self, ask: GraphAsk, out: ChunkWriter, start: Callable[[], None]) -> None:
         with self.service.open_session() as db:
             start()
-            write_graph(db, ask.slug, out)
+            write_graph(db, ask.slug, out, ask.model)
 
     async def _stream(self, receive: Receive, send: Send, ask: GraphAsk, n_links: int,
                       write: Callable[[ChunkWriter, Callable[[], None]], None]) -> None:
@@ -242,9 +282,9 @@ class AttributionRoutes:
         limit = self.settings.max_export_edges
         if graph.n_links > limit:
             raise LimitExceededError(
-                f"graph {graph.slug!r} has {graph.n_links:,} links, over this server's limit "
+                f"graph {graph.name!r} has {graph.n_links:,} links, over this server's limit "
                 f"of {limit:,} (max_export_edges). Ask for a pruned view (node_threshold=, "
-                "edge_threshold=) or a neighbourhood (around=).")
+                "prune=) or a neighbourhood (around=).")
 
     def _refusal(self, exc: BaseException) -> Outcome:
         if not isinstance(exc, HeadgraphError):  # a bug, logged with its traceback

@@ -107,7 +107,7 @@ def _arrow_type(sql_type: Any) -> pa.DataType:
 def write_graphs(conn: Connection, target: DatabaseTarget, graphs: list[StoredGraph],
                  replace: bool) -> dict[str, int]:
     """Insert ``graphs`` in the caller's transaction (new graph ids); row counts by
-    table. A stored slug is refused unless ``replace``."""
+    table. A stored (model, slug) is refused unless ``replace``."""
     counts = {"attribution_graphs": 0, **{table.name: 0 for table, _ in GRAPH_PARTS}}
     if not graphs:
         return counts
@@ -115,11 +115,11 @@ def write_graphs(conn: Connection, target: DatabaseTarget, graphs: list[StoredGr
     t.add_missing_columns(conn)
     g = t.attribution_graphs.c
     for graph in graphs:
-        slug = graph.row["slug"]
-        old = conn.execute(select(g.graph_id).where(g.slug == slug)).first()
+        slug, model = graph.row["slug"], graph.row["model"]
+        old = conn.execute(select(g.graph_id).where(g.slug == slug, g.model == model)).first()
         if old is not None and not replace:
-            raise GraphExistsError(f"{target}: an attribution graph with slug {slug!r} is "
-                                   "already stored; pass --replace to overwrite it.")
+            raise GraphExistsError(f"{target}: model {model!r} already has an attribution graph "
+                                   f"with slug {slug!r}; pass --replace to overwrite it.")
         if old is not None:
             for table in (t.attribution_graphs, *(p for p, _ in GRAPH_PARTS)):
                 conn.execute(delete(table).where(table.c.graph_id == old[0]))

@@ -1,10 +1,13 @@
 """Writing a stored circuit back in the format it came in.
 
-An EAP-IG circuit exports as ``{"cfg", "nodes", "edges"}`` with every edge's score and
-``in_graph``: equal JSON to the imported file when its scores were float32 values (what
-EAP-IG writes). An edge list exports its comment lines, then one edge a line in its
-naming, ordered by target, kind and source, with the score as the shortest decimal that
-reads back as the same float32.
+An EAP-IG circuit (``to_json`` or ``to_pt``) exports as ``{"cfg", "nodes", "edges"}`` with
+every edge's score and ``in_graph``: equal JSON to the imported ``to_json`` file when its
+scores were float32 values (what EAP-IG writes). An auto-circuit export comes back as the
+list it was (positions and all). An edge list (and ACDC's ``save_subgraph``) exports its
+comment lines, then one edge a line in its naming and spelling, ordered by target, kind and
+source, with the score as the shortest decimal that reads back as the same float32; names
+that stood for several edges (``blocks.0.hook_resid_pre``, ``Resid Start``, auto-circuit's
+``A1.2`` as a target) are written once; ACDC's internal edges follow.
 """
 
 from __future__ import annotations
@@ -62,14 +65,25 @@ def export_circuit(db: GraphDB, model: str, tool: str, task: str) -> str:
                             f"{task!r}; stored: {stored}.")
     circuit = found[0]
     header = json.loads(circuit.header)
+    style = header.pop("style", None) or {}
     edges = circuit_edges(db, circuit)
-    if circuit.format == "eap-ig-json":
+    if circuit.format == "auto-circuit-json":
+        return json.dumps(header["entries"], indent=4)
+    if circuit.format in ("eap-ig-json", "eap-ig-pt"):
         out = dict(header)
         out["edges"] = {edge_name(e, circuit.naming, row.n_layers): {
             "score": e.score, "in_graph": e.in_graph} for e in edges}
         return json.dumps(out)
     lines = list(header.get("comments", []))
+    written: set[str] = set()
     for e in edges:
-        name = edge_name(e, circuit.naming, row.n_layers)
-        lines.append(f"{name}\t{f32_text(e.score)}" if header.get("scores") else name)
+        if style.get("resid_pre") and e.source == "POS_EMBED":
+            continue  # stored beside EMBED for one name (resid_pre): written once, there
+        name = edge_name(e, circuit.naming, row.n_layers, style)
+        if name in written:  # Q, K and V of one separate_qkv=False name
+            continue
+        written.add(name)
+        lines.append(name if e.score is None else f"{name}\t{f32_text(e.score)}")
+    for name, score in header.get("internal", []):
+        lines.append(name if score is None else f"{name}\t{score!r}")
     return "\n".join(lines) + "\n"

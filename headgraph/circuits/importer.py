@@ -19,13 +19,8 @@ import pyarrow as pa
 from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 
-from headgraph.circuits.formats import (
-    DEFAULT_TOOL,
-    CircuitError,
-    ParsedCircuit,
-    parse_eap_json,
-    parse_edge_list,
-)
+from headgraph.circuits.files import read_circuit
+from headgraph.circuits.formats import DEFAULT_TOOL, CircuitError, ParsedCircuit
 from headgraph.errors import BadInputError, DatabaseError, ModelNotFoundError
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
@@ -65,18 +60,6 @@ def _check_label(what: str, value: str) -> str:
     return value
 
 
-def read_circuit(path: Path, n_layers: int | None) -> ParsedCircuit:
-    """Parse ``path`` as EAP-IG JSON (first byte ``{``) or an edge list (anything else)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("{"):
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise BadInputError(f"{path}: not valid JSON ({exc}).") from None
-        return parse_eap_json(doc, n_layers)
-    return parse_edge_list(text, n_layers)
-
-
 def _check_fits(circuit: ParsedCircuit, model: str, n_layers: int, n_heads: int,
                 names: set[str]) -> None:
     cfg = circuit.header.get("cfg") if isinstance(circuit.header.get("cfg"), dict) else {}
@@ -93,7 +76,10 @@ def _check_fits(circuit: ParsedCircuit, model: str, n_layers: int, n_heads: int,
     for e in circuit.edges:
         key = (e.source, e.target, e.kind)
         if key in seen:
-            raise CircuitError(f"the edge {e.source} -> {e.target} ({e.kind}) appears twice.")
+            hint = (" A per-token circuit gives each edge's positions: auto-circuit's export "
+                    "[[seq_idx, \"Src->Dest\"], ...]." if circuit.format == "edge-list" else "")
+            raise CircuitError(f"the edge {e.source} -> {e.target} ({e.kind}) appears twice."
+                               + hint)
         seen.add(key)
 
 
@@ -113,6 +99,9 @@ def import_circuit(path: str | os.PathLike[str], db: str | os.PathLike[str] | No
     if not path.is_file():
         raise BadInputError(f"{path}: no such file.")
     clock = time.perf_counter()
+    circuit = read_circuit(path, None)  # a file that is no circuit touches no database
+    if progress is not None:
+        progress("read", 1, 1)
     target = resolve_target(db)
     engine = create_db_engine(target, read_only=False)
     try:
@@ -124,11 +113,10 @@ def import_circuit(path: str | os.PathLike[str], db: str | os.PathLike[str] | No
             if row is None:
                 raise ModelNotFoundError(f"no model named {model!r} in {target}; ingest it "
                                          "first, or pass --model with a stored name.")
-            circuit = read_circuit(path, row.n_layers)
-            if progress is not None:
-                progress("read", 1, 1)
+            circuit.check_layers(row.n_layers)
             names = {r[0] for r in conn.execute(select(t.nodes.c.node)
                                                 .where(t.nodes.c.model_id == row.model_id))}
+            circuit = circuit.expanded("POS_EMBED" in names)
             _check_fits(circuit, model, row.n_layers, row.n_heads, names)
             tool = _check_label("tool", tool or DEFAULT_TOOL[circuit.naming])
             task = _check_label("task", task or path.stem)
@@ -141,9 +129,25 @@ def import_circuit(path: str | os.PathLike[str], db: str | os.PathLike[str] | No
     finally:
         engine.dispose()
     n_in = sum(e.in_graph for e in circuit.edges)
-    return ImportReport("circuit", f"{model}/{tool}/{task}", str(target),
-                        {"edges": len(circuit.edges), "in_graph": n_in},
-                        {"import": time.perf_counter() - clock}, replaced)
+    rows = {"edges": len(circuit.edges), "in_graph": n_in}
+    notes = []
+    if circuit.header.get("internal"):
+        rows["internal edges"] = len(circuit.header["internal"])
+        notes.append("ACDC's edges inside a head or MLP (hook_q_input -> attn.hook_q ...) are "
+                     "kept with the circuit, on no composition edge")
+    if circuit.header.get("token_circuit"):
+        rows["positions"] = len(circuit.header["entries"])
+        notes.append("a per-token circuit: an edge is in it if it is at any position; "
+                     "the positions are kept (export, Python)")
+    style = circuit.header.get("style") or {}
+    if style.get("qkv"):
+        notes.append("heads read through all of Q, K and V (separate_qkv=False): each such "
+                     "edge is stored on the Q, K and V edges")
+    if style.get("resid_pre"):
+        notes.append("the embedding with positions (resid_pre, Resid Start) is stored on the "
+                     "EMBED and POS_EMBED edges")
+    return ImportReport("circuit", f"{model}/{tool}/{task}", str(target), rows,
+                        {"import": time.perf_counter() - clock}, replaced, tuple(notes))
 
 
 def _store(conn, model_id: int, circuit: ParsedCircuit, tool: str, task: str, source: str,

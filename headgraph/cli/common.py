@@ -77,6 +77,22 @@ def run(fn: Callable[..., T], *args, **kwargs) -> T:
         raise typer.Exit(130) from None
 
 
+def seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux ``/proc``), or ``None`` elsewhere:
+    what the interpreter and the imports cost before a command's own work."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22: starttime, in clock ticks since boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def set_threads(threads: int | None) -> None:
     """Apply ``--threads`` (refused below 1) before any torch work starts."""
     if threads is None:

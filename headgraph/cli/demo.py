@@ -124,7 +124,7 @@ def run_demo(db: str | os.PathLike[str] | None, *, console: Console, serve: bool
                 f"{feeds[1].source} ({feeds[1].score:.3f})" if len(feeds) > 1 else "-",
             )
         console.print(table)
-    shown = shlex.quote(str(target))
+    shown = shlex.quote(str(db if db is not None else target))  # as the user named it
     console.print("[bold]3.[/] ask your own questions:")
     hint = activation_hint()
     if hint is not None:

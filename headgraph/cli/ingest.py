@@ -15,6 +15,7 @@ from headgraph.cli.common import (
     err_console,
     fail,
     run,
+    seconds_since_process_start,
     set_threads,
 )
 from headgraph.errors import HeadgraphError
@@ -47,6 +48,9 @@ def ingest(
     probes: Annotated[str | None, typer.Option(metavar="PROBES", help="Also run the model on "
                                                "these probes ('default', 'repeat(seq=20)', "
                                                "...) and store the evidence.")] = None,
+    attribution: AttributionOption = "attribution",
+    exact_heads: ExactHeadsOption = "10",
+    exact_edges: ExactEdgesOption = 20,
     executor: Annotated[str, typer.Option(metavar="local|ray", help="Where tasks run: this "
                                           "process, or Ray (one task per layer, or per model "
                                           "of a fleet).")] = "local",
@@ -81,7 +85,9 @@ def ingest(
     if fleet and (name is not None or step is not None):
         fail(BadInputError("--name and --step label one model; for a fleet put them in a "
                            "--manifest (columns source,name,family,step)."))
+    started = seconds_since_process_start()
     set_threads(threads)
+    evidence = evidence_options(attribution, exact_heads, exact_edges)
     options = {"address": ray_address, "num_cpus": ray_cpus, "device": device}
     runner = run(make_executor, executor, **options)  # Ray starts at the first task
 
@@ -90,17 +96,19 @@ def ingest(
             if not fleet:
                 return _ingest_one(sources[0], db, name=name, family=family, step=step,
                                    replace=replace, device=device, allow_pickle=allow_pickle,
-                                   progress=progress.update, probes=probes, executor=runner)
+                                   progress=progress.update, probes=probes, evidence_options=evidence,
+                                   executor=runner)
             return _ingest_fleet(sources or [], manifest, db, family=family, replace=replace,
                                  device=device, allow_pickle=allow_pickle, probes=probes,
-                                 executor=runner, tick=progress.update)
+                                 evidence_options=evidence, executor=runner,
+                                 tick=progress.update)
 
     try:
         report = run(work)
     finally:
         runner.__exit__(None, None, None)
     if not fleet:
-        _print_report(report)
+        _print_report(report, started, with_evidence=probes is not None)
         return
     _print_fleet(report)
     if report.failed:
@@ -135,18 +143,28 @@ def _ingest_fleet(sources, manifest, db, *, family, tick, **kwargs):
         raise typer.Exit(130) from None
 
 
-def _print_report(report) -> None:
+def _print_report(report, started: float | None = None, with_evidence: bool = False) -> None:
     from headgraph.schema.carry import describe_rows
 
     console.print(f"ingested {report.name!r} into {report.database}", highlight=False)
     table = Table(show_header=False)
     table.add_row("nodes", f"{report.n_nodes:,}")
     table.add_row("edges", f"{report.n_edges:,}")
-    for stage, seconds in report.timings.items():
+    timings = ({"start": started} if started is not None else {}) | report.timings
+    for stage, seconds in timings.items():
         table.add_row(f"{stage} (s)", f"{seconds:.2f}")
-    table.add_row("total (s)", f"{sum(report.timings.values()):.2f}")
+    table.add_row("total (s)", f"{sum(timings.values()):.2f}"
+                  + (" (process start to commit)" if started is not None else ""))
     if report.replaced:
         table.add_row("replaced", "the earlier model of this name")
+    if report.virtual is not None:
+        v = report.virtual
+        table.add_row("virtual heads", (
+            f"chains of 3: {v.scored:,} of {v.chains:,} scored exactly; "
+            + ("the top list is certified exact" if v.certified else
+               f"stored down to {v.bound_left:.4g}, the largest bound left unscored")))
+    if with_evidence:
+        agreement_table(report.database, report.name, table)
     console.print(table)
     if report.kept:
         console.print(f"kept {describe_rows(report.kept)} of the replaced model: its weights "
@@ -175,13 +193,18 @@ def _print_fleet(report) -> None:
 
 
 def plan(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Model directory, 'toy' or "
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Model directory, .gguf file, 'toy' or "
                                           "'random:SHAPE'.")],
+    db: DbOption = None,
+    probes: Annotated[str | None, typer.Option(metavar="PROBES", help="Plan the evidence run too (as "
+                                               "`ingest --probes`).")] = None,
 ) -> None:
-    """Print what an ingest of SOURCE will cost (edges, FLOPs, memory, size, time)."""
+    """Print what an ingest of SOURCE will cost: edges, FLOPs, memory, size, and the
+    seconds of every stage on this machine."""
     from headgraph.ingest.plan import make_plan
 
-    p = run(make_plan, source)
+    known = run(_stored_nulls, db)
+    p = run(make_plan, source, probes=probes, known_nulls=known)
     s = p.shape
     console.print(f"plan for {source}", highlight=False)
     table = Table(show_header=False)
@@ -198,8 +221,59 @@ def plan(
         table.add_row(f"FLOPs: {stage}", f"{flops / 1e12:,.3f} T")
     table.add_row("peak memory", f"{p.peak_bytes / 2**30:,.1f} GiB")
     table.add_row("database", f"{p.database_bytes / 2**20:,.0f} MiB")
-    table.add_row("time here", f"{p.seconds:,.0f} s at {p.gflops_rate:,.0f} GFLOP/s (CPU)")
+    table.add_row("Gaussian nulls to sample", f"{p.nulls_to_sample} (the others are cached)")
+    for stage, seconds in p.stages.items():
+        table.add_row(f"time: {stage}", f"{seconds:,.1f} s")
+    table.add_row("time here", f"{p.seconds:,.0f} s, process start to commit "
+                  f"(matmul floor {p.gflops_rate:,.0f} GFLOP/s now)")
     console.print(table)
+
+
+def _stored_nulls(db: str | None) -> dict:
+    """The null baselines the target database holds (none if it does not exist yet)."""
+    from headgraph.ingest.pipeline import preflight
+    from headgraph.schema.database import resolve_target
+
+    target = resolve_target(db)
+    if target.path is not None and not target.path.exists():
+        return {}
+    return preflight(target, "\0plan", replace=True)
+
+
+AttributionOption = Annotated[str, typer.Option(
+    help="Evidence for every head and Q/K/V edge from gradients: 'attribution' (attribution "
+    "patching / EAP, one backward pass per batch), 'integrated_gradients' (EAP-IG) or "
+    "'none'.")]
+ExactHeadsOption = Annotated[str, typer.Option(
+    help="Heads with the largest |attribution| to confirm by exact ablation, or 'all'.")]
+ExactEdgesOption = Annotated[int, typer.Option(
+    help="Q/K/V edges with the largest |attribution| to confirm by exact path patching.")]
+
+
+def evidence_options(attribution: str, exact_heads: str, exact_edges: int, **more):
+    """:class:`EvidenceOptions` from the command line (refusals are one coded line)."""
+    from headgraph.errors import BadInputError
+    from headgraph.ingest.evidence.collect import EvidenceOptions
+
+    text = exact_heads.strip().lower()
+    if text != "all" and not text.isdigit():
+        fail(BadInputError(f"--exact-heads takes a number or 'all', not {exact_heads!r}."))
+    return run(EvidenceOptions, attribution=attribution, exact_edges=exact_edges,
+               exact_heads=None if text == "all" else int(text), **more)
+
+
+def agreement_table(database: str, model: str, table: Table) -> None:
+    """Add the stored agreement of estimates with exact numbers to ``table``."""
+    from headgraph.queries.evidence import agreement_of
+    from headgraph.queries.models import get_model
+    from headgraph.queries.session import open_reader
+
+    with open_reader(database) as db:
+        for a in agreement_of(db, get_model(db, model)):
+            rho = "n/a" if a.spearman is None else f"{a.spearman:+.2f}"
+            table.add_row(f"agreement {a.quantity}",
+                          f"{a.method} vs exact on {a.probe}: Spearman {rho} over {a.n}, "
+                          f"top-{a.k} overlap {a.overlap}/{a.k}")
 
 
 def probe(
@@ -209,31 +283,33 @@ def probe(
     probes: Annotated[str, typer.Option(help="Probes: 'default', or e.g. "
                                         "'repeat(seq=20,batch=32,seed=0),text(path=F)'.")]
     = "default",
-    patch_targets: Annotated[int, typer.Option(help="Heads (by ablation effect) whose weight "
-                                               "feeders are path-patched; 0: none.")] = 4,
-    patch_sources: Annotated[int, typer.Option(help="Strongest weight feeders per target "
-                                               "and kind to path-patch.")] = 4,
+    attribution: AttributionOption = "attribution",
+    exact_heads: ExactHeadsOption = "10",
+    exact_edges: ExactEdgesOption = 20,
+    heads: Annotated[str | None, typer.Option(help="Ablate exactly these heads instead, e.g. "
+                                              "'L0H1,L1H2'.")] = None,
+    edges: Annotated[str | None, typer.Option(help="Path-patch exactly these edges instead, "
+                                              "e.g. 'L0H2>L1H3:K,MLP0>L1H1:Q'.")] = None,
+    ig_steps: Annotated[int, typer.Option(help="Steps of EAP-IG.")] = 5,
     max_tokens: Annotated[int, typer.Option(help="Tokens per forward pass (batching).")]
     = 8192,
-    heads: Annotated[str | None, typer.Option(help="Ablate (and path-patch into) only these "
-                                              "heads, e.g. 'L0H1,L1H2'; default: all.")]
-    = None,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Read pickle .bin "
                                                "weights (weights_only=True).")] = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Run probes on a stored model and store the evidence, replacing earlier evidence
-    from the same probes (one transaction)."""
-    from rich.table import Table
-
+    """Run probes on a stored model and store the evidence, replacing stored rows of the
+    same probe, metric and node or edge (one transaction). With --attribution none, the
+    heads and edges that stored attribution ranks first get exact confirmations."""
     from headgraph.cli.progress import StageProgress
-    from headgraph.ingest.evidence.collect import EvidenceOptions
+    from headgraph.ingest.evidence.collect import parse_edges
     from headgraph.ingest.evidence.reprobe import probe_model
 
     set_threads(threads)
-    options = run(EvidenceOptions, patch_targets=patch_targets, patch_sources=patch_sources,
-                   max_tokens=max_tokens,
-                   heads=None if heads is None else tuple(h.strip() for h in heads.split(",")))
+    options = evidence_options(
+        attribution, exact_heads, exact_edges, max_tokens=max_tokens, ig_steps=ig_steps,
+        heads=None if heads is None else tuple(h.strip() for h in heads.split(",")),
+        edges=None if edges is None else parse_edges(edges))
+
     def work():  # the progress display ends before any error is printed
         with StageProgress(console) as progress:
             return probe_model(db, model, probes, options=options, allow_pickle=allow_pickle,
@@ -252,6 +328,7 @@ def probe(
                                                            if passes else ""))
     for note in report.notes:
         table.add_row("note", note)
+    agreement_table(report.database, report.name, table)
     console.print(table)
 
 

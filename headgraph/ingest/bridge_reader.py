@@ -145,12 +145,13 @@ class BridgeReader:
             "W_V": bridge.W_V.detach(),
             "W_O": bridge.W_O.detach(),
         }
-        d_mlp = 0
+        d_mlp, gated = 0, False
         if not getattr(cfg, "attn_only", False):
             W_in = bridge.W_in.detach()
             W_gate = bridge.W_gate
             if W_gate is not None:
                 W_in = torch.cat([W_gate.detach(), W_in], dim=-1)
+                gated = True
             self._W["W_in"] = W_in
             self._W["W_out"] = bridge.W_out.detach()
             d_mlp = int(self._W["W_out"].shape[-2])
@@ -174,6 +175,7 @@ class BridgeReader:
             readout=readout,
             has_pos_embed=self._W_pos is not None,
             processing=bridge_processing(bridge),
+            gated_mlp=gated,
         )
 
     def globals(self) -> GlobalWeights:

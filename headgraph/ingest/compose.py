@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from headgraph.ingest.factors import compute_factors
+from headgraph.ingest.factors import Factors, compute_factors
 from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.nodes import NodeTable
 from headgraph.ingest.null import NullStat, OperandShape, sample_null
@@ -147,7 +147,23 @@ def compose(
     executor: LayerScorer | None = None,
     head_method: str = "auto",
 ) -> ComposedGraph:
-    """Compute every node metric and composition edge of the model behind ``reader``.
+    """Compute every node metric and composition edge of the model behind ``reader``
+    (:func:`compose_model`, without the factors)."""
+    return compose_model(reader, device=device, null=null, progress=progress,
+                         executor=executor, head_method=head_method)[0]
+
+
+def compose_model(
+    reader: WeightReader,
+    *,
+    device: str | torch.device = "cpu",
+    null: NullProvider = sample_null,
+    progress: Progress | None = None,
+    executor: LayerScorer | None = None,
+    head_method: str = "auto",
+) -> tuple[ComposedGraph, Factors]:
+    """Compute every node metric and composition edge of the model behind ``reader``, and
+    return the pass-1 factors too (the virtual heads are scored from them).
 
     Parameters
     ----------
@@ -181,5 +197,6 @@ def compose(
     tick("rank", 1, 1)
     structural = structural_null(factors, reader, edges.source, edges.target, edges.kind,
                                  edges.score, EDGE_KINDS, progress=tick)
-    return ComposedGraph(spec=spec, nodes=factors.nodes, metrics=factors.metrics, edges=edges,
-                         nulls=stats, structural=structural)
+    graph = ComposedGraph(spec=spec, nodes=factors.nodes, metrics=factors.metrics, edges=edges,
+                          nulls=stats, structural=structural)
+    return graph, factors

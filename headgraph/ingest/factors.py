@@ -19,6 +19,7 @@ from headgraph.ingest.cost import choose_head_method, gram_edges
 from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.kernel import (
     copying_scores,
+    dense_gram_blocks,
     frob,
     gram_block_pairs,
     head_read_factors,
@@ -27,7 +28,7 @@ from headgraph.ingest.kernel import (
 )
 from headgraph.ingest.nodes import NodeTable, build_nodes
 from headgraph.ingest.null import OperandShape
-from headgraph.ingest.reader import WeightReader, check_finite, check_layer
+from headgraph.ingest.reader import WeightReader, check_layer, vocab_grams
 from headgraph.ingest.spec import LayerWeights, ModelSpec
 
 Progress = Callable[[str, int, int], None]
@@ -51,6 +52,9 @@ class DenseSide:
     sq_norms: torch.Tensor  # (n,) ‖W‖_F^2
     shapes: tuple[OperandShape, ...]
     positions: np.ndarray  # residual-stream positions of the nodes
+    # block-Gram route: the upper blocks of every Gram, cut once ([n, s_p, s_q] each;
+    # a reader's off-diagonal blocks doubled, see kernel.read_gram_blocks), else None
+    blocks: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,18 +73,22 @@ class Factors:
     # the block-Gram route (:mod:`.cost`): every head's source Gram blocks, else None
     A_grams: tuple[torch.Tensor, ...] | None = None
     gram_edges: tuple[int, ...] = ()
+    readout: torch.Tensor | None = None  # W_U W_E (d x d): full OV circuits read through it
 
     def to(self, device: str | torch.device) -> Factors:
         """A copy with the tensors on ``device`` (tasks on a GPU)."""
         dev = torch.device(device)
 
         def side(s: DenseSide) -> DenseSide:
-            return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions)
+            blocks = None if s.blocks is None else tuple(b.to(dev) for b in s.blocks)
+            return DenseSide(s.ids, s.grams.to(dev), s.sq_norms.to(dev), s.shapes, s.positions,
+                             blocks)
 
         grams = None if self.A_grams is None else tuple(g.to(dev) for g in self.A_grams)
+        readout = None if self.readout is None else self.readout.to(dev)
         return Factors(self.spec, self.nodes, self.A.to(dev), self.A_sq.to(dev),
                        side(self.writers), side(self.readers), self.head_writer,
-                       self.head_reader, self.metrics, grams, self.gram_edges)
+                       self.head_reader, self.metrics, grams, self.gram_edges, readout)
 
 
 def to_device(lw: LayerWeights, device: torch.device) -> LayerWeights:
@@ -112,21 +120,38 @@ class _DenseCollector:
         """``W`` is ``(rows, d)`` for a writer, ``(d, cols)`` for a reader."""
         k = self.slot[name]
         torch.matmul(*((W.T, W) if self.side == "write" else (W, W.T)), out=self.grams[k])
-        self.sq[k] = W.square().sum()
-        rows = W.shape[0] if self.side == "write" else W.shape[1]
+        self._filled(k, W.shape[0] if self.side == "write" else W.shape[1])
+
+    def add_gram(self, name: str, gram: torch.Tensor, rows: int) -> None:
+        """A Gram formed elsewhere (:class:`~headgraph.ingest.spec.VocabGrams`)."""
+        k = self.slot[name]
+        self.grams[k].copy_(gram)
+        self._filled(k, rows)
+
+    def _filled(self, k: int, rows: int) -> None:
+        self.sq[k] = torch.diagonal(self.grams[k]).sum()  # ‖W‖_F^2 = tr(W^T W)
         self.shapes[k] = OperandShape("dense", self.d, rows, self.centred)
         metric = "out_norm" if self.side == "write" else "in_norm"
-        self.metrics[metric][self.ids[k]] = float(self.sq[k].sqrt())
+        self.metrics[metric][self.ids[k]] = float(self.sq[k].clamp_min(0).sqrt())
 
-    def build(self) -> DenseSide:
+    def build(self, edges: tuple[int, ...] = ()) -> DenseSide:
+        """The stacked Grams; with ``edges`` (the block-Gram route) their upper blocks too."""
         filled = [k for k, s in enumerate(self.shapes) if s is not None]
         if len(filled) != len(self.shapes):  # e.g. an MLP the reader did not give
             keep = torch.as_tensor(filled, dtype=torch.long)
             self.grams, self.sq = self.grams[keep], self.sq[keep]
             self.ids = self.ids[filled]
             self.shapes = [self.shapes[k] for k in filled]
+        blocks = None
+        if edges:
+            blocks = tuple(dense_gram_blocks(self.grams, edges))
+            if self.side == "read":
+                for b, (_, _, diagonal) in zip(blocks, gram_block_pairs(edges), strict=True):
+                    if not diagonal:
+                        b.mul_(2.0)
         return DenseSide(ids=self.ids, grams=self.grams, sq_norms=self.sq,
-                         shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids])
+                         shapes=tuple(self.shapes), positions=self.nodes.positions[self.ids],
+                         blocks=blocks)
 
 
 def _gram_stacks(n: int, edges: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
@@ -147,8 +172,7 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     tick = progress or (lambda stage, done, total: None)
     tick("factors", 0, spec.n_layers)
     metrics = {m: np.full(len(nodes.names), np.nan, np.float32) for m in NODE_METRICS}
-    read_centred = "fold_ln" in spec.processing  # folded LayerNorm centres reading weights
-    write_centred = "center_writing_weights" in spec.processing
+    read_centred, write_centred = spec.read_centred, spec.write_centred
     mlps = [f"MLP{layer}" for layer in range(spec.n_layers)] if spec.d_mlp else []
     embeds = ["EMBED", "POS_EMBED"] if spec.has_pos_embed else ["EMBED"]
     writers = _DenseCollector(nodes, d, write_centred, "write", metrics, embeds + mlps, dev)
@@ -157,17 +181,13 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
     edges = gram_edges(d) if method == "gram" else ()
     grams = _gram_stacks(spec.n_layers * H, edges, dev) if edges else None
     with torch.inference_mode():
-        g = reader.globals()
-        for name in ("W_E", "W_U", "W_pos"):
-            check_finite(name, getattr(g, name))
-        W_E = g.W_E.to(dev, torch.float32)
-        W_U = g.W_U.to(dev, torch.float32)
-        readout = W_U @ W_E  # (d, d): the full OV circuit's core reads through this
-        writers.add("EMBED", W_E)
-        if spec.has_pos_embed and g.W_pos is not None:
-            writers.add("POS_EMBED", g.W_pos.to(dev, torch.float32))
-        readers.add("UNEMBED", W_U)
-        del W_E, W_U, g  # vocabulary-sized: free them before the layers are read
+        vocab = vocab_grams(reader, dev)  # vocabulary-sized matrices are gone after this
+        readout = vocab.readout  # (d, d): the full OV circuit's core reads through this
+        writers.add_gram("EMBED", vocab.embed, vocab.rows)
+        if spec.has_pos_embed and vocab.W_pos is not None:
+            writers.add("POS_EMBED", vocab.W_pos)
+        readers.add_gram("UNEMBED", vocab.unembed, vocab.rows)
+        del vocab
         trim_heap()
         A_layers = []
         for layer in range(spec.n_layers):
@@ -193,8 +213,9 @@ def compute_factors(reader: WeightReader, *, device: str | torch.device = "cpu",
         del A_layers
         return Factors(
             spec=spec, nodes=nodes, A=A_all, A_sq=frob(A_all).square(),
-            writers=writers.build(), readers=readers.build(),
+            writers=writers.build(edges), readers=readers.build(edges),
             head_writer=OperandShape("head", d, dh, write_centred),
             head_reader=OperandShape("head", d, dh, read_centred), metrics=metrics,
             A_grams=None if grams is None else tuple(grams), gram_edges=edges,
+            readout=readout,
         )

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 import torch
 
 from headgraph.errors import SourceError
-from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
+from headgraph.ingest.kernel import tied_vocab_grams
+from headgraph.ingest.reader import check_finite
+from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo, VocabGrams
 
 TensorSource = Callable[[str], torch.Tensor]
 PROCESSING = "headgraph:fold_ln,center_writing_weights,center_unembed"
+ATTENTION_CACHE_BYTES = 512 << 20
+"""Processed attention weights a reader keeps between passes (else it regenerates them)."""
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,16 @@ def _center_rows(w: torch.Tensor, dim: int) -> torch.Tensor:
 class GPT2StreamReader:
     """A :class:`~headgraph.ingest.reader.WeightReader` over a GPT-2 tensor source."""
 
-    def __init__(self, get: TensorSource, spec: ModelSpec, info: SourceInfo) -> None:
+    def __init__(self, get: TensorSource, spec: ModelSpec, info: SourceInfo,
+                 cache_bytes: int = ATTENTION_CACHE_BYTES) -> None:
         self._get = get
         self.spec = spec
         self.info = info
+        # an ingest reads each layer's attention three times (factors, scores, virtual
+        # heads); keep the processed weights when they all fit, else regenerate them
+        per_layer = 4 * 4 * spec.d_model * spec.n_heads * spec.d_head
+        self._keep = per_layer * spec.n_layers <= cache_bytes
+        self._attention: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def globals(self) -> GlobalWeights:
         wte = self._get("wte.weight").float().clone()  # ours to centre in place
@@ -153,7 +163,23 @@ class GPT2StreamReader:
         W_pos = _center_rows(self._get("wpe.weight").float(), -1)  # add up on big models
         return GlobalWeights(W_E=W_E, W_U=W_U, W_pos=W_pos)
 
-    def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
+    def vocab_grams(self, device: torch.device | str = "cpu") -> VocabGrams:
+        """GPT-2 ties its unembedding to ``wte``: all three vocabulary products from one
+        Gram (:func:`~headgraph.ingest.kernel.tied_vocab_grams`), the same processing as
+        :meth:`globals`."""
+        wte = self._get("wte.weight").float().to(device)
+        check_finite("wte", wte)
+        embed, unembed, readout = tied_vocab_grams(
+            wte, self._get("ln_f.weight").float().to(device), centre_write=True,
+            centre_read=True, centre_vocab=True)
+        W_pos = _center_rows(self._get("wpe.weight").float(), -1).to(device)
+        check_finite("wpe", W_pos)
+        return VocabGrams(embed=embed, unembed=unembed, readout=readout,
+                          rows=int(wte.shape[0]), W_pos=W_pos)
+
+    def _attention_weights(self, layer: int) -> tuple[torch.Tensor, ...]:
+        if layer in self._attention:
+            return self._attention[layer]
         H, d, dh = self.spec.n_heads, self.spec.d_model, self.spec.d_head
         p = f"h.{layer}."
         ln1 = self._get(p + "ln_1.weight").float()
@@ -163,6 +189,13 @@ class GPT2StreamReader:
             w.reshape(d, H, dh).permute(1, 0, 2).contiguous() for w in qkv.split(d, dim=1)
         )
         W_O = _center_rows(self._get(p + "attn.c_proj.weight").float(), -1).reshape(H, dh, d)
+        if self._keep:
+            self._attention[layer] = (W_Q, W_K, W_V, W_O)
+        return W_Q, W_K, W_V, W_O
+
+    def layer(self, layer: int, *, mlp: bool = True) -> LayerWeights:
+        p = f"h.{layer}."
+        W_Q, W_K, W_V, W_O = self._attention_weights(layer)
         W_in = W_out = None
         if mlp:
             ln2 = self._get(p + "ln_2.weight").float()
@@ -172,7 +205,7 @@ class GPT2StreamReader:
                             W_out=W_out)
 
     def close(self) -> None:
-        pass
+        self._attention.clear()
 
 
 def random_gpt2_reader(text: str) -> GPT2StreamReader:

@@ -45,7 +45,7 @@ def qr_r(x: Tensor) -> Tensor:
     its Cholesky factor ``L^T`` (far cheaper than a batched Householder QR on the CPU), or,
     for a rank-deficient ``x`` where Cholesky fails, the Gram's symmetric square root.
     """
-    gram = x.transpose(-1, -2).double() @ x.double()  # (..., k, k)
+    gram = (x.transpose(-1, -2) @ x).double()  # (..., k, k): fp32 products, fp64 factor
     lower, info = torch.linalg.cholesky_ex(gram)
     root = lower.transpose(-1, -2)
     failed = info != 0
@@ -218,6 +218,50 @@ def gram_block_inner(left: list[Tensor], right: list[Tensor], n: int | None = No
     return out
 
 
+def _centre_left(x: Tensor) -> Tensor:
+    """``P x`` with ``P = I - 11^T / d`` (rows of ``x`` indexed by d_model)."""
+    return x - x.mean(dim=0, keepdim=True)
+
+
+def _centre_right(x: Tensor) -> Tensor:
+    """``x P``."""
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def tied_vocab_grams(E: Tensor, scale: Tensor | None, *, centre_write: bool,
+                     centre_read: bool, centre_vocab: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(W_E^T W_E, W_U W_U^T, W_U W_E)`` of a model whose unembedding is its embedding
+    ``E [d_vocab, d_model]`` transposed, from the one Gram ``G = E^T E``.
+
+    With ``P = I - 11^T/d_model`` (where the processing centres), ``D = diag(scale)`` (the
+    folded final norm) and ``C_V = I - 11^T/d_vocab`` (``center_unembed``):
+    ``W_E = E P_w`` and ``W_U = P_r D E^T C_V``, so with ``m`` the mean row of ``E`` and
+    ``G_c = E^T C_V E = G - d_vocab m m^T``:
+
+        W_E^T W_E = P_w G P_w,   W_U W_U^T = P_r D G_c D P_r,   W_U W_E = P_r D G_c P_w.
+
+    One ``2 d_model^2 d_vocab`` product instead of three (exact; tested against the
+    direct products in tests/test_kernel.py)."""
+    G = E.T @ E
+    m = E.mean(dim=0, dtype=torch.float64)
+    Gc = (G.double() - E.shape[0] * torch.outer(m, m)).to(G.dtype) if centre_vocab else G
+    if scale is not None:
+        Gc_right = Gc * scale[:, None]  # D G_c
+        unembed = Gc_right * scale[None, :]  # D G_c D
+    else:
+        Gc_right, unembed = Gc, Gc
+    embed = G
+    if centre_write:
+        embed = _centre_right(_centre_left(embed))
+    readout = Gc_right
+    if centre_read:
+        unembed = _centre_right(_centre_left(unembed))
+        readout = _centre_left(readout)
+    if centre_write:
+        readout = _centre_right(readout)
+    return embed, unembed, readout
+
+
 def copying_scores(
     W_V: Tensor, W_O: Tensor, readout: Tensor, kv_of_head: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -228,7 +272,12 @@ def copying_scores(
     Returns ``positive_fraction`` (share of eigenvalues with real part > 0) and
     ``ratio = Σλ / Σ|λ|`` in [-1, 1], each ``[H]``.
     """
-    core = W_O @ readout @ W_V[kv_of_head]  # (H, dh, dh)
+    return copying_core_scores(W_O @ readout @ W_V[kv_of_head])  # (H, dh, dh) cores
+
+
+def copying_core_scores(core: Tensor) -> tuple[Tensor, Tensor]:
+    """``(positive_fraction, ratio)`` from the eigenvalues of ``d_head x d_head`` cores
+    ``[n, dh, dh]`` (see :func:`copying_scores`)."""
     eig = torch.linalg.eigvals(core.double())
     positive = (eig.real > 0).double().mean(dim=-1)
     total = eig.sum(dim=-1).real

@@ -5,31 +5,52 @@ A raw composition score means little on its own: for random matrices it is about
 writer's shape, the reader's shape and the kind) we sample independent standard Gaussian
 weight matrices of exactly those shapes, score them with the same formulas as the real
 ones, and keep the mean (stored as each edge's ``baseline``) and standard deviation
-(for z-scores). Samples are seeded by the edge type's key, so the null is reproducible
-and can be cached per shape in the database.
+(for z-scores). Samples are seeded by the edge type's key, so the null is reproducible;
+it is cached per shape in the database (``baselines``) and on disk
+(:mod:`headgraph.ingest.nullcache`), so a shape is sampled once per machine.
 
 Processing is mirrored: where the model's weights were centred over ``d_model`` (folded
 LayerNorm centres reading weights; ``center_writing_weights`` the writing ones), the null's
 matrices are centred too (``X -> X P`` with ``P = I - 11^T/d_model``), so the null lives in
 the same ``d_model - 1`` dimensional space as the real weights.
 
-Dense components (``[a, d_model]`` writes, ``[d_model, k]`` reads) are sampled through
-their Gram matrix: ``W^T W`` of a Gaussian ``W`` is Wishart, drawn with Bartlett's
-decomposition in ``O(d_model^2)`` random numbers, which keeps a vocabulary-sized
-embedding cheap.
+Sampling draws only what the score depends on, never the full Gaussian weights:
+
+* a Gaussian ``W [n, k]`` (``n >= k``) enters a score only through its Gram ``W^T W``,
+  which is Wishart(n, I_k); its Cholesky factor ``R`` (``R^T R = W^T W``, upper
+  triangular) is drawn directly by Bartlett's decomposition: ``R_ii = sqrt(chi2(n - i))``
+  and ``R_ij ~ N(0, 1)`` above the diagonal, ``k (k + 1) / 2`` numbers instead of ``n k``;
+* a head writes through ``W_OV = W_V W_O``, and ``‖W_OV X‖ = ‖R_V W_O X‖``
+  (:func:`~headgraph.ingest.kernel.head_write_factor`), so its write factor is
+  ``R_V W_O`` with ``R_V`` Bartlett(d_model, d_head) and ``W_O`` Gaussian;
+* a head's Q, K and V read factors (``W_Q R_K^T``, ``W_K R_Q^T``, ``W_V R_O^T``;
+  :func:`~headgraph.ingest.kernel.head_read_factors`) are each a Gaussian ``[d_model,
+  d_head]`` times the transpose of an independent Bartlett(d_model, d_head) factor;
+* a dense writer ``[rows, d_model]`` (embedding, MLP output) or reader (MLP input,
+  unembedding) enters through its ``d_model x d_model`` Gram: Bartlett(rows, d_model) when
+  ``rows > 2 d_model``, else the Gaussian matrix itself.
+
+So the null of an edge type is exactly the law of the score of independent Gaussian
+weights of those shapes; only the number of random draws differs from drawing the weights.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from headgraph.ingest.kernel import frob, head_read_factors, head_write_factor
+if TYPE_CHECKING:
+    from headgraph.ingest.spec import ModelSpec
 
 NULL_SEED = 20211222  # the framework paper's publication date
+NULL_VERSION = 2
+"""Sampler version: bumped whenever the same key and seed would give different numbers
+(version 2 draws Bartlett factors instead of whole Gaussian weights). It names the on-disk
+cache; a database keeps the baselines it already stores."""
 
 
 @dataclass(frozen=True)
@@ -62,52 +83,105 @@ def null_key(writer: OperandShape, reader: OperandShape, kind: str) -> str:
     return f"{writer.label()}->{reader.label()}:{kind}"
 
 
-def _gaussian_gram_factor(rows: int, d: int, rng: np.random.Generator) -> torch.Tensor:
-    """A matrix ``F`` whose ``F^T F`` has the law of ``W^T W`` for Gaussian ``W [rows, d]``."""
-    if rows <= 2 * d:
-        return torch.from_numpy(rng.standard_normal((rows, d), dtype=np.float32))
-    lower = np.tril(rng.standard_normal((d, d), dtype=np.float32), k=-1)
-    diag = np.sqrt(rng.chisquare(rows - np.arange(d))).astype(np.float32)
-    lower[np.arange(d), np.arange(d)] = diag
-    return torch.from_numpy(lower.T.copy())  # F = L^T, F^T F = L L^T ~ Wishart(rows, I)
+EdgeType = tuple[OperandShape, OperandShape, str]
 
 
-def _head_weights(n: int, d: int, dh: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """``n`` independent Gaussian heads: W_Q, W_K, W_V ``[n, d, dh]``, W_O ``[n, dh, d]``."""
-    shape = [(n, d, dh), (n, d, dh), (n, d, dh), (n, dh, d)]
-    return [torch.from_numpy(rng.standard_normal(s, dtype=np.float32)) for s in shape]
+def edge_types(spec: ModelSpec) -> list[EdgeType]:
+    """Every (writer shape, reader shape, kind) whose null an ingest of ``spec`` needs, in
+    the shapes :mod:`headgraph.ingest.factors` gives its nodes."""
+    d, L = spec.d_model, spec.n_layers
+    head_w = OperandShape("head", d, spec.d_head, spec.write_centred)
+    head_r = OperandShape("head", d, spec.d_head, spec.read_centred)
+    embeds = [OperandShape("dense", d, spec.d_vocab, spec.write_centred)]
+    if spec.has_pos_embed:
+        embeds.append(OperandShape("dense", d, spec.n_ctx, spec.write_centred))
+    mlp_w = OperandShape("dense", d, spec.d_mlp, spec.write_centred) if spec.d_mlp else None
+    mlp_r = OperandShape("dense", d, spec.d_mlp_in, spec.read_centred) if spec.d_mlp else None
+    unembed = OperandShape("dense", d, spec.d_vocab, spec.read_centred)
+    into_heads = [*embeds, head_w] if L > 1 else list(embeds)
+    if mlp_w is not None and L > 1:
+        into_heads.append(mlp_w)
+    types: list[EdgeType] = [(w, head_r, k) for w in into_heads for k in "QKV"]
+    dense_readers = [(unembed, "UNEMBED")] + ([(mlp_r, "MLP")] if mlp_r is not None else [])
+    writers = [*embeds, head_w] + ([mlp_w] if mlp_w is not None else [])
+    for reader, kind in dense_readers:
+        for w in writers:
+            if kind == "MLP" and w is mlp_w and L < 2:
+                continue  # an MLP feeds only later MLPs
+            types.append((w, reader, kind))
+    return list(dict.fromkeys(types))
 
 
-def _write_factors(shape: OperandShape, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """Factors ``X [r, d_model]`` with ``‖X M‖ = ‖W M‖`` for a Gaussian writer ``W``."""
+def null_samples(writer: OperandShape, reader: OperandShape) -> int:
+    """Samples per edge type: 64 head -> head, 24 with one dense side, 8 with two."""
+    return (64, 24, 8)[(writer.kind == "dense") + (reader.kind == "dense")]
+
+
+def null_seed(key: str) -> int:
+    return NULL_SEED ^ zlib.crc32(key.encode())
+
+
+def bartlett(rows: int, k: int, count: int, rng: np.random.Generator) -> torch.Tensor:
+    """``count`` upper-triangular ``R [k, k]`` with ``R^T R`` ~ Wishart(rows, I_k): the
+    law of the Cholesky factor of ``W^T W`` for a Gaussian ``W [rows, k]`` (rows >= k)."""
+    out = np.zeros((count, k, k), np.float32)
+    upper = np.triu_indices(k, 1)
+    out[:, upper[0], upper[1]] = rng.standard_normal((count, len(upper[0])), np.float32)
+    diag = np.sqrt(rng.chisquare(rows - np.arange(k), size=(count, k))).astype(np.float32)
+    out[:, np.arange(k), np.arange(k)] = diag
+    return torch.from_numpy(out)
+
+
+def _gaussian(shape: tuple[int, ...], rng: np.random.Generator) -> torch.Tensor:
+    return torch.from_numpy(rng.standard_normal(shape, np.float32))
+
+
+def _gram_factor(rows: int, d: int, count: int, rng: np.random.Generator) -> torch.Tensor:
+    """``F [count, r, d]`` whose ``F^T F`` has the law of ``W^T W`` for Gaussian
+    ``W [rows, d]``: Bartlett when that is fewer numbers, else ``W`` itself."""
+    if rows > 2 * d:
+        return bartlett(rows, d, count, rng)
+    return _gaussian((count, rows, d), rng)
+
+
+def _write_factors(shape: OperandShape, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``X [n, r, d_model]`` with ``‖X M‖ = ‖W M‖`` in law for a Gaussian writer ``W``."""
+    d, size = shape.d_model, shape.size
     if shape.kind == "head":
-        _, _, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
-        xs = list(head_write_factor(W_V, W_O, torch.arange(n)))
+        R_V = bartlett(d, size, n, rng) if d >= size else _gaussian((n, d, size), rng)
+        x = R_V @ _gaussian((n, size, d), rng)  # R_V W_O (or W_V W_O, d < d_head)
     else:
-        xs = [_gaussian_gram_factor(shape.size, shape.d_model, rng) for _ in range(n)]
-    return [x - x.mean(dim=-1, keepdim=True) for x in xs] if shape.centred else xs
+        x = _gram_factor(size, d, n, rng)
+    return x - x.mean(dim=-1, keepdim=True) if shape.centred else x
 
 
-def _read_factors(shape: OperandShape, kind: str, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """Factors ``Y [d_model, c]`` with ``‖X Y‖ = ‖X M‖`` for a Gaussian reader ``M``."""
+def _read_factors(shape: OperandShape, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``Y [n, d_model, c]`` with ``‖X Y‖ = ‖X M‖`` in law for a Gaussian reader ``M``
+    (every kind of head read has the same law: Gaussian times a Bartlett transpose)."""
+    d, size = shape.d_model, shape.size
     if shape.kind == "head":
-        W_Q, W_K, W_V, W_O = _head_weights(n, shape.d_model, shape.size, rng)
-        ys = list(head_read_factors(W_Q, W_K, W_V, W_O, torch.arange(n))[kind])
+        # W_K^T for d < d_head (a rank-deficient factor: the reader itself)
+        R = bartlett(d, size, n, rng) if d >= size else _gaussian((n, d, size), rng)
+        y = _gaussian((n, d, size), rng) @ R.transpose(1, 2)
     else:
-        ys = [_gaussian_gram_factor(shape.size, shape.d_model, rng).T for _ in range(n)]
-    return [y - y.mean(dim=0, keepdim=True) for y in ys] if shape.centred else ys
+        y = _gram_factor(size, d, n, rng).transpose(1, 2)
+    return y - y.mean(dim=1, keepdim=True) if shape.centred else y
 
 
-def sample_null(writer: OperandShape, reader: OperandShape, kind: str, samples: int | None = None) -> NullStat:
-    """Mean and standard deviation of the composition score under the Gaussian null."""
+def sample_null(writer: OperandShape, reader: OperandShape, kind: str,
+                samples: int | None = None) -> NullStat:
+    """Mean and standard deviation of the composition score under the Gaussian null.
+
+    Every sample is one independent draw of the writer's and the reader's weights,
+    scored with ``‖X Y‖_F / (‖X‖_F ‖Y‖_F)`` on the factors above."""
     key = null_key(writer, reader, kind)
-    if samples is None:
-        dense = (writer.kind == "dense") + (reader.kind == "dense")
-        samples = (64, 24, 8)[dense]
-    seed = NULL_SEED ^ zlib.crc32(key.encode())
+    samples = null_samples(writer, reader) if samples is None else samples
+    seed = null_seed(key)
     rng = np.random.default_rng(seed)
     xs = _write_factors(writer, samples, rng)
-    ys = _read_factors(reader, kind, samples, rng)
-    values = np.asarray([float(frob(x @ y) / (frob(x) * frob(y))) for x, y in zip(xs, ys, strict=True)])
+    ys = _read_factors(reader, samples, rng)
+    num = torch.linalg.matrix_norm(torch.bmm(xs, ys)).double()
+    den = torch.linalg.matrix_norm(xs).double() * torch.linalg.matrix_norm(ys).double()
+    values = (num / den).numpy()
     std = float(values.std(ddof=1)) if samples > 1 else 0.0
     return NullStat(key=key, mean=float(values.mean()), std=std, samples=samples, seed=seed)

@@ -36,6 +36,7 @@ from headgraph.ingest.manifest import FleetItem, check_fleet
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.sources import describe
 from headgraph.ingest.task import ModelJob, ModelResult, TaskFailedError, compute_model
+from headgraph.ingest.virtual import VirtualSearch
 from headgraph.ingest.writer import FAULT_ENV, ModelLabel, WriteResult, refusal, write_model
 from headgraph.schema import tables as t
 from headgraph.schema.carry import attached_rows
@@ -65,6 +66,7 @@ class IngestReport:
     graph: ComposedGraph | None = None
     kept: dict[str, int] = field(default_factory=dict)  # evidence a replace carried over
     dropped: dict[str, int] = field(default_factory=dict)  # ... or dropped (weights changed)
+    virtual: VirtualSearch | None = None  # how the chains of 3 were searched
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,7 @@ def ingest(
         graph=result.graph if keep_graph else None,
         kept=done.written.kept,
         dropped=done.written.dropped,
+        virtual=result.virtual_search,
     )
 
 

@@ -10,7 +10,7 @@ measured matmul rate.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from headgraph.errors import SourceError
@@ -21,26 +21,11 @@ from headgraph.ingest.cost import (
     gram_fraction,
     head_pair_flops,
 )
+from headgraph.ingest.null import null_key
+from headgraph.ingest.shape import ModelShape
+from headgraph.ingest.spec import ModelSpec
 
 BYTES_PER_EDGE = 9.0  # measured on DuckDB for gpt2-xl-sized models (BENCHMARKS.md)
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    architecture: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    d_model: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-    n_ctx: int
-    gated: bool
-    parallel: bool
-    pos_embed: bool
-    n_parameters: int
-    loads_whole_model: bool  # through an HF model + bridge (else streamed per layer)
 
 
 @dataclass(frozen=True)
@@ -50,9 +35,11 @@ class Plan:
     flops: dict[str, float]
     peak_bytes: float
     database_bytes: float
-    seconds: float
+    seconds: float  # all stages
     gflops_rate: float
     head_method: HeadMethod = "qr"
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per ingest stage
+    nulls_to_sample: int = 0  # edge types whose Gaussian null is not cached
 
 
 def edge_counts(s: ModelShape) -> dict[str, int]:
@@ -95,11 +82,34 @@ def stage_flops(s: ModelShape) -> dict[str, float]:
     return {
         "head->head": head_pair_flops(L, H, kv, d, dh)[method],
         "head factors": L * H * 2 * d * dh * dh * 8,
-        "dense Grams": 2 * d * d * (2 * s.d_vocab + (s.n_ctx if s.pos_embed else 0)
-                                    + L * (d_in + s.d_mlp)),
-        "readout and copying": 2 * d * d * s.d_vocab + L * H * 2 * dh * d * d,
+        # tied embeddings: W_E^T W_E, W_U W_U^T and W_U W_E from one Gram
+        "dense Grams": 2 * d * d * ((1 if s.tied_vocab else 2) * s.d_vocab
+                                    + (s.n_ctx if s.pos_embed else 0) + L * (d_in + s.d_mlp)),
+        "readout and copying": (6 * d**3 if s.tied_vocab else 2 * d * d * s.d_vocab)
+        + L * H * 2 * dh * d * d,
         "Gram pairs": dense_pairs,
     }
+
+
+def shape_of_spec(spec: ModelSpec) -> ModelShape:
+    """The plan's view of a model already open (its :class:`ModelSpec`); MLPs count as
+    gated for the architectures whose MLPs are (Llama-family)."""
+    return ModelShape(spec.architecture, spec.n_layers, spec.n_heads, spec.n_kv_heads,
+                      spec.d_model, spec.d_head, spec.d_mlp, spec.d_vocab, spec.n_ctx,
+                      spec.gated_mlp, spec.parallel_blocks, spec.has_pos_embed, 0, False,
+                      processing=spec.processing)
+
+
+def spec_of_shape(s: ModelShape) -> ModelSpec:
+    """The :class:`ModelSpec` an ingest of ``s`` would see (for the null's edge types)."""
+    return ModelSpec(s.architecture, s.n_layers, s.n_heads, s.n_kv_heads, s.d_model,
+                     s.d_head, s.d_mlp, s.d_vocab, s.n_ctx, parallel_blocks=s.parallel,
+                     has_pos_embed=s.pos_embed, processing=s.processing, gated_mlp=s.gated)
+
+
+def compose_flops(spec: ModelSpec) -> float:
+    """All of :func:`stage_flops` for an open model."""
+    return float(sum(stage_flops(shape_of_spec(spec)).values()))
 
 
 def peak_bytes(s: ModelShape) -> float:
@@ -137,9 +147,16 @@ def shape_of(source: str) -> ModelShape:
     from headgraph.ingest.sources import _toy_dir
 
     path = _toy_dir(source) if source == "toy" or source.startswith("toy@") else Path(source)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from headgraph.ingest.gguf_reader import gguf_shape_fields, parse_gguf
+
+        fields = gguf_shape_fields(path)
+        tied = "output.weight" not in parse_gguf(path).tensors and not fields[
+            "loads_whole_model"]
+        return ModelShape(**fields, tied_vocab=tied, file_bytes=path.stat().st_size)
     if not (path / "config.json").exists():
-        raise SourceError(f"{source}: plan needs a local model directory with config.json "
-                          "or a random: shape.")
+        raise SourceError(f"{source}: plan needs a local model directory with config.json, "
+                          "a .gguf file or a random: shape.")
     from transformers import AutoConfig
 
     from headgraph.ingest.bridge_reader import _resolve_architecture
@@ -166,9 +183,13 @@ def _from_hf(config, arch: str, *, loads_whole_model: bool) -> ModelShape:
     pos = getattr(c, "positional_embedding_type", "standard") == "standard"
     n_params = c.n_layers * (c.d_model * c.d_head * (2 * c.n_heads + 2 * n_kv)
                              + c.d_model * d_mlp * (3 if gated else 2)) + c.d_vocab * c.d_model
+    norm = str(getattr(c, "normalization_type", "LN"))
+    processing = ("fold_rms,center_unembed" if norm.startswith("RMS") else
+                  "center_unembed" if arch.startswith("Bert") else
+                  "fold_ln,center_writing_weights,center_unembed")
     return ModelShape(arch, c.n_layers, c.n_heads, n_kv, c.d_model, c.d_head, d_mlp, c.d_vocab,
-                 c.n_ctx, gated, bool(getattr(c, "parallel_attn_mlp", False)), pos, n_params,
-                 loads_whole_model)
+                      c.n_ctx, gated, bool(getattr(c, "parallel_attn_mlp", False)), pos,
+                      n_params, loads_whole_model, processing=processing)
 
 
 def _random_shape(text: str) -> ModelShape:
@@ -191,17 +212,32 @@ def _random_shape(text: str) -> ModelShape:
     g = parse_random_shape(text)
     n_params = g.n_layers * 12 * g.d_model**2 + g.d_vocab * g.d_model
     return ModelShape("GPT2LMHeadModel", g.n_layers, g.n_heads, g.n_heads, g.d_model, g.d_head,
-                 g.d_mlp, g.d_vocab, g.n_ctx, False, False, True, n_params, False)
+                      g.d_mlp, g.d_vocab, g.n_ctx, False, False, True, n_params, False,
+                      tied_vocab=True)
 
 
-def make_plan(source: str, rate: float | None = None) -> Plan:
+def make_plan(source: str, rate: float | None = None, *, probes: str | None = None,
+              known_nulls: dict | None = None) -> Plan:
+    """The plan of ingesting ``source`` (with ``probes``) on this machine: edges, FLOPs,
+    memory, database size and the seconds of every stage
+    (:func:`~headgraph.ingest.stages.stage_seconds`); ``known_nulls`` are baselines the
+    target database already holds (the disk cache is looked up too)."""
+    from headgraph.ingest.null import edge_types
+    from headgraph.ingest.nullcache import missing_nulls
+    from headgraph.ingest.stages import stage_seconds
+
     s = shape_of(source)
     flops = stage_flops(s)
     flops["total"] = sum(flops.values())
     edges = edge_counts(s)
     total_edges = sum(v for k, v in edges.items() if len(k) <= 7)
     rate = rate or matmul_rate()
+    types = edge_types(spec_of_shape(s))
+    uncached = set(missing_nulls(types, known_nulls))
+    missing = [t for t in types if null_key(*t) in uncached]
+    stages = stage_seconds(s, rate=rate, missing=missing, probes=probes is not None,
+                           compose_flops=flops["total"], edges=total_edges)
     return Plan(shape=s, edges={**edges, "total": total_edges}, flops=flops,
                 peak_bytes=peak_bytes(s), database_bytes=total_edges * BYTES_PER_EDGE + 1e6,
-                seconds=flops["total"] / (rate * 1e9), gflops_rate=rate,
-                head_method=head_method(s))
+                seconds=sum(stages.values()), gflops_rate=rate, head_method=head_method(s),
+                stages=stages, nulls_to_sample=len(missing))

@@ -7,7 +7,7 @@ from typing import Protocol
 import torch
 
 from headgraph.errors import BadWeightsError
-from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo
+from headgraph.ingest.spec import GlobalWeights, LayerWeights, ModelSpec, SourceInfo, VocabGrams
 
 
 class WeightReader(Protocol):
@@ -28,6 +28,27 @@ class WeightReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def vocab_grams(reader: WeightReader, device: torch.device | str = "cpu") -> VocabGrams:
+    """The vocabulary-sized products of ``reader``'s model (:class:`VocabGrams`).
+
+    A reader may offer ``vocab_grams(device)`` (tied embeddings: one Gram instead of three
+    vocabulary-sized products); otherwise they are formed from :meth:`WeightReader.globals`:
+    ``W_E^T W_E``, ``W_U W_U^T`` and ``W_U W_E``, ``2 d_model^2 d_vocab`` FLOPs each."""
+    own = getattr(reader, "vocab_grams", None)
+    if own is not None:
+        found = own(device)
+        if found is not None:
+            return found
+    g = reader.globals()
+    for name in ("W_E", "W_U", "W_pos"):
+        check_finite(name, getattr(g, name))
+    W_E = g.W_E.to(device, torch.float32)
+    W_U = g.W_U.to(device, torch.float32)
+    W_pos = None if g.W_pos is None else g.W_pos.to(device, torch.float32)
+    return VocabGrams(embed=W_E.T @ W_E, unembed=W_U @ W_U.T, readout=W_U @ W_E,
+                      rows=int(W_E.shape[0]), W_pos=W_pos)
 
 
 def check_finite(name: str, tensor: torch.Tensor | None) -> None:

@@ -21,10 +21,8 @@ from headgraph.ingest.factors import Factors, to_device
 from headgraph.ingest.kernel import (
     block_sq_norms,
     block_sq_norms_grouped,
-    dense_gram_blocks,
     frob,
     gram_block_inner,
-    gram_block_pairs,
     gram_inner,
     gram_pairs,
     grouped_read_parts,
@@ -136,7 +134,8 @@ def _gram_route(f: Factors, B: Squares, n_src: int, n_dense: int, first: int
     once for all three kinds and meet the stored source Grams, the dense writers' Grams and
     (for its own heads' writes) the later dense readers' Grams."""
     H, edges = f.spec.n_heads, f.gram_edges
-    assert f.A_grams is not None
+    assert f.A_grams is not None and f.writers.blocks is not None
+    assert f.readers.blocks is not None
     heads: Squares = {}
     dense: Squares = {}
     if n_src or n_dense:
@@ -145,15 +144,13 @@ def _gram_route(f: Factors, B: Squares, n_src: int, n_dense: int, first: int
             for i, part in enumerate(gram_block_inner(list(f.A_grams), reads, n_src).split(H, 1)):
                 heads["QKV"[i]] = part
         if n_dense:
-            writers = dense_gram_blocks(f.writers.grams[:n_dense], edges)
+            writers = [b[:n_dense] for b in f.writers.blocks]  # a prefix: views
             for i, part in enumerate(gram_block_inner(writers, reads).split(H, 1)):
                 dense["QKV"[i]] = part
     to_dense = None
     if first < len(f.readers.ids):
         own = [g[n_src : n_src + H] for g in f.A_grams]
-        later = [g.mul_(2.0) if not diagonal else g for g, (_, _, diagonal) in zip(
-            dense_gram_blocks(f.readers.grams[first:], edges), gram_block_pairs(edges),
-            strict=True)]
+        later = [b[first:] for b in f.readers.blocks]  # a suffix, off-diagonal doubled
         to_dense = gram_block_inner(own, later)
     return heads, dense, to_dense
 

@@ -6,6 +6,7 @@ SOURCE                     meaning
 ``toy`` / ``toy@STEP``     the shipped toy model (final checkpoint / a training step)
 ``random:SHAPE[,seed=N]``  random weights: ``gpt2-small``, ``gpt2-xl``, ``L4H8D256``...
 a directory                a local Hugging Face checkpoint (safetensors)
+``model.gguf``             a GGUF file (llama.cpp's format), dequantized (``headgraph[gguf]``)
 ``org/name``               a Hugging Face hub name (needs internet; cached locally)
 =========================  ===============================================================
 """
@@ -131,11 +132,18 @@ def open_source(source: str, *, allow_pickle: bool = False) -> WeightReader:
     if source == "toy" or source.startswith("toy@"):
         return read_directory(_toy_dir(source), source)
     path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        from headgraph.ingest.gguf_reader import read_gguf
+
+        return read_gguf(path, str(path.resolve()))
     if path.exists():
         return read_directory(path, str(path.resolve()), allow_pickle=allow_pickle)
+    if path.suffix.lower() == ".gguf":
+        raise SourceError(f"{source}: no such GGUF file.")
     if _HUB_NAME.match(source) and not source.startswith((".", "/", "~")):
         return read_directory(_hub_dir(source), source, allow_pickle=allow_pickle)
     raise SourceError(
         f"{source}: no such file or directory. SOURCE is a local Hugging Face model "
-        "directory, a hub name like 'gpt2' or 'org/name', 'toy', or 'random:SHAPE'."
+        "directory, a .gguf file, a hub name like 'gpt2' or 'org/name', 'toy', or "
+        "'random:SHAPE'."
     )

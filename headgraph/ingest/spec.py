@@ -21,7 +21,7 @@ class ModelSpec:
     models. ``parallel_blocks`` is true where attention and MLP read the same residual
     (GPT-NeoX, GPT-J), so MLP ``l`` does not read attention layer ``l``. ``readout`` is
     ``"unembed"`` or ``"embed_transpose"`` (encoders without an LM head read out
-    through ``W_E^T``).
+    through ``W_E^T``). ``gated_mlp`` is not stored: it sizes the MLP's read side.
     """
 
     architecture: str
@@ -38,6 +38,7 @@ class ModelSpec:
     readout: str = "unembed"
     has_pos_embed: bool = True
     processing: str = "fold_ln,center_writing_weights,center_unembed"
+    gated_mlp: bool = False  # the MLP reads through [W_gate, W_in] (2 d_mlp columns)
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "n_heads", "n_kv_heads", "d_model", "d_head", "d_vocab"):
@@ -52,6 +53,20 @@ class ModelSpec:
     def group(self) -> int:
         """Query heads per key/value head (1 without grouped-query attention)."""
         return self.n_heads // self.n_kv_heads
+
+    @property
+    def d_mlp_in(self) -> int:
+        """Columns of the MLP's read matrix (gate and input side by side when gated)."""
+        return self.d_mlp * (2 if self.gated_mlp else 1)
+
+    @property
+    def read_centred(self) -> bool:
+        """Folded LayerNorm centres the reading weights over d_model."""
+        return "fold_ln" in self.processing
+
+    @property
+    def write_centred(self) -> bool:
+        return "center_writing_weights" in self.processing
 
     @property
     def n_head_nodes(self) -> int:
@@ -88,6 +103,22 @@ class GlobalWeights:
 
     W_E: torch.Tensor
     W_U: torch.Tensor
+    W_pos: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class VocabGrams:
+    """What composition needs of the vocabulary-sized matrices, ``d_model x d_model`` each:
+    ``embed = W_E^T W_E``, ``unembed = W_U W_U^T`` and ``readout = W_U W_E`` (the core of
+    every full OV circuit), with ``rows`` = d_vocab and ``W_pos`` (``[n_ctx, d_model]`` or
+    ``None``). A reader that knows its embeddings are tied forms all three from one Gram
+    (:func:`headgraph.ingest.kernel.tied_vocab_grams`); others go through
+    :func:`headgraph.ingest.reader.vocab_grams`."""
+
+    embed: torch.Tensor
+    unembed: torch.Tensor
+    readout: torch.Tensor
+    rows: int
     W_pos: torch.Tensor | None = None
 
 

@@ -35,20 +35,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from headgraph.errors import HeadgraphError
-from headgraph.ingest.compose import ComposedGraph, compose
-from headgraph.ingest.evidence.collect import (
-    Evidence,
-    EvidenceOptions,
-    collect_evidence,
-    feeders_from_graph,
-)
+from headgraph.ingest.compose import ComposedGraph, compose_model
+from headgraph.ingest.evidence.collect import Evidence, EvidenceOptions, collect_evidence
 from headgraph.ingest.evidence.probes import build_probes, parse_probes
 from headgraph.ingest.evidence.runnable import runnable_from_reader
-from headgraph.ingest.null import NullStat, OperandShape, null_key, sample_null
+from headgraph.ingest.null import NullStat
+from headgraph.ingest.nullcache import cached_null
 from headgraph.ingest.scoring import LayerScorer
 from headgraph.ingest.sources import open_source
 from headgraph.ingest.spec import SourceInfo
-from headgraph.ingest.virtual import VirtualHead, score_virtual_heads
+from headgraph.ingest.stages import STAGES
+from headgraph.ingest.virtual import VirtualHead, VirtualSearch, score_virtual_heads
 from headgraph.ingest.writer import FAULT_ENV, ModelLabel
 
 Progress = Callable[[str, int, int], None]
@@ -77,18 +74,6 @@ def inject_fault(spec: str | None, unit: str) -> None:
         raise RuntimeError(f"injected failure of {unit} ({FAULT_ENV}={spec})")
 
 
-def cached_null(cache: dict[str, NullStat]) -> Callable[[OperandShape, OperandShape, str],
-                                                        NullStat]:
-    """A null provider that samples each edge type once and keeps it in ``cache``."""
-    def provider(writer: OperandShape, reader: OperandShape, kind: str) -> NullStat:
-        key = null_key(writer, reader, kind)
-        if key not in cache:
-            cache[key] = sample_null(writer, reader, kind)
-        return cache[key]
-
-    return provider
-
-
 @dataclass(frozen=True)
 class ModelJob:
     """Everything one model's task needs (picklable; built by the driver)."""
@@ -114,6 +99,7 @@ class ModelResult:
     info: SourceInfo
     virtual: tuple[VirtualHead, ...]
     evidence: Evidence | None
+    virtual_search: VirtualSearch | None = None
     timings: dict[str, float] = field(default_factory=dict)
     host: str = ""  # hostname:pid of the process that computed it
 
@@ -140,23 +126,26 @@ def compute_model(job: ModelJob, progress: Progress | None = None,
         timings["load"] = time.perf_counter() - start
         tick("load", 1, 1)
         start = time.perf_counter()
-        graph = compose(reader, device=job.device, null=cached_null(nulls), progress=tick,
-                        executor=layers)
-        timings["compose"] = time.perf_counter() - start
+        null = cached_null(nulls)
+        graph, factors = compose_model(reader, device=job.device, null=null, progress=tick,
+                                       executor=layers)
+        timings["null"] = null.seconds  # spent inside composition, as edge types turn up
+        timings["compose"] = time.perf_counter() - start - null.seconds
         start = time.perf_counter()
         tick("virtual", 0, 1)
-        virtual = tuple(score_virtual_heads(reader, graph, top=job.virtual_top,
-                                            device=job.device))
+        found, search = score_virtual_heads(reader, graph, factors, top=job.virtual_top)
+        virtual = tuple(found)
+        del factors
         tick("virtual", 1, 1)
         timings["virtual heads"] = time.perf_counter() - start
         evidence = None
+        start = time.perf_counter()
         if runnable is not None:
-            start = time.perf_counter()
-            evidence = collect_evidence(runnable, built, feeders_from_graph(graph),
-                                        job.evidence_options, progress=tick)
-            timings["evidence"] = time.perf_counter() - start
+            evidence = collect_evidence(runnable, built, job.evidence_options, progress=tick)
+        timings["probes"] = time.perf_counter() - start
     finally:
         reader.close()
+    timings = {stage: timings[stage] for stage in STAGES if stage in timings}  # plan's order
     return ModelResult(index=job.index, graph=graph, info=reader.info, virtual=virtual,
-                       evidence=evidence, timings=timings,
+                       evidence=evidence, virtual_search=search, timings=timings,
                        host=f"{socket.gethostname()}:{os.getpid()}")

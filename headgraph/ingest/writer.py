@@ -25,6 +25,7 @@ from headgraph.ingest.evidence.collect import Evidence, store_evidence
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.spec import SourceInfo
 from headgraph.ingest.virtual import VirtualHead
+from headgraph.schema import arrays
 from headgraph.schema import tables as t
 from headgraph.schema.bulk import bulk_insert
 from headgraph.schema.carry import attached_rows, describe_rows, put_rows, take_rows
@@ -86,20 +87,20 @@ def refusal(target: DatabaseTarget, name: str, same_weights: bool | None,
 
 
 def _opt_int(values: np.ndarray) -> pa.Array:
-    return pa.array(values, type=pa.int16(), mask=values < 0)
+    return arrays.numeric(values, np.int16, null=values < 0)
 
 
 def _opt_float(values: np.ndarray) -> pa.Array:
-    return pa.array(values, type=pa.float32(), mask=~np.isfinite(values))
+    return arrays.numeric(values, np.float32, null=~np.isfinite(values))
 
 
 def nodes_table(model_id: int, graph: ComposedGraph) -> pa.Table:
     n = graph.nodes
     kv = np.where(n.heads >= 0, n.heads // graph.spec.group, -1)
     cols = {
-        "model_id": pa.array(np.full(len(n.names), model_id, np.int32)),
-        "node": pa.array(n.names, pa.string()),
-        "kind": pa.array(n.kinds, pa.string()),
+        "model_id": arrays.constant(model_id, len(n.names)),
+        "node": arrays.strings(n.names),
+        "kind": arrays.strings(n.kinds),
         "layer": _opt_int(n.layers),
         "head": _opt_int(n.heads),
         "kv_head": _opt_int(kv),
@@ -111,18 +112,18 @@ def nodes_table(model_id: int, graph: ComposedGraph) -> pa.Table:
 
 def edges_table(model_id: int, graph: ComposedGraph) -> pa.Table:
     e = graph.edges
-    names = pa.array(graph.nodes.names, pa.string())
-    kinds = pa.array(EDGE_KINDS, pa.string())
+    names = arrays.strings(graph.nodes.names)
+    kinds = arrays.strings(EDGE_KINDS)
     return pa.table(
         {
-            "model_id": pa.array(np.full(len(e), model_id, np.int32)),
-            "source": names.take(pa.array(e.source)),
-            "target": names.take(pa.array(e.target)),
-            "kind": kinds.take(pa.array(e.kind.astype(np.int32))),
-            "score": pa.array(e.score),
-            "baseline": pa.array(e.baseline),
-            "null_std": pa.array(e.null_std),
-            "rank": pa.array(e.rank),
+            "model_id": arrays.constant(model_id, len(e)),
+            "source": names.take(arrays.numeric(e.source, np.int32)),
+            "target": names.take(arrays.numeric(e.target, np.int32)),
+            "kind": kinds.take(arrays.numeric(e.kind, np.int32)),
+            "score": arrays.numeric(e.score, np.float32),
+            "baseline": arrays.numeric(e.baseline, np.float32),
+            "null_std": arrays.numeric(e.null_std, np.float32),
+            "rank": arrays.numeric(e.rank, np.int32),
             "z": _structural_z(graph),
         }
     )
@@ -145,15 +146,17 @@ def calibration_rows(model_id: int, graph: ComposedGraph) -> list[dict]:
 
 
 def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
+    def floats(values: list[float]) -> pa.Array:
+        return arrays.numeric(np.asarray(values, np.float32))
+
     return pa.table({
-        "model_id": pa.array([model_id] * len(virtual), pa.int32()),
-        "heads": pa.array([",".join(v.heads) for v in virtual], pa.string()),
-        "length": pa.array([len(v.heads) for v in virtual], pa.int16()),
-        "score": pa.array([v.score for v in virtual], pa.float32()),
-        "heuristic": pa.array([v.heuristic for v in virtual], pa.float32()),
-        "copying_positive_fraction": pa.array([v.copying_positive_fraction for v in virtual],
-                                              pa.float32()),
-        "copying_ratio": pa.array([v.copying_ratio for v in virtual], pa.float32()),
+        "model_id": arrays.constant(model_id, len(virtual)),
+        "heads": arrays.strings([",".join(v.heads) for v in virtual]),
+        "length": arrays.numeric(np.asarray([len(v.heads) for v in virtual], np.int16)),
+        "score": floats([v.score for v in virtual]),
+        "heuristic": floats([v.heuristic for v in virtual]),
+        "copying_positive_fraction": floats([v.copying_positive_fraction for v in virtual]),
+        "copying_ratio": floats([v.copying_ratio for v in virtual]),
     })
 
 

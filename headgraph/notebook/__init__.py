@@ -125,6 +125,20 @@ class Graph:
                        kind=kind, metric=metric)
         return Series(points, series_label(node, source, target, kind, metric), family)
 
+    def graph(self, slug: str, model: str | None = None):
+        """``g.graph("gemma-dollar")``: an imported attribution graph, with views as
+        DataFrames and networkx (:mod:`headgraph.attribution.notebook`); ``model`` is
+        needed only when graphs of several models share the slug."""
+        from headgraph.attribution.notebook import open_graph
+
+        return open_graph(self.db, slug, model)
+
+    def graphs(self, model: str | None = None, prompt: str | None = None):
+        """The imported attribution graphs (rows with slug, model, prompt, counts)."""
+        from headgraph.attribution.notebook import graphs
+
+        return graphs(self.db, model, prompt)
+
     def close(self) -> None:
         self.db.close()
 

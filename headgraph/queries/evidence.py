@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, select, text, tuple_
 
 from headgraph.errors import BadInputError
 from headgraph.queries.nodes import check_count, check_kind, get_node, top_heads
@@ -342,6 +342,38 @@ def top_edge_evidence(db: GraphDB, model: ModelRow, metric: str = "path_zero_dlo
                          r["value"]) for r in db.rows(stmt)]
 
 
+@dataclass(frozen=True)
+class AgreementRow:
+    """How an estimate agrees with the exact measurement of ``quantity`` on ``probe``
+    (``evidence_agreement``; :mod:`headgraph.ingest.evidence.agreement`): over the ``n``
+    heads or edges measured both ways, Spearman's rank correlation and how many of the
+    ``k`` largest by ``|estimate|`` are among the ``k`` largest by ``|exact|``."""
+
+    probe: str
+    quantity: str
+    method: str
+    n: int
+    spearman: float | None
+    k: int
+    overlap: int
+
+
+def agreement_of(db: GraphDB, model: ModelRow, probe: str | None = None
+                 ) -> list[AgreementRow]:
+    """The model's stored agreement rows (``[]`` in a database made before they were)."""
+    known = db.rows(text("SELECT count(*) AS n FROM information_schema.tables "
+                         "WHERE table_name = 'evidence_agreement'"))
+    if not known[0]["n"]:
+        return []
+    c = t.evidence_agreement.c
+    stmt = select(t.evidence_agreement).where(c.model_id == model.model_id)
+    if probe is not None:
+        stmt = stmt.where(c.probe == probe)
+    rows = db.rows(stmt.order_by(c.probe, c.quantity, c.method))
+    return [AgreementRow(r["probe"], r["quantity"], r["method"], r["n"], r["spearman"], r["k"],
+                         r["overlap"]) for r in rows]
+
+
 def probes_of(db: GraphDB, model: ModelRow) -> list[str]:
     """The probes that have evidence stored for this model, sorted."""
     rows = db.rows(select(t.node_scores.c.probe).where(t.node_scores.c.model_id == model.model_id)
@@ -351,7 +383,7 @@ def probes_of(db: GraphDB, model: ModelRow) -> list[str]:
 
 
 __all__ = [
-    "ROLES", "ROLE_RULES", "EdgeEvidence", "RoleRecord", "RoleRule", "ScoreRow",
+    "ROLES", "ROLE_RULES", "AgreementRow", "EdgeEvidence", "agreement_of", "RoleRecord", "RoleRule", "ScoreRow",
     "edge_evidence", "edge_evidence_of", "heads_in_role", "heads_with_role", "node_scores", "node_scores_of",
     "probes_of", "roles", "roles_of", "rule", "top_edge_evidence", "top_scores",
 ]

@@ -10,8 +10,8 @@ Definitions, per stored circuit (tool, task) of the model:
 * **absent** (``ABSENT_FROM_CIRCUIT``): a weight edge with ``z >= min_z`` (default 3) that
   the circuit does not include: no ``<tool>:in_graph`` row of value 1 on the circuit's
   probe for that (source, target, kind). Edges whose end the circuit's naming cannot
-  name (``POS_EMBED`` in EAP-IG and auto-circuit names) are left out. Strongest ``z``
-  first.
+  name (``POS_EMBED`` in EAP-IG names: its ``input`` is the token embedding alone) are
+  left out. Strongest ``z`` first.
 * **weak** (``WEAK_IN_WEIGHTS``): an edge the circuit includes whose weight edge has
   ``z < max_z`` (default 1): weight composition barely above chance. Weakest ``z`` first.
   A circuit edge with no weight edge stored (MLP sources, say) is outside what weights
@@ -39,7 +39,7 @@ from headgraph.schema import tables as t
 
 ABSENT = "absent"
 WEAK = "weak"
-NO_POS_EMBED = ("eap", "auto-circuit")
+NO_POS_EMBED = ("eap",)
 
 
 @dataclass(frozen=True)

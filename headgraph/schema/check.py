@@ -33,7 +33,8 @@ from headgraph.schema.database import (
     schema_state,
 )
 
-CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "virtual_heads", "null_calibration")
+CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "evidence_agreement",
+            "virtual_heads", "null_calibration")
 
 Check = Callable[[Connection], list[str]]
 """A feature's check: what is wrong with its tables, one line each (read-only)."""

@@ -38,6 +38,7 @@ class ImportReport:
     rows: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
     replaced: bool = False
+    notes: tuple[str, ...] = ()  # what a user should know of how the file was read
 
 
 def insert_arrow(conn: Connection, table: Table, data: pa.Table,

@@ -15,6 +15,8 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
                 (``models.null_bands`` holds the null's band sizes).
 ``node_scores`` evidence from running the model (role scores, ablation effects).
 ``edge_scores`` causal evidence on edges (path patching, discovered circuits).
+``evidence_agreement`` per model and probe, how well an estimate (attribution patching,
+                EAP-IG) agrees with the exact measurement where both are stored.
 ``virtual_heads`` V-composition chains of 2-3 heads scored exactly as one OV circuit.
 ``baselines``   the Gaussian null per edge type, cached across models of one shape.
 ``meta``        key/value: the schema version.
@@ -22,7 +24,8 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
 Evidence from other tools (:mod:`headgraph.attribution.importer`, :mod:`headgraph.circuits.formats`):
 
 ``attribution_graphs``     one row per imported circuit-tracer / Neuronpedia graph (``slug``
-                           unique); ``document`` keeps every top-level field but nodes/links.
+                           unique per ``model``, as Neuronpedia keys graphs); ``document``
+                           keeps every top-level field but nodes/links.
 ``attribution_nodes``      its nodes; ``nid`` is the node's rank in keep order (tokens and
                            logits first, then by computed influence), ``idx`` its file
                            position, ``height`` the most links on a path to a sink.
@@ -190,6 +193,19 @@ edge_scores = Table(
     Column("value", REAL, nullable=False),
 )
 
+evidence_agreement = Table(
+    "evidence_agreement",
+    metadata,
+    Column("model_id", Integer, nullable=False),
+    Column("probe", String, nullable=False),
+    Column("quantity", String, nullable=False),  # the exact metric, e.g. ablation_mean_dloss
+    Column("method", String, nullable=False),  # attribution | integrated_gradients
+    Column("n", Integer, nullable=False),  # heads (or edges) with both numbers
+    Column("spearman", REAL),  # rank correlation over those n (NULL below 3)
+    Column("k", Integer, nullable=False),  # min(10, n)
+    Column("overlap", Integer, nullable=False),  # |top-k by |estimate| ∩ top-k by |exact||
+)
+
 virtual_heads = Table(
     "virtual_heads",
     metadata,
@@ -226,8 +242,8 @@ attribution_graphs = Table(
     metadata,
     Column("graph_id", Integer, graph_id_seq, server_default=graph_id_seq.next_value(),
            primary_key=True),
-    Column("slug", String, nullable=False, unique=True),
-    Column("model", String, nullable=False),  # metadata.scan unless named at import
+    Column("slug", String, nullable=False),  # unique per model (attribution_graphs_model_slug)
+    Column("model", String, nullable=False),  # --model, or the model metadata.scan names
     Column("prompt", Text),
     Column("document", Text, nullable=False),  # JSON: the file less its nodes and links
     Column("n_nodes", Integer, nullable=False),
@@ -242,6 +258,7 @@ attribution_graphs = Table(
     Column("source", Text, nullable=False),
     Column("imported_at", DateTime(timezone=True), nullable=False),
     Column("headgraph_version", String, nullable=False),
+    UniqueConstraint("model", "slug", name="attribution_graphs_model_slug"),
 )
 
 attribution_nodes = Table(
@@ -357,7 +374,40 @@ def add_missing_columns(conn: Connection) -> list[str]:
                 sql_type = metadata.tables[name].c[column].type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {sql_type}')
                 added.append(f"{name}.{column}")
+    if seen.has_table("attribution_graphs") and scope_slugs_by_model(conn):
+        added.append("attribution_graphs_model_slug")
     return added
+
+
+def scope_slugs_by_model(conn: Connection) -> bool:
+    """Give a database made when attribution-graph slugs were unique on their own
+    (``UNIQUE (slug)``) the constraint of today, ``UNIQUE (model, slug)`` (Neuronpedia keys
+    graphs by model and slug), in the caller's transaction; True if it had to. PostgreSQL
+    swaps the constraint; DuckDB cannot drop one, so the small ``attribution_graphs`` table
+    (one row per graph) is rebuilt under the same name with the same rows and ids. Readers
+    need nothing: an old file reads as before."""
+    if conn.dialect.name == "postgresql":
+        old = [r[0] for r in conn.exec_driver_sql(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'attribution_graphs'::regclass "
+            "AND contype = 'u' AND pg_get_constraintdef(oid) = 'UNIQUE (slug)'")]
+        for name in old:
+            conn.exec_driver_sql(f'ALTER TABLE attribution_graphs DROP CONSTRAINT "{name}"')
+        if old:
+            conn.exec_driver_sql("ALTER TABLE attribution_graphs ADD CONSTRAINT "
+                                 "attribution_graphs_model_slug UNIQUE (model, slug)")
+        return bool(old)
+    unique = [list(r[0]) for r in conn.exec_driver_sql(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = "
+        "'attribution_graphs' AND constraint_type = 'UNIQUE'")]
+    if ["slug"] not in unique:
+        return False
+    columns = ", ".join(f'"{c.name}"' for c in attribution_graphs.columns)
+    conn.exec_driver_sql("ALTER TABLE attribution_graphs RENAME TO attribution_graphs_before")
+    metadata.create_all(conn, tables=[attribution_graphs], checkfirst=True)
+    conn.exec_driver_sql(f"INSERT INTO attribution_graphs ({columns}) SELECT {columns} "
+                         "FROM attribution_graphs_before")
+    conn.exec_driver_sql("DROP TABLE attribution_graphs_before")
+    return True
 
 
 EDGE_INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

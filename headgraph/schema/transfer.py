@@ -38,9 +38,10 @@ from headgraph.schema.database import (
 )
 from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
 
-CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.virtual_heads,
-                t.null_calibration)
-"""A model's rows (``null_calibration``: only in databases written since it was added)."""
+CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.evidence_agreement,
+                t.virtual_heads, t.null_calibration)
+LATER_TABLES = ("evidence_agreement", "null_calibration")
+"""Child tables added within schema version 1: an older source may not have them."""
 
 
 class Carrier(Protocol):
@@ -141,7 +142,9 @@ def copy_models(
                     results.append(_write_extras(dst, dst_t, name, extras, replace))
                     continue
                 row = dict(stored[name])
-                data = {tb.name: read_arrow(sconn, tb, row["model_id"]) for tb in CHILD_TABLES}
+                have = set(inspect(sconn).get_table_names())
+                data = {tb.name: read_arrow(sconn, tb, row["model_id"]) for tb in CHILD_TABLES
+                        if tb.name in have or tb.name not in LATER_TABLES}
                 circuits = read_circuits(sconn, row["model_id"])
                 results.append(_write(dst, dst_t, row, data, nulls, replace, circuits, extras))
                 if progress:

@@ -2,11 +2,14 @@
 
 ``probe_model`` (the ``headgraph probe`` command) re-opens the model from its stored
 ``models.source``, refuses it if its weights digest differs from the stored one, runs the
-probes, and writes the rows in one transaction that first deletes the model's earlier
-rows of the same probes. The database is held only for two short moments, reading the
-model row and its strongest weight feeders before the run and writing after it, so a
-server can keep reading the file while the model runs; the write re-checks that the
-model was not replaced in between.
+probes, and writes the rows in one transaction that replaces the stored rows of the same
+probe, metric and node or edge (:func:`~headgraph.ingest.evidence.collect.store_evidence`).
+With ``attribution="none"`` it runs no attribution and confirms exactly the heads and edges
+that the attribution stored earlier for the same probe ranks first: exact confirmations
+added later. The database is held only for two short moments, reading the model row (and
+that stored attribution) before the run and writing after it, so a server can keep
+reading the file while the model runs; the write re-checks that the model was not
+replaced in between.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.exc import DBAPIError
 
 from headgraph.errors import DatabaseError, ModelNotFoundError
+from headgraph.ingest.evidence.agreement import Agreement
+from headgraph.ingest.evidence.attribution import MODES, Attribution
 from headgraph.ingest.evidence.collect import (
-    PATCH_KINDS,
     EvidenceOptions,
-    Feeders,
+    PriorAttribution,
     Progress,
     collect_evidence,
     store_evidence,
@@ -63,6 +67,7 @@ class ProbeReport:
     timings: dict[str, float] = field(default_factory=dict)
     forward_passes: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    agreement: tuple[Agreement, ...] = ()
 
 
 def _model_row(conn: Connection, target: DatabaseTarget, name: str) -> StoredModel:
@@ -80,21 +85,24 @@ def _model_row(conn: Connection, target: DatabaseTarget, name: str) -> StoredMod
     return StoredModel(*row)
 
 
-def stored_feeders(conn: Connection, model_id: int, n: int) -> Feeders:
-    """:data:`Feeders` from the stored ``edges``: per (target, kind), the ``n`` strongest
-    head sources by stored rank, read in one statement."""
-    e = t.edges.c
-    pos = func.row_number().over(partition_by=(e.target, e.kind),
-                                 order_by=(e.rank, e.source)).label("pos")
-    inner = select(e.source, e.target, e.kind, pos).where(and_(
-        e.model_id == model_id, e.kind.in_(PATCH_KINDS), e.source.like("L%H%"),
-        e.target.like("L%H%"))).subquery()
-    rows = conn.execute(select(inner).where(inner.c.pos <= n)
-                        .order_by(inner.c.target, inner.c.kind, inner.c.pos))
-    table: dict[tuple[str, str], list[str]] = {}
-    for source, target, kind, _ in rows:
-        table.setdefault((target, kind), []).append(source)
-    return lambda target, kind, k: table.get((target, kind), [])[:k]
+def stored_attribution(conn: Connection, model_id: int) -> PriorAttribution:
+    """:data:`PriorAttribution` from the stored ``attrib_*`` (else ``ig_*``) rows of each
+    probe of the model."""
+    found: dict[str, Attribution] = {}
+    for method in ("attrib", "ig"):
+        n, e = t.node_scores.c, t.edge_scores.c
+        for mode in MODES:
+            for r in conn.execute(select(n.probe, n.node, n.value).where(and_(
+                    n.model_id == model_id, n.metric == f"{method}_ablation_{mode}_dloss"))):
+                a = found.setdefault(r[0], Attribution(method))
+                if a.method == method:
+                    a.nodes.setdefault(mode, {})[r[1]] = r[2]
+            for r in conn.execute(select(e.probe, e.source, e.target, e.kind, e.value).where(
+                    and_(e.model_id == model_id, e.metric == f"{method}_path_{mode}_dloss"))):
+                a = found.setdefault(r[0], Attribution(method))
+                if a.method == method:
+                    a.edges.setdefault(mode, {})[(r[1], r[2], r[3])] = r[4]
+    return found.get
 
 
 def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "default", *,
@@ -118,7 +126,8 @@ def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "de
     try:
         with engine.connect() as conn:
             stored = _model_row(conn, target, model)
-            feeders = stored_feeders(conn, stored.model_id, opts.patch_sources)
+            prior = (stored_attribution(conn, stored.model_id) if opts.attribution == "none"
+                     else None)
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=True)
     finally:
@@ -126,7 +135,7 @@ def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "de
     runnable = load_runnable(stored.source, stored.weights_digest, allow_pickle=allow_pickle)
     built = build_probes(specs, runnable.vocab)
     timings["load"] = time.perf_counter() - start
-    evidence = collect_evidence(runnable, built, feeders, opts, progress)
+    evidence = collect_evidence(runnable, built, opts, progress, prior=prior)
     timings.update(evidence.timings)
     start = time.perf_counter()
     engine = create_db_engine(target, read_only=False)
@@ -136,7 +145,7 @@ def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "de
             if again != stored:
                 raise DatabaseError(f"{target}: model {model!r} was replaced while it was "
                                     "being probed; nothing was written. Run probe again.")
-            store_evidence(conn, stored.model_id, evidence)
+            agreement = store_evidence(conn, stored.model_id, evidence)
     except DBAPIError as exc:
         raise_db_error(target, exc, read_only=False)
     finally:
@@ -144,4 +153,4 @@ def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "de
     timings["write"] = time.perf_counter() - start
     return ProbeReport(stored.name, str(target), evidence.probes, len(evidence.node_scores),
                        len(evidence.edge_scores), timings, evidence.forward_passes,
-                       evidence.notes)
+                       evidence.notes, tuple(agreement))

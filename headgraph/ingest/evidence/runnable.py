@@ -2,7 +2,9 @@
 
 Evidence needs forward passes, so it needs the model itself: for a Hugging Face directory
 (``toy``, a local path, a cached hub name) the compatibility-mode TransformerBridge that the
-weight reader already built; for a ``random:`` GPT-2 shape an HF ``GPT2LMHeadModel`` filled
+weight reader already built; for a GGUF file the bridge over transformers' load of it
+(:func:`headgraph.ingest.gguf_reader.bridge_from_gguf`, with the file's tokenizer); for a
+``random:`` GPT-2 shape an HF ``GPT2LMHeadModel`` filled
 with exactly the tensors the streamed reader reads (same seeded generator, zero biases,
 identity LayerNorms), wrapped with ``build_bridge_from_module``.
 
@@ -47,6 +49,24 @@ class RunnableModel:
     @property
     def n_heads(self) -> int:
         return int(self.bridge.cfg.n_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads (fewer than ``n_heads`` under grouped-query attention)."""
+        return int(self.bridge.W_K.shape[1])
+
+    def source_hooks(self) -> list[str]:
+        """Where each writer that Q/K/V edges start from writes, in residual order, for
+        the writers this bridge exposes: ``hook_embed``, ``hook_pos_embed``, then per layer
+        ``blocks.{l}.attn.hook_z`` (heads) and ``blocks.{l}.hook_mlp_out``."""
+        have = self.bridge.hook_dict
+        names = [n for n in ("hook_embed", "hook_pos_embed") if n in have]
+        if getattr(self.bridge.cfg, "positional_embedding_type", "standard") != "standard":
+            names = [n for n in names if n != "hook_pos_embed"]  # rotary: not a residual write
+        for layer in range(self.n_layers):
+            names += [n for n in (f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out")
+                      if n in have]
+        return names
 
 
 def _source_dir(source: str) -> Path | None:
@@ -134,8 +154,15 @@ def runnable_from_reader(reader: WeightReader) -> RunnableModel:
     """The runnable model behind an open weight reader (reusing its bridge if it has one)."""
     source = reader.info.source
     bridge = getattr(reader, "bridge", None)
-    folder = None
-    if bridge is None and source.startswith("random:"):
+    folder, tokenizer = None, None
+    if source.lower().endswith(".gguf"):  # run through transformers' load of the file
+        from headgraph.ingest.gguf_reader import bridge_from_gguf
+
+        if bridge is None:
+            bridge, tokenizer, _ = bridge_from_gguf(Path(source))
+        else:
+            tokenizer = getattr(bridge, "tokenizer", None)
+    elif bridge is None and source.startswith("random:"):
         bridge = random_gpt2_bridge(source[len("random:"):])
     elif bridge is None:
         raise BadInputError(f"{source}: this source is read tensor by tensor and cannot be run, "
@@ -150,7 +177,7 @@ def runnable_from_reader(reader: WeightReader) -> RunnableModel:
         weights_digest=reader.info.weights_digest,
         architecture=arch,
         causal_lm=arch.endswith(_CAUSAL_SUFFIXES),
-        vocab=model_vocab(bridge, load_tokenizer(folder)),
+        vocab=model_vocab(bridge, tokenizer or load_tokenizer(folder)),
     )
 
 
