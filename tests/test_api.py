@@ -110,16 +110,18 @@ def test_node_fields_and_links_back_to_its_model(server: Server, toy_store: str)
 def test_edge_fields_and_readers(server: Server, toy_store: str):
     body = server.gql('{ node(model: "toy", name: "L0H1") { readers(kind: V, top: 2, '
                       'minScore: 0) { source { name } target { name layer } kind score baseline '
-                      'nullStd z rank } } }')
+                      'nullStd z gaussianZ rank readerRank } } }')
     got = body["data"]["node"]["readers"]
-    want = sql(toy_store, "SELECT target, score, baseline, null_std, rank FROM edges "
+    want = sql(toy_store, "SELECT target, score, baseline, null_std, rank, z FROM edges "
                        "WHERE source='L0H1' AND kind='V' ORDER BY score DESC, target LIMIT 2")
     assert [e["target"]["name"] for e in got] == [w[0] for w in want]
-    for e, (_, score, baseline, null_std, rank) in zip(got, want, strict=True):
+    for i, (e, (_, score, baseline, null_std, rank, z)) in enumerate(zip(got, want,
+                                                                         strict=True)):
         assert e["source"]["name"] == "L0H1" and e["kind"] == "V" and e["rank"] == rank
         assert [e["score"], e["baseline"], e["nullStd"]] == pytest.approx([score, baseline,
                                                                            null_std], rel=1e-6)
-        assert e["z"] == pytest.approx((score - baseline) / null_std, rel=1e-5)
+        assert e["gaussianZ"] == pytest.approx((score - baseline) / null_std, rel=1e-5)
+        assert e["z"] == pytest.approx(z, rel=1e-6) and e["readerRank"] == i + 1
 
 
 def test_min_score_filters_feeders(server: Server, toy_store: str):

@@ -144,14 +144,16 @@ def test_evidence_gaps_in_graphql_carry_z(served):
     server, _, _ = served
     q = """{ model(name: "toy") { evidenceGaps(kind: K, top: 1) { gap inCircuit circuitScore
       circuit { tool task probe format edgeCount inGraphCount }
-      edge { source { name } target { name } kind score baseline nullStd z } } } }"""
+      edge { source { name } target { name } kind score baseline nullStd z gaussianZ } } } }"""
     gaps = server.gql(q)["data"]["model"]["evidenceGaps"]
     assert [g["gap"] for g in gaps] == ["ABSENT_FROM_CIRCUIT", "WEAK_IN_WEIGHTS"]
     absent = gaps[0]
     assert (absent["edge"]["source"]["name"], absent["edge"]["target"]["name"]) == (
         "L0H2", "L1H2")
     e = absent["edge"]
-    assert e["z"] == pytest.approx((e["score"] - e["baseline"]) / e["nullStd"], rel=1e-5)
+    assert e["gaussianZ"] == pytest.approx((e["score"] - e["baseline"]) / e["nullStd"],
+                                           rel=1e-5)
+    assert e["z"] > 5  # the structural z, as stored
     assert absent["circuit"] == {"tool": "eap-ig", "task": "induction",
                                  "probe": "task:induction", "format": "eap-ig-json",
                                  "edgeCount": 110, "inGraphCount": 109}

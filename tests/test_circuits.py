@@ -161,9 +161,12 @@ def test_evidence_gaps_find_a_planted_disagreement(toy_copy, tmp_path):
     absent = [g for g in k_gaps if g.gap == "absent"]
     top = absent[0].edge
     assert (top.source, top.target, top.kind) == ("L0H2", "L1H2", "K")
-    assert top.z > 10 and not absent[0].in_circuit
+    assert top.z > 5 and not absent[0].in_circuit
     assert absent[0].circuit_score == doc["edges"]["a0.h2->a1.h2<k>"]["score"]
-    assert [g for g in k_gaps if g.gap == "weak"] == []  # L0H3 -> L1H2 K has z ~3
+    # L0H3 -> L1H2 K stood 3.2 Gaussian null sds above chance, but that much is what the
+    # toy's structure explains: its z is 0.2, so the circuit's edge is weak in weights
+    assert [(g.edge.source, g.edge.target) for g in k_gaps if g.gap == "weak"] == [
+        ("L0H3", "L1H2")]
     weak = [g for g in q_gaps if g.gap == "weak"]
     assert [(g.edge.source, g.edge.target, g.edge.kind) for g in weak] == [("L0H2", "L1H2", "Q")]
     assert weak[0].edge.z < 1 and weak[0].in_circuit

@@ -16,13 +16,15 @@ from headgraph.maintenance import copy_models
 
 TABLES = {
     "models": "name, family, step, source, architecture, n_layers, n_heads, n_kv_heads, d_model, "
-              "d_head, d_mlp, d_vocab, n_ctx, weights_digest, processing, n_nodes, n_edges",
+              "d_head, d_mlp, d_vocab, n_ctx, weights_digest, processing, n_nodes, n_edges, "
+              "null_bands",
     "nodes": "node, kind, layer, head, kv_head, qk_norm, ov_norm, copying_positive_fraction, "
              "copying_ratio, in_norm, out_norm",
-    "edges": "source, target, kind, score, baseline, null_std, rank",
+    "edges": "source, target, kind, score, baseline, null_std, rank, z",
     "node_scores": "node, metric, probe, value",
     "edge_scores": "source, target, kind, metric, probe, value",
     "virtual_heads": "heads, length, score, heuristic, copying_ratio",
+    "null_calibration": "kind, family, edges, delta, phi, basis",
     "baselines": "key, mean, std, samples, seed",
 }
 

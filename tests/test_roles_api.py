@@ -25,12 +25,8 @@ INDUCTION = ["L1H0", "L1H1", "L1H2", "L1H3"]
 
 
 @pytest.fixture(scope="module")
-def probed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from headgraph.ingest.pipeline import ingest
-
-    path = tmp_path_factory.mktemp("probed") / "toy.duckdb"
-    ingest("toy", path, probes="default")
-    return path
+def probed_db(probed_toy_db: Path) -> Path:
+    return probed_toy_db
 
 
 @pytest.fixture(scope="module")

@@ -28,20 +28,27 @@ class EdgeKind(Enum):
     UNEMBED = "UNEMBED"
 
 
-@strawberry.enum(description="Orders for Model.heads.")
+@strawberry.enum(description="Orders for Model.heads. ROLE_SCORE (with `role`) orders by "
+                 "the number that earned the role: its attention share, or the copying ratio "
+                 "(most negative first for suppression).")
 class HeadOrder(Enum):
     LAYER = "layer"
+    ROLE_SCORE = "role_score"
     COPYING_RATIO = "copying_ratio"
     COPYING_POSITIVE_FRACTION = "copying_positive_fraction"
     OV_NORM = "ov_norm"
     QK_NORM = "qk_norm"
 
 
-@strawberry.enum(description="The weight of a path's edge: its stored score (SCORE) or the "
-                 "score over its random baseline (RATIO, 'times chance').")
+@strawberry.enum(description="The weight of a path's edge: its stored score (SCORE), the "
+                 "score over its Gaussian baseline (RATIO, 'times chance'), or its structural "
+                 "z floored at 0 (Z: above what the model's structure explains; an edge at or "
+                 "below its null cannot be on a path; rank PER_HOP, since products of z > 1 "
+                 "grow with length).")
 class PathWeight(Enum):
     SCORE = "score"
     RATIO = "ratio"
+    Z = "z"
 
 
 @strawberry.enum(description="How paths of different lengths are ranked: by the product of "

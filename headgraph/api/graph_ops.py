@@ -22,6 +22,7 @@ from headgraph.errors import BadInputError
 from headgraph.queries.records import EdgeRow, ModelRow
 from headgraph.queries.series import SeriesPoint, series
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import edge_columns
 from headgraph.schema.tables import edges
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def circuit_of(db: GraphDB, model: ModelRow, node: str, *, depth: int = 2,
     if sub.edges:
         keys = {(e.source, e.target, e.kind) for e in sub.edges}
         c = edges.c
-        stmt = select(edges).where(and_(
+        stmt = select(*edge_columns(model.structural_z)).where(and_(
             c.model_id == model.model_id,
             c.target.in_(sorted({k[1] for k in keys})),
             c.source.in_(sorted({k[0] for k in keys})),

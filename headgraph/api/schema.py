@@ -70,8 +70,9 @@ class Query:
     @strawberry.field(description="A metric across the checkpoints of training-run `family`, "
                       "by step: a node series (`node`, `metric` a node column such as "
                       "copying_ratio, the default, or an evidence metric) or an edge series "
-                      "(`source`, `target`, `kind`, `metric` score (default), baseline, rank "
-                      "or z). Checkpoints lacking the node or edge are left out. Errors: "
+                      "(`source`, `target`, `kind`, `metric` score (default), baseline, rank, "
+                      "z (the structural z, as Edge.z) or gaussian_z). Checkpoints lacking the "
+                      "node or edge (or, for z, ingested before it was stored) are left out. Errors: "
                       "MODEL_NOT_FOUND (no such family), NODE_NOT_FOUND, BAD_INPUT.",
                       metadata=sized(assumed="models"))
     async def series(self, info: Info[Context, None], family: str, node: str | None = None,

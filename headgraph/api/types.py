@@ -27,6 +27,7 @@ from headgraph.api.enums import EdgeKind, HeadOrder, NodeKind, PathRank, PathWei
 from headgraph.api.graph_ops import PathAsk, UpstreamCircuit, circuit_of, find_paths
 from headgraph.api.limits import check_first
 from headgraph.api.loaders import EdgeAsk, EvidenceAsk, NodeKey, ScoreAsk
+from headgraph.api.summary_types import ModelSummary, StructuralNull
 from headgraph.api.values import Copying, PageInfo, Score, f32, kind_values
 from headgraph.errors import NodeNotFoundError
 from headgraph.graph.paths import MAX_LENGTH as MAX_PATH_LENGTH
@@ -38,6 +39,8 @@ from headgraph.queries.gaps import ABSENT, evidence_gaps
 from headgraph.queries.gaps import EvidenceGap as GapRecord
 from headgraph.queries.nodes import list_nodes, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
+from headgraph.queries.structural import structural_null_of
+from headgraph.queries.summary import summarize
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
 
 SCORES = 20
@@ -64,11 +67,12 @@ class Edge:
 
     # computed only when asked for: a request for 10 feeders and their sources' names
     # spent ~7% of its time on decimals of fields nobody asked for
-    @strawberry.field(description="Mean score of random matrices of the same shapes (the null).")
+    @strawberry.field(description="Mean score of Gaussian matrices of the same shapes (the "
+                      "Gaussian null; see gaussianZ).")
     def baseline(self) -> float:
         return f32(self.row.baseline)
 
-    @strawberry.field(description="Spread of the null score.")
+    @strawberry.field(description="Spread of the Gaussian null's score.")
     def null_std(self) -> float | None:
         return f32(self.row.null_std)
 
@@ -79,9 +83,37 @@ class Edge:
     def from_row(cls, row: EdgeRow) -> Edge:
         return cls(row=row, kind=EdgeKind(row.kind), score=f32(row.score), rank=row.rank)
 
-    @strawberry.field(description="(score - baseline) / nullStd: how far above chance.")
+    @strawberry.field(description="How far this edge stands above what the model's structure "
+                      "explains: the structural z (banded-rotation null of the model's own "
+                      "residual metric, calibrated per model, kind and family; docs/science.md). "
+                      "About N(0, 1) for edges the structure explains; null for a model "
+                      "ingested before headgraph stored it (Model.structuralNull is null: "
+                      "re-ingest it) or where it is undefined.")
     def z(self) -> float | None:
-        return self.row.z
+        return f32(self.row.z)
+
+    @strawberry.field(description="(score - baseline) / nullStd: how far above Gaussian "
+                      "matrices of the same shapes. On trained models nearly every edge is far "
+                      "above it (their weights are low-rank and share directions); z is the "
+                      "one to threshold.")
+    def gaussian_z(self) -> float | None:
+        return self.row.gaussian_z
+
+    @strawberry.field(description="In a readers list: 1 for the strongest reader of the "
+                      "source in this kind (`rank` is the source's place among the target's "
+                      "feeders). Null outside readers lists.")
+    def reader_rank(self) -> int | None:
+        return self.row.reader_rank
+
+    @strawberry.field(description="For K and V edges into a head: the key/value head of the "
+                      "target that the source's write enters. Under grouped-query attention "
+                      "it is shared by the query heads of its group, so their K and V edges "
+                      "from one source read the same keys and values. Null otherwise.")
+    async def kv_head(self, info: Info[Context, None]) -> int | None:
+        if self.row.kind not in ("K", "V"):
+            return None
+        row = await info.context.loaders.node.load(NodeKey(self.row.model_id, self.row.target))
+        return None if row is None else row.kv_head
 
     @strawberry.field
     async def source(self, info: Info[Context, None]) -> Node:
@@ -198,7 +230,9 @@ class Node:
         return await _edges(info, self.row, False, kind, top, min_score)
 
     @strawberry.field(description="The components that read this node's write most strongly "
-                      "through `kind`, strongest first.")
+                      "through `kind`, strongest first: `readerRank` is each one's place "
+                      "among this node's readers (`rank` its place among the reader's own "
+                      "feeders).")
     async def readers(self, info: Info[Context, None], kind: EdgeKind, top: int = 10,
                       min_score: float | None = None) -> list[Edge]:
         return await _edges(info, self.row, True, kind, top, min_score)
@@ -212,9 +246,13 @@ class Node:
 
     @strawberry.field(description="The roles this node plays (previous_token, induction, "
                       "duplicate_token, first_token, copying, suppression), derived from its "
-                      "stored evidence and weights with the thresholds of "
+                      "stored evidence and weights with the fixed thresholds of "
                       "headgraph.queries.evidence.ROLE_RULES (from one probe's evidence if "
-                      "given); [] for none.", metadata=sized(assumed=len(ROLE_RULES)))
+                      "given); [] for none. The thresholds are effect sizes, not yet "
+                      "calibrated against a null probe: first_token marks a resting position "
+                      "more than a circuit role, and copying is loose where embeddings are "
+                      "tied (docs/science.md).",
+                      metadata=sized(assumed=len(ROLE_RULES)))
     async def roles(self, info: Info[Context, None], probe: str | None = None) -> list[str]:
         return await info.context.loaders.roles.load(
             ScoreAsk(self.row.model_id, self.row.node, probe))
@@ -243,24 +281,25 @@ class EdgeConnection:
     model_id: Private[int]
     kind: Private[str | None]
     min_score: Private[float | None]
+    min_z: Private[float | None]
     edges: list[EdgeEdge] = strawberry.field(metadata=sized(per_parent=1))
     page_info: PageInfo
 
     @classmethod
     def of(cls, page: EdgePage, model_id: int, kind: str | None, min_score: float | None,
-           after: EdgeKey | None) -> EdgeConnection:
+           after: EdgeKey | None, min_z: float | None = None) -> EdgeConnection:
         items = [EdgeEdge(node=Edge.from_row(r), cursor=EdgeKey.of(r).encode())
                  for r in page.rows]
         info = PageInfo(has_next_page=page.has_next, has_previous_page=after is not None,
                         start_cursor=items[0].cursor if items else None,
                         end_cursor=items[-1].cursor if items else None)
-        return cls(model_id=model_id, kind=kind, min_score=min_score, edges=items,
-                   page_info=info)
+        return cls(model_id=model_id, kind=kind, min_score=min_score, min_z=min_z,
+                   edges=items, page_info=info)
 
     @strawberry.field(description="How many edges match the filter, all pages together.")
     async def total_count(self, info: Info[Context, None]) -> int:
         return await info.context.db.run(count_edges, self.model_id, kind=self.kind,
-                                          min_score=self.min_score)
+                                          min_score=self.min_score, min_z=self.min_z)
 
 
 @strawberry.type(description="A stored model (a checkpoint is a model with a family and step).")
@@ -301,6 +340,20 @@ class Model:
                    ingested_at=row.ingested_at, headgraph_version=row.headgraph_version,
                    n_nodes=row.n_nodes, n_edges=row.n_edges)
 
+    @strawberry.field(description="The structural null its edges' z is measured against "
+                      "(band sizes, calibration per kind and family); null for a model "
+                      "ingested before headgraph stored it: its edges then have no z (their "
+                      "gaussianZ remains); re-ingest it with --replace.")
+    async def structural_null(self, info: Info[Context, None]) -> StructuralNull | None:
+        found = await info.context.db.run(structural_null_of, self.row)
+        return None if found is None else StructuralNull.of(found)
+
+    @strawberry.field(description="The findings a researcher looks for first, each with its "
+                      "evidence, and where weights and evidence disagree (as `headgraph "
+                      "summary`).")
+    async def summary(self, info: Info[Context, None]) -> ModelSummary:
+        return ModelSummary.of(await info.context.db.run(summarize, self.row))
+
     @strawberry.field(description="Nodes in residual-stream order, optionally of one kind "
                       "or layer.", metadata=sized(assumed="nodes"))
     async def nodes(self, info: Info[Context, None], kind: NodeKind | None = None,
@@ -313,8 +366,10 @@ class Model:
     @strawberry.field(description="Heads in an order (default LAYER: residual-stream order). "
                       "Metric orders put the highest first unless descending is false; heads "
                       "without the metric come last. `first` defaults to all heads. `role` "
-                      "keeps only the heads that play it (see Node.roles); an unknown role "
-                      "is BAD_INPUT.", metadata=sized("first", "heads"))
+                      "keeps only the heads that play it (see Node.roles); with it, "
+                      "ROLE_SCORE orders by the role's strength (strongest first). An unknown "
+                      "role, or ROLE_SCORE without a role, is BAD_INPUT.",
+                      metadata=sized("first", "heads"))
     async def heads(self, info: Info[Context, None],
                     order_by: HeadOrder | None = HeadOrder.LAYER, descending: bool | None = None,
                     first: int | None = None, role: str | None = None) -> list[Node]:
@@ -331,18 +386,22 @@ class Model:
         return [Node.from_row(r) for r in rows]
 
     @strawberry.field(description="All edges of the model, a page at a time (Relay "
-                      "connection). `first` defaults to the server's default_first (100).")
+                      "connection). `first` defaults to the server's default_first (100). "
+                      "`minZ` keeps the edges whose structural z is at least that (e.g. 3: "
+                      "above what the model's structure explains; BAD_INPUT for a model "
+                      "without z).")
     async def edges(self, info: Info[Context, None], kind: EdgeKind | None = None,
                     min_score: float | None = None, first: int | None = None,
-                    after: str | None = None) -> EdgeConnection:
+                    after: str | None = None, min_z: float | None = None) -> EdgeConnection:
         settings = info.context.settings
         default = min(settings.default_first, settings.max_first)
         size = check_first(settings, "first", default if first is None else first)
         key = None if after is None else EdgeKey.decode(after)
         kind_value = None if kind is None else kind.value
         page = await info.context.db.run(edge_page, self.row.model_id, kind=kind_value,
-                                         min_score=min_score, first=size, after=key)
-        return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key)
+                                         min_score=min_score, first=size, after=key,
+                                         min_z=min_z)
+        return EdgeConnection.of(page, self.row.model_id, kind_value, min_score, key, min_z)
 
     @strawberry.field(description="The `top` (<= 100) strongest chains of edges into "
                       "`target` (from `source` if given), ranked exactly: paths of 1 to "
@@ -378,8 +437,9 @@ class Model:
     @strawberry.field(description="Where discovered circuits (ACDC, auto-circuit, EAP-IG) and "
                       "weights disagree, per stored circuit: edges with weight z >= `minZ` "
                       "that the circuit leaves out (strongest first), then circuit edges with "
-                      "weight z < `maxZ` (weakest first); z = (score - baseline) / nullStd. At "
-                      "most `top` of each per circuit; of one `tool` / `task` if given.",
+                      "weight z < `maxZ` (weakest first); z is the structural z (Edge.z). At "
+                      "most `top` of each per circuit; of one `tool` / `task` if given. "
+                      "BAD_INPUT for a model ingested before headgraph stored z.",
                       metadata=sized(fn=lambda a, n: 2 * a.get("top", 10) * n["circuits"]))
     async def evidence_gaps(self, info: Info[Context, None], kind: EdgeKind | None = None,
                             top: int | None = 10, tool: str | None = None,
@@ -400,9 +460,13 @@ class Path:
         description="The ranking value: the product of the edge weights (rankBy: PRODUCT) "
                     "or its geometric mean per hop (PER_HOP).")
     product: float = strawberry.field(
-        description="The product of the edge weights (scores, or score/baseline for RATIO).")
+        description="The product of the edge weights (scores, score/baseline for RATIO, z "
+                    "floored at 0 for Z).")
     edge_scores: list[float] = strawberry.field(
         description="Each edge's stored score, source end first.",
+        metadata=sized(assumed=MAX_PATH_LENGTH))
+    edge_weights: list[float] = strawberry.field(
+        description="Each edge's weight as ranked (score, ratio or z), source end first.",
         metadata=sized(assumed=MAX_PATH_LENGTH))
     length: int = strawberry.field(description="Number of edges.")
 
@@ -411,7 +475,7 @@ class Path:
         return cls(record=record, model_id=model_id,
                    kinds=[EdgeKind(k) for k in record.kinds], score=record.value,
                    product=record.product, edge_scores=[f32(s) for s in record.scores],
-                   length=record.length)
+                   edge_weights=list(record.weights), length=record.length)
 
     @strawberry.field(description="The path's nodes, source first, target last.",
                       metadata=sized(assumed=MAX_PATH_LENGTH + 1))

@@ -7,6 +7,7 @@ module             commands
 :mod:`.database`   ``models``, ``check``, ``copy``
 :mod:`.importing`  ``import`` (attribution graphs, discovered circuits)
 :mod:`.graph`      ``paths``, ``compare``, ``series``, ``export``, ``plot``
+:mod:`.summary`    ``summary`` (a model's first findings, weights beside evidence)
 :mod:`.serve`      ``serve``, ``query`` (the API)
 :mod:`.demo`       ``demo``
 =================  ===============================================================
@@ -25,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from headgraph.cli import database, demo, graph, importing, ingest, serve
+from headgraph.cli import database, demo, graph, importing, ingest, serve, summary
 from headgraph.cli.common import CONTEXT, err_console, readable_help, state
 from headgraph.errors import HeadgraphError
 from headgraph.version import __version__
@@ -55,7 +56,7 @@ def _main(
     state["debug"] = debug
 
 
-for _group in (ingest, database, demo, importing, serve, graph):
+for _group in (ingest, database, demo, importing, serve, graph, summary):
     _group.register(app)
 
 

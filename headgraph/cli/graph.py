@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
         max_length: Annotated[int, typer.Option(help="Longest path in edges.")] = 3,
         top: Annotated[int, typer.Option(help="How many paths.")] = 10,
         min_score: Annotated[float | None, typer.Option(help="Drop weaker edges.")] = None,
-        weight: Annotated[str, typer.Option(help="score or ratio (score/baseline).")] = "score",
+        weight: Annotated[str, typer.Option(
+            help="score, ratio (score/baseline) or z (structural z floored at 0; rank it "
+                 "per_hop).")] = "score",
         rank_by: Annotated[str, typer.Option(help="product or per_hop.")] = "product",
     ) -> None:
         """Top-k composition paths into a node, ranked exactly."""
@@ -50,11 +52,14 @@ def register(app: typer.Typer) -> None:
 
         found = run(work)
         table = Table(title=f"paths into {target} ({model})")
-        for col in ("#", "path", "kinds", "edge scores", rank_by):
+        shown = "edge scores" if weight == "score" else f"edge {weight}"
+        for col in ("#", "path", "kinds", shown, rank_by):
             table.add_column(col)
         for i, p in enumerate(found, 1):
+            values = p.scores if weight == "score" else p.weights
+            digits = ".3f" if weight == "score" else ".2f"
             table.add_row(str(i), " -> ".join(p.nodes), " ".join(p.kinds),
-                          " ".join(f"{s:.3f}" for s in p.scores), f"{p.value:.4g}")
+                          " ".join(f"{s:{digits}}" for s in values), f"{p.value:.4g}")
         console.print(table if found else "no path: nothing reaches it under these filters.")
 
     @app.command()
@@ -104,7 +109,8 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str | None, typer.Option("--to", help="Edge target.")] = None,
         kind: Annotated[str | None, typer.Option(help="Edge kind.")] = None,
         metric: Annotated[str | None, typer.Option(help="Metric (default copying_ratio / "
-                                                   "score).")] = None,
+                                                   "score; edges: score, baseline, rank, z, "
+                                                   "gaussian_z).")] = None,
         plot: Annotated[Path | None, typer.Option("-o", help="Also write a PNG here.")] = None,
     ) -> None:
         """A node or edge metric across the checkpoints of a training run."""

@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "factors": ("factors & head metrics", "layers"),
     "compose": ("composition scores", "layers"),
     "rank": ("rank edges", "steps"),
+    "null": ("structural null", "layers"),
     "virtual": ("virtual heads (exact)", "steps"),
     "evidence": ("evidence", "forward passes"),
     "probes": ("evidence (probes)", "probes"),

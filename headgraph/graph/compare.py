@@ -3,9 +3,11 @@
 **Signatures.** Every head gets a vector that means the same thing in models of any shape:
 its relative depth, its copying scores, its role scores (where evidence was stored), and a
 summary of its composition profile — for each kind and direction, the largest and the mean
-z-score ``(score - baseline) / null_std`` of its in- and out-edges, and its z-scores from
-the embeddings and into the unembedding. z-scores, not raw scores, because raw scores
-shrink with width (about ``1/sqrt(d_model)`` for noise).
+z of its in- and out-edges, and its z from the embeddings and into the unembedding. z, not
+raw scores, because raw scores shrink with width (about ``1/sqrt(d_model)`` for noise) and
+trained models share directions everywhere. z is the stored structural z (``edges.z``);
+when either model was ingested before headgraph stored it, both are compared on the
+Gaussian z ``(score - baseline) / null_std`` instead, and the comparison's note says so.
 
 **Matching.** Features are standardised over the heads of both models together; the
 similarity of two heads is ``1 / (1 + ‖a - b‖ / sqrt(n_features))`` (1 for identical
@@ -14,7 +16,7 @@ signatures); heads are paired one-to-one by an optimal assignment
 ``min_similarity`` are left unmatched.
 
 **Diff.** Under a matching, every edge of A is mapped to B's names and compared: edges whose
-z-score crosses ``present_z`` appear or vanish, and all changes are ranked by ``|Δscore|``.
+z crosses ``present_z`` appear or vanish, and all changes are ranked by ``|Δscore|``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from headgraph.queries.arrow import fetch_arrow
 from headgraph.queries.models import get_model
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import z_column
 from headgraph.schema.tables import edges, node_scores, nodes
 
 KINDS = ("Q", "K", "V")
@@ -66,6 +69,7 @@ class Comparison:
     unmatched_a: tuple[str, ...]
     unmatched_b: tuple[str, ...]
     features: tuple[str, ...]
+    z_kind: str = "structural"  # which z the profiles and the diff use: or "gaussian"
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,29 @@ class _Profile:
     features: dict[str, np.ndarray]
 
 
-def _edge_table(db: GraphDB, model: ModelRow):
+def _edge_table(db: GraphDB, model: ModelRow, z_kind: str):
+    """The model's edges with their ``z`` of ``z_kind`` (0 where it has none)."""
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline, edges.c.null_std).where(edges.c.model_id == model.model_id)
-    return fetch_arrow(db, stmt).to_pandas()
+                  edges.c.baseline, edges.c.null_std, z_column(model.structural_z)
+                  ).where(edges.c.model_id == model.model_id)
+    e = fetch_arrow(db, stmt).to_pandas()
+    if z_kind == "gaussian":
+        std = e["null_std"].where(e["null_std"] > 0)
+        e["z"] = (e["score"] - e["baseline"]) / std
+    e["z"] = e["z"].astype(float).fillna(0.0)
+    return e
 
 
-def _profile(db: GraphDB, model: ModelRow) -> _Profile:
+def _z_kind(a: ModelRow, b: ModelRow) -> tuple[str, str]:
+    """The z both models have, and what the note says about it."""
+    if a.structural_z and b.structural_z:
+        return "structural", ""
+    old = ", ".join(m.name for m in (a, b) if not m.structural_z)
+    return "gaussian", (f"; compared on the Gaussian z: {old} was ingested before headgraph "
+                        "stored the structural z (re-ingest it with --replace)")
+
+
+def _profile(db: GraphDB, model: ModelRow, z_kind: str) -> _Profile:
     rows = db.rows(select(nodes).where(nodes.c.model_id == model.model_id,
                                        nodes.c.kind == "head"))
     rows = sorted(rows, key=lambda r: (r["layer"], r["head"]))
@@ -94,9 +114,7 @@ def _profile(db: GraphDB, model: ModelRow) -> _Profile:
         "copying_positive_fraction": np.asarray(
             [r["copying_positive_fraction"] or 0.0 for r in rows], float),
     }
-    e = _edge_table(db, model)
-    std = e["null_std"].where(e["null_std"] > 0)
-    e["z"] = ((e["score"] - e["baseline"]) / std).fillna(0.0)
+    e = _edge_table(db, model, z_kind)
     for kind in (*KINDS, "MLP", "UNEMBED"):
         k = e[e["kind"] == kind]
         for direction, col in (("in", "target"), ("out", "source")):
@@ -135,7 +153,8 @@ def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0,
     if by not in ("auto", "names", "signature"):
         raise BadInputError(f"unknown matching {by!r}; use auto, names or signature.")
     model_a, model_b = get_model(db, a), get_model(db, b)
-    pa_, pb = _profile(db, model_a), _profile(db, model_b)
+    z_kind, z_note = _z_kind(model_a, model_b)
+    pa_, pb = _profile(db, model_a, z_kind), _profile(db, model_b, z_kind)
     names = sorted(set(pa_.features) & set(pb.features))
     dropped = sorted(set(pa_.features) ^ set(pb.features))
     fa = np.stack([pa_.features[f] for f in names], axis=1)
@@ -165,6 +184,7 @@ def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0,
         f"{model_b.n_layers}x{model_b.n_heads}): heads are compared by relative depth and "
         "z-scored composition profiles; at most "
         f"{min(len(pa_.heads), len(pb.heads))} heads can be matched")
+    note += z_note
     if dropped:
         note += f"; features only one model has were left out: {', '.join(dropped)}"
     matches.sort(key=lambda m: (-m.similarity, m.a))
@@ -172,7 +192,7 @@ def match_heads(db: GraphDB, a: str, b: str, *, min_similarity: float = 0.0,
         a=model_a, b=model_b, same_shape=same, note=note, matches=tuple(matches),
         unmatched_a=tuple(h for h in pa_.heads if h not in matched_a),
         unmatched_b=tuple(h for h in pb.heads if h not in matched_b),
-        features=tuple(names),
+        features=tuple(names), z_kind=z_kind,
     )
 
 
@@ -186,15 +206,13 @@ def diff_edges(db: GraphDB, comparison: Comparison, *, top: int = 20,
     if top < 1:
         raise BadInputError("top must be at least 1.")
     mapping = {m.a: m.b for m in comparison.matches}
-    ea, eb = _edge_table(db, comparison.a), _edge_table(db, comparison.b)
+    ea = _edge_table(db, comparison.a, comparison.z_kind)
+    eb = _edge_table(db, comparison.b, comparison.z_kind)
     names_b = set(eb["source"]) | set(eb["target"])
     if not heads_only:
         for name in set(ea["source"]) | set(ea["target"]):
             if name not in mapping and not name.startswith("L") and name in names_b:
                 mapping[name] = name
-    for e in (ea, eb):
-        std = e["null_std"].where(e["null_std"] > 0)
-        e["z"] = ((e["score"] - e["baseline"]) / std).fillna(0.0)
     ea = ea[ea["kind"].isin(kinds) & ea["source"].isin(mapping) & ea["target"].isin(mapping)]
     ea = pd.DataFrame({"source_a": ea["source"], "target_a": ea["target"], "kind": ea["kind"],
                        "source_b": ea["source"].map(mapping),

@@ -14,7 +14,10 @@ norms, copying scores), their ``roles`` (comma-separated, the same roles as Grap
 ``Node.roles``: :func:`headgraph.queries.evidence.roles_of`) and a layered drawing position
 ``x`` (residual-stream column: embeddings 0, layer ``l`` at ``l + 1``, the unembedding
 last) and ``y`` (head index; an MLP below its layer's heads). Edges carry
-:data:`EDGE_FIELDS`: ``kind``, ``score``, ``baseline``, ``null_std``, ``z`` and ``rank``.
+:data:`EDGE_FIELDS`: ``kind``, ``score``, ``baseline``, ``null_std``, ``z`` (the
+structural z: above what the model's structure explains; empty for a model ingested before
+headgraph stored it), ``gaussian_z`` (``(score - baseline) / null_std``), ``rank`` and, on
+K and V edges into a head, ``kv_head`` (the target's key/value head the write enters).
 Edges are read in Arrow batches and written as they come, so an export of millions of
 edges never holds them all (let alone twice). Filters: edge kinds, a minimum score, each
 target's top-k feeders, or an explicit set of edges (a circuit or a path set).
@@ -39,12 +42,13 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import z_column
 from headgraph.schema.tables import edges, nodes
 
 FORMATS = ("json", "cyjs", "graphml", "dot")
 NODE_FIELDS = ("kind", "layer", "head", "kv_head", "qk_norm", "ov_norm",
                "copying_positive_fraction", "copying_ratio", "in_norm", "out_norm")
-EDGE_FIELDS = ("kind", "score", "baseline", "null_std", "z", "rank")
+EDGE_FIELDS = ("kind", "score", "baseline", "null_std", "z", "gaussian_z", "rank", "kv_head")
 BATCH = 65536
 
 
@@ -99,9 +103,11 @@ def node_records(db: GraphDB, model: ModelRow) -> list[dict]:
 
 def edge_batches(db: GraphDB, model: ModelRow, flt: ExportFilter) -> Iterator[pa.RecordBatch]:
     """The filtered edges in Arrow batches, strongest first within each target."""
-    z = ((edges.c.score - edges.c.baseline) / func.nullif(edges.c.null_std, 0)).label("z")
+    gaussian = ((edges.c.score - edges.c.baseline) / func.nullif(edges.c.null_std, 0)
+                ).label("gaussian_z")
     stmt = select(edges.c.source, edges.c.target, edges.c.kind, edges.c.score,
-                  edges.c.baseline, edges.c.null_std, z, edges.c.rank).where(
+                  edges.c.baseline, edges.c.null_std, z_column(model.structural_z), gaussian,
+                  edges.c.rank).where(
         edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
     for batch in arrow_batches(db, stmt, BATCH):
         yield _keep(batch, flt)
@@ -116,11 +122,14 @@ def _keep(batch: pa.RecordBatch, flt: ExportFilter) -> pa.RecordBatch:
     return batch.filter(mask)
 
 
-def _edge_rows(batches: Iterable[pa.RecordBatch]) -> Iterator[dict]:
+def _edge_rows(batches: Iterable[pa.RecordBatch], kv_heads: dict[str, int]) -> Iterator[dict]:
+    """Edge dicts with :data:`EDGE_FIELDS` (``kv_head`` from the target's node)."""
     for batch in batches:
         cols = {n: batch.column(n).to_pylist() for n in batch.schema.names}
         for i in range(batch.num_rows):
-            yield {n: cols[n][i] for n in cols}
+            row = {n: cols[n][i] for n in cols}
+            row["kv_head"] = kv_heads.get(row["target"]) if row["kind"] in ("K", "V") else None
+            yield row
 
 
 def write_export(db: GraphDB, model_name: str, fmt: str, out: TextIO,
@@ -131,10 +140,11 @@ def write_export(db: GraphDB, model_name: str, fmt: str, out: TextIO,
     flt = flt or ExportFilter()
     model = get_model(db, model_name)
     node_list = node_records(db, model)
+    kv_heads = {n["id"]: n["kv_head"] for n in node_list if n.get("kv_head") is not None}
     if flt.edge_keys is not None:
         used = {k[0] for k in flt.edge_keys} | {k[1] for k in flt.edge_keys}
         node_list = [n for n in node_list if n["id"] in used]
-    rows = _edge_rows(edge_batches(db, model, flt))
+    rows = _edge_rows(edge_batches(db, model, flt), kv_heads)
     writer = {"json": _json, "cyjs": _cyjs, "graphml": _graphml, "dot": _dot}[fmt]
     return writer(model, node_list, rows, out)
 
@@ -180,7 +190,8 @@ def _cyjs(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: Tex
 
 _GRAPHML_TYPES = {"kind": "string", "layer": "int", "head": "int", "kv_head": "int",
                   "roles": "string", "x": "int", "y": "int", "score": "double",
-                  "baseline": "double", "null_std": "double", "z": "double", "rank": "int"}
+                  "baseline": "double", "null_std": "double", "z": "double",
+                  "gaussian_z": "double", "rank": "int"}
 
 
 def _graphml(model: ModelRow, node_list: list[dict], rows: Iterator[dict], out: TextIO) -> int:

@@ -2,8 +2,13 @@
 
 A path ``u -V-> v -K-> t`` says: ``u``'s write is moved by ``v`` (V-composition, a virtual
 attention head), and ``v``'s write is what ``t``'s keys read. Its strength is the product
-of its edge weights — the raw ``score`` (``weight="score"``) or the score over its Gaussian
-null (``weight="ratio"``, "times the random baseline").
+of its edge weights: the raw ``score`` (``weight="score"``), the score over its Gaussian
+null (``weight="ratio"``, "times the random baseline"), or the edge's structural z
+floored at 0 (``weight="z"``, how far above what the model's structure explains; an edge
+at or below its null, or without a z, cannot be on a path). Scores are <= 1, so their
+products favour short paths; z-values above 1 multiply up, so their products favour
+long paths: with ``weight="z"`` rank ``per_hop`` (the geometric mean of the hops' z) to
+compare lengths fairly.
 
 Algorithm (exact, no enumeration of all simple paths). The residual stream orders every
 edge forward, so the graph is a DAG and every path is simple. For each length ``l`` up to
@@ -32,6 +37,7 @@ import numpy as np
 from headgraph.errors import BadInputError, LimitExceededError, NodeNotFoundError
 from headgraph.graph.view import GraphView
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
+from headgraph.queries.structural import no_structural_z
 
 MAX_LENGTH = 6
 MAX_TOP = 100
@@ -46,10 +52,14 @@ class Path:
     scores: tuple[float, ...]  # each edge's stored score
     value: float  # the ranking value (product, or per-hop geometric mean)
     product: float  # product of the edge weights
+    weights: tuple[float, ...] = ()  # each edge's weight (score, ratio or z floored at 0)
 
     @property
     def length(self) -> int:
         return len(self.kinds)
+
+
+WEIGHTS = ("score", "ratio", "z")
 
 
 def _weights(view: GraphView, weight: str) -> np.ndarray:
@@ -58,7 +68,11 @@ def _weights(view: GraphView, weight: str) -> np.ndarray:
     if weight == "ratio":
         return np.divide(view.score, view.baseline, out=np.zeros_like(view.score),
                          where=view.baseline > 0)
-    raise BadInputError(f"unknown path weight {weight!r}; use 'score' or 'ratio'.")
+    if weight == "z":
+        if not view.model.structural_z:
+            raise BadInputError(f"paths weighted by z: {no_structural_z(view.model)}")
+        return np.where(np.isnan(view.z), 0.0, np.maximum(view.z, 0.0))
+    raise BadInputError(f"unknown path weight {weight!r}; use 'score', 'ratio' or 'z'.")
 
 
 def _node(view: GraphView, name: str) -> int:
@@ -148,7 +162,8 @@ def top_paths(
         the length.
     max_length : longest path, in edges (at most 6).
     top : how many paths (at most 100).
-    weight : ``"score"`` or ``"ratio"`` (score / baseline).
+    weight : ``"score"``, ``"ratio"`` (score / baseline) or ``"z"`` (structural z,
+        floored at 0; rank it ``per_hop``).
     rank_by : ``"product"`` or ``"per_hop"`` (geometric mean of the weights).
 
     Examples
@@ -193,6 +208,7 @@ def top_paths(
                 scores=tuple(float(view.score[e]) for e in edge_ids),
                 value=value,
                 product=product,
+                weights=tuple(float(w[e]) for e in edge_ids),
             ))
     results.sort(key=lambda p: (-p.value, p.nodes, p.kinds))
     return results[:top]

@@ -8,10 +8,12 @@ without it.
 
 Reading rules, so that a plot cannot be misread:
 
-* heatmaps colour each head pair by its ``z`` (how many null standard deviations its score
-  stands above what chance gives the same shapes), on a diverging scale centred on 0:
-  red above the null, blue below it, white at it. A raw score means little across shapes,
-  so it is printed in the cell where the grid is small enough to read;
+* heatmaps colour each head pair by its ``z`` (the structural z: how far the pair stands
+  above what the model's own residual-stream structure explains), on a diverging scale
+  centred on 0: red above the null, blue below it, white at it. A model ingested before
+  headgraph stored that z is coloured by its Gaussian z instead, and the title says so. A
+  raw score means little across shapes, so it is printed in the cell where the grid is
+  small enough to read;
 * every plot's title says what is plotted and on which model (or family);
 * colours that encode something have a legend or a colour bar.
 """
@@ -29,6 +31,7 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import check_kind
 from headgraph.queries.series import SeriesPoint
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import z_column
 from headgraph.schema.tables import edges, nodes
 
 if TYPE_CHECKING:
@@ -65,8 +68,9 @@ def composition_figure(db: GraphDB, model_name: str, kind: str = "K", *,
         raise BadInputError("the head x head heatmap needs kind Q, K or V.")
     model = get_model(db, model_name)
     H, L = model.n_heads, model.n_layers
+    structural = model.structural_z
     rows = db.rows(select(edges.c.source, edges.c.target, edges.c.score, edges.c.baseline,
-                          edges.c.null_std).where(and_(
+                          edges.c.null_std, z_column(structural)).where(and_(
         edges.c.model_id == model.model_id, edges.c.kind == kind,
         edges.c.source.like("L%"), edges.c.target.like("L%"))))
     z = np.full((L * H, L * H), np.nan)
@@ -79,7 +83,9 @@ def composition_figure(db: GraphDB, model_name: str, kind: str = "K", *,
     for r in rows:
         i, j = index(r["source"]), index(r["target"])
         score[i, j] = r["score"]
-        if r["null_std"]:
+        if structural:
+            z[i, j] = np.nan if r["z"] is None else r["z"]
+        elif r["null_std"]:
             z[i, j] = (r["score"] - r["baseline"]) / r["null_std"]
     fig = _figure(size)
     ax = fig.subplots()
@@ -104,9 +110,11 @@ def composition_figure(db: GraphDB, model_name: str, kind: str = "K", *,
     ax.set_xlabel("target head (reads)")
     ax.set_ylabel("source head (writes)")
     note = ", raw score in each cell" if L * H <= ANNOTATE_UP_TO else ""
-    ax.set_title(f"{model.name}: {KIND_NAMES[kind]}\ncolour: z above the null{note}",
-                 fontsize=9)
-    fig.colorbar(im, ax=ax, label="z = (score - baseline) / null std")
+    what = ("z above what the model's structure explains" if structural else
+            "Gaussian z (ingested before the structural null was stored)")
+    ax.set_title(f"{model.name}: {KIND_NAMES[kind]}\ncolour: {what}{note}", fontsize=9)
+    fig.colorbar(im, ax=ax, label="structural z" if structural else
+                 "Gaussian z = (score - baseline) / null std")
     fig.tight_layout()
     return fig
 

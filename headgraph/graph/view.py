@@ -23,6 +23,7 @@ from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import z_column
 from headgraph.schema.tables import edges, nodes
 
 
@@ -42,17 +43,20 @@ class ViewFilter:
 
 class GraphView:
     """Edges of one model as arrays: ``src``, ``dst`` (node ids), ``kind`` (index into
-    ``EDGE_KINDS``), ``score``, ``baseline``; with CSR indexes by source and target."""
+    ``EDGE_KINDS``), ``score``, ``baseline``, ``z`` (the structural z; NaN where the edge
+    has none, all NaN for a model ingested before it was stored); with CSR indexes by
+    source and target."""
 
     def __init__(self, model: ModelRow, names: list[str], node_attrs: dict[str, dict],
                  src: np.ndarray, dst: np.ndarray, kind: np.ndarray, score: np.ndarray,
-                 baseline: np.ndarray) -> None:
+                 baseline: np.ndarray, z: np.ndarray | None = None) -> None:
         self.model = model
         self.names = names
         self.index = {n: i for i, n in enumerate(names)}
         self.node_attrs = node_attrs
         self.src, self.dst, self.kind = src, dst, kind
         self.score, self.baseline = score, baseline
+        self.z = np.full(len(score), np.nan) if z is None else z
         n = len(names)
         self.out_order = np.argsort(src, kind="stable")
         self.out_ptr = np.searchsorted(src[self.out_order], np.arange(n + 1))
@@ -70,7 +74,8 @@ class GraphView:
 
     def to_networkx(self, edge_ids: np.ndarray | None = None) -> nx.MultiDiGraph:
         """A networkx multigraph (one edge per kind) of all or some edges, with node
-        metrics and edge ``kind``, ``score``, ``baseline`` attributes."""
+        metrics and edge ``kind``, ``score``, ``baseline``, ``z`` (None where absent)
+        attributes."""
         ids = np.arange(len(self)) if edge_ids is None else np.asarray(edge_ids)
         g = nx.MultiDiGraph(model=self.model.name)
         used = set(self.src[ids].tolist()) | set(self.dst[ids].tolist())
@@ -79,7 +84,8 @@ class GraphView:
         for e in ids.tolist():
             g.add_edge(self.names[self.src[e]], self.names[self.dst[e]],
                        key=EDGE_KINDS[self.kind[e]], kind=EDGE_KINDS[self.kind[e]],
-                       score=float(self.score[e]), baseline=float(self.baseline[e]))
+                       score=float(self.score[e]), baseline=float(self.baseline[e]),
+                       z=None if np.isnan(self.z[e]) else float(self.z[e]))
         return g
 
 
@@ -111,7 +117,7 @@ def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
     kind = case({k: i for i, k in enumerate(EDGE_KINDS)}, value=edges.c.kind)
     stmt = (
         select(s_ids.c.id.label("src"), t_ids.c.id.label("dst"), kind.label("kind"),
-               edges.c.score, edges.c.baseline)
+               edges.c.score, edges.c.baseline, z_column(model.structural_z))
         .join(s_ids, s_ids.c.node == edges.c.source)
         .join(t_ids, t_ids.c.node == edges.c.target)
         .where(edge_filter(model.model_id, flt.kinds, flt.min_score, flt.top_per_target))
@@ -119,10 +125,14 @@ def load_view(db: GraphDB, model: ModelRow, flt: ViewFilter) -> GraphView:
     table = fetch_arrow(db, stmt)
 
     def col(name: str, dtype) -> np.ndarray:
-        return np.asarray(table.column(name).to_numpy(), dtype=dtype)
+        column = table.column(name)
+        if column.null_count:
+            column = column.fill_null(np.nan)
+        return np.asarray(column.to_numpy(), dtype=dtype)
 
     return GraphView(model, names, attrs, col("src", np.int32), col("dst", np.int32),
-                     col("kind", np.int8), col("score", np.float64), col("baseline", np.float64))
+                     col("kind", np.int8), col("score", np.float64), col("baseline", np.float64),
+                     col("z", np.float64))
 
 
 class ViewCache:

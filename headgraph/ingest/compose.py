@@ -30,6 +30,7 @@ from headgraph.ingest.null import NullStat, OperandShape, sample_null
 from headgraph.ingest.reader import WeightReader
 from headgraph.ingest.scoring import LayerScorer, ScoreBlock, score_dense, score_layers_here
 from headgraph.ingest.spec import ModelSpec
+from headgraph.ingest.structural import StructuralNull, structural_null
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
 """Q/K/V: the source's write read by a head's queries, keys or values; MLP: read by an
@@ -66,6 +67,7 @@ class ComposedGraph:
     metrics: dict[str, np.ndarray]  # per node, NaN where a metric does not apply
     edges: EdgeArrays
     nulls: tuple[NullStat, ...] = field(default_factory=tuple)
+    structural: StructuralNull | None = None  # calibrated z per edge (:mod:`.structural`)
 
 
 
@@ -193,6 +195,8 @@ def compose_model(
         buf.add(block)
     edges, stats = buf.finish(factors.nodes.names)
     tick("rank", 1, 1)
+    structural = structural_null(factors, reader, edges.source, edges.target, edges.kind,
+                                 edges.score, EDGE_KINDS, progress=tick)
     graph = ComposedGraph(spec=spec, nodes=factors.nodes, metrics=factors.metrics, edges=edges,
-                          nulls=stats)
+                          nulls=stats, structural=structural)
     return graph, factors

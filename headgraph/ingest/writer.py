@@ -124,8 +124,25 @@ def edges_table(model_id: int, graph: ComposedGraph) -> pa.Table:
             "baseline": arrays.numeric(e.baseline, np.float32),
             "null_std": arrays.numeric(e.null_std, np.float32),
             "rank": arrays.numeric(e.rank, np.int32),
+            "z": _structural_z(graph),
         }
     )
+
+
+def _structural_z(graph: ComposedGraph) -> pa.Array:
+    """The calibrated structural z of every edge (NULL where undefined or not computed)."""
+    if graph.structural is None:
+        return pa.nulls(len(graph.edges), pa.float32())
+    return _opt_float(graph.structural.z)
+
+
+def calibration_rows(model_id: int, graph: ComposedGraph) -> list[dict]:
+    """``null_calibration`` rows of the model (none without a structural null)."""
+    if graph.structural is None:
+        return []
+    return [{"model_id": model_id, "kind": c.kind, "family": c.family, "edges": c.edges,
+             "delta": c.delta, "phi": c.phi, "basis": c.basis}
+            for c in graph.structural.calibration]
 
 
 def virtual_table(model_id: int, virtual: tuple[VirtualHead, ...]) -> pa.Table:
@@ -201,12 +218,16 @@ def write_model(
                     headgraph_version=__version__,
                     n_nodes=len(graph.nodes.names),
                     n_edges=len(graph.edges),
+                    null_bands=(None if graph.structural is None
+                                else graph.structural.bands_text()),
                 )
                 .returning(t.models.c.model_id)
             ).scalar_one()
             bulk_insert(conn, "nodes", nodes_table(model_id, graph))
             insert_model_edges(conn, model_id, edges_table(model_id, graph))
             bulk_insert(conn, "virtual_heads", virtual_table(model_id, virtual))
+            if graph.structural is not None and graph.structural.calibration:
+                conn.execute(insert(t.null_calibration), calibration_rows(model_id, graph))
             kept = {} if carried is None else put_rows(conn, model_id, carried)
             if evidence is not None:
                 store_evidence(conn, model_id, evidence)

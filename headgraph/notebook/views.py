@@ -28,6 +28,8 @@ from headgraph.queries.nodes import feeders, get_node, list_nodes, readers, top_
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
 from headgraph.queries.scores import node_scores_of
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import StructuralNullInfo, structural_null_of
+from headgraph.queries.summary import ModelSummary, summarize
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
 
 if TYPE_CHECKING:
@@ -59,14 +61,16 @@ class Circuit:
         return cls(c.root, c.nodes, Rows(c.edges), c.truncated)
 
     def to_networkx(self) -> nx.MultiDiGraph:
-        """Nodes and edges (key = kind; score, baseline, null_std, z, rank as attributes)."""
+        """Nodes and edges (key = kind; score, baseline, null_std, z, gaussian_z, rank as
+        attributes)."""
         import networkx as nx
 
         g = nx.MultiDiGraph(root=self.root, truncated=self.truncated)
         g.add_nodes_from(self.nodes)
         for e in self.edges:
             g.add_edge(e.source, e.target, key=e.kind, kind=e.kind, score=e.score,
-                       baseline=e.baseline, null_std=e.null_std, z=e.z, rank=e.rank)
+                       baseline=e.baseline, null_std=e.null_std, z=e.z,
+                       gaussian_z=e.gaussian_z, rank=e.rank)
         return g
 
     def to_pandas(self):
@@ -74,26 +78,29 @@ class Circuit:
 
 
 class Edges:
-    """All edges of a model (of one kind, above a score), strongest first: iterate it for
-    every edge, a page at a time underneath; ``len()`` counts them in the database."""
+    """All edges of a model (of one kind, above a score, at or above a structural z),
+    strongest first: iterate it for every edge, a page at a time underneath; ``len()``
+    counts them in the database."""
 
     def __init__(self, db: GraphDB, model: ModelRow, kind: str | None,
-                 min_score: float | None, page_size: int) -> None:
+                 min_score: float | None, page_size: int, min_z: float | None = None) -> None:
         self._db, self._model = db, model
         self.kind, self.min_score, self.page_size = kind, min_score, page_size
+        self.min_z = min_z
+        self._filters = {"kind": kind, "min_score": min_score, "min_z": min_z}
 
     def page(self, first: int, after: EdgeKey | None = None) -> EdgePage:
         """One page of ``first`` edges after edge ``after`` (pass ``page.end`` for the next
         page; ``page.has_next`` says whether one follows)."""
-        return in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                          min_score=self.min_score, first=first, after=after)
+        return in_session(self._db, edge_page, self._model.model_id, first=first, after=after,
+                          **self._filters)
 
     def pages(self) -> Iterator[Rows[EdgeRow]]:
         """Each page in turn (keyset pagination: a page costs the same wherever it is)."""
         after: EdgeKey | None = None
         while True:
-            page = in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                         min_score=self.min_score, first=self.page_size, after=after)
+            page = in_session(self._db, edge_page, self._model.model_id,
+                              first=self.page_size, after=after, **self._filters)
             yield Rows(page.rows)
             if not page.has_next:
                 return
@@ -104,13 +111,12 @@ class Edges:
             yield from page
 
     def __len__(self) -> int:
-        return in_session(self._db, count_edges, self._model.model_id, kind=self.kind,
-                     min_score=self.min_score)
+        return in_session(self._db, count_edges, self._model.model_id, **self._filters)
 
     def head(self, n: int = 10) -> Rows[EdgeRow]:
         """The ``n`` strongest."""
-        return Rows(in_session(self._db, edge_page, self._model.model_id, kind=self.kind,
-                          min_score=self.min_score, first=n).rows)
+        return Rows(in_session(self._db, edge_page, self._model.model_id, first=n,
+                               **self._filters).rows)
 
     def to_pandas(self):
         """Every edge as a DataFrame (all pages: mind the size of big models)."""
@@ -201,9 +207,11 @@ class ModelView:
         return Rows(r for name in names for r in found.get(name, []))
 
     def edges(self, kind: str | None = None, min_score: float | None = None,
-              page_size: int = 1000) -> Edges:
-        """Every edge, strongest first (iterate it; ``.head(n)``; ``.to_pandas()``)."""
-        return Edges(self.db, self.row, kind, min_score, page_size)
+              page_size: int = 1000, min_z: float | None = None) -> Edges:
+        """Every edge, strongest first (iterate it; ``.head(n)``; ``.to_pandas()``); with
+        ``min_z`` only those at or above that structural z (``min_z=3``: above what the
+        model's structure explains)."""
+        return Edges(self.db, self.row, kind, min_score, page_size, min_z)
 
     def paths(self, target: str, source: str | None = None, *,
               kinds: tuple[str, ...] | None = None, pattern: tuple[str, ...] | None = None,
@@ -215,6 +223,16 @@ class ModelView:
                       max_length=max_length, top=top, min_score=min_score, weight=weight,
                       rank_by=rank_by)
         return Rows(in_session(self.db, find_paths, self.row, ask))
+
+    def summary(self) -> ModelSummary:
+        """The findings a researcher looks for first, each with its evidence (print it, or
+        read its fields; ``Model.summary``, ``headgraph summary``)."""
+        return in_session(self.db, summarize, self.row)
+
+    def structural_null(self) -> StructuralNullInfo | None:
+        """The null its edges' z is measured against: bands and calibration per kind and
+        family (``None`` for a model ingested before headgraph stored it)."""
+        return in_session(self.db, structural_null_of, self.row)
 
     def virtual_heads(self, length: int | None = None, top: int = 10) -> Rows[VirtualHeadRow]:
         """The strongest stored virtual heads (V-composition chains scored exactly)."""

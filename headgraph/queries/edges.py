@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import REAL, ColumnElement, Select, and_, cast, func, or_, select
 
 from headgraph.errors import BadInputError
+from headgraph.queries.models import models_by_id
 from headgraph.queries.nodes import check_count, check_kind
 from headgraph.queries.records import EdgeRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import edge_columns, has_structural_z, require_structural_z
 from headgraph.schema.tables import edges, score_at_least
 
 
@@ -91,20 +93,30 @@ class EdgePage:
         return EdgeKey.of(self.rows[-1]) if self.rows else None
 
 
-def _filtered(stmt: Select, model_id: int, kind: str | None,
-              min_score: float | None) -> Select:
+def _filtered(db: GraphDB, stmt: Select, model_id: int, kind: str | None,
+              min_score: float | None, min_z: float | None) -> Select:
     stmt = stmt.where(edges.c.model_id == model_id)
     if kind is not None:
         stmt = stmt.where(edges.c.kind == check_kind(kind))
     if min_score is not None:
         stmt = stmt.where(score_at_least(min_score))
+    if min_z is not None:
+        if isinstance(min_z, bool) or not isinstance(min_z, int | float) or min_z != min_z:
+            raise BadInputError(f"min_z must be a number, not {min_z!r}.")
+        if not has_structural_z(db, model_id):
+            model = models_by_id(db, [model_id]).get(model_id)
+            if model is not None:
+                require_structural_z(model, "a z filter")
+        stmt = stmt.where(edges.c.z >= cast(min_z, REAL))
     return stmt
 
 
 def edge_page(db: GraphDB, model_id: int, *, kind: str | None = None,
               min_score: float | None = None, first: int = 100,
-              after: EdgeKey | None = None) -> EdgePage:
-    """Up to ``first`` edges after ``after`` (from the start when ``None``).
+              after: EdgeKey | None = None, min_z: float | None = None) -> EdgePage:
+    """Up to ``first`` edges after ``after`` (from the start when ``None``); with ``min_z``
+    only edges whose structural z is at least that (:class:`BadInputError` for a model
+    without z).
 
     Examples
     --------
@@ -112,7 +124,8 @@ def edge_page(db: GraphDB, model_id: int, *, kind: str | None = None,
     >>> nxt = edge_page(db, model.model_id, kind="K", first=50, after=page.end)  # doctest: +SKIP
     """
     check_count("first", first)
-    stmt = _filtered(select(edges), model_id, kind, min_score)
+    stmt = _filtered(db, select(*edge_columns(has_structural_z(db, model_id))), model_id,
+                     kind, min_score, min_z)
     if after is not None:
         stmt = stmt.where(after.after())
     stmt = stmt.order_by(edges.c.score.desc(), edges.c.source, edges.c.target,
@@ -122,8 +135,8 @@ def edge_page(db: GraphDB, model_id: int, *, kind: str | None = None,
 
 
 def count_edges(db: GraphDB, model_id: int, *, kind: str | None = None,
-                min_score: float | None = None) -> int:
+                min_score: float | None = None, min_z: float | None = None) -> int:
     """How many edges match the filter (all pages together)."""
-    stmt = _filtered(select(func.count().label("n")).select_from(edges), model_id, kind,
-                     min_score)
+    stmt = _filtered(db, select(func.count().label("n")).select_from(edges), model_id, kind,
+                     min_score, min_z)
     return int(db.rows(stmt)[0]["n"])

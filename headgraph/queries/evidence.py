@@ -36,7 +36,12 @@ suppression      ``nodes.copying_ratio <= -0.7``            weights (full OV cir
 ===============  =========================================  ===========================
 
 A pattern role holds when the share reaches the threshold on *some* stored probe (or on
-the one named by ``probe``); the record gives the probe with the largest share. A probe
+the one named by ``probe``); the record gives the probe with the largest share. The
+thresholds are fixed effect sizes, not calibrated against a null probe: ``first_token``
+marks a resting position (attention sinks) on many heads of a real model, and
+``copying`` is loose where embeddings are tied (docs/science.md, "How far the thresholds
+can be trusted"). :func:`heads_in_role` with ``order_by="role_score"`` lists a role's
+heads by the number that earned it, strongest first. A probe
 stores a share only where at least 16 of its query rows have a target (e.g. no
 ``induction_share`` on a short random probe over a large vocabulary, where tokens rarely
 recur), so a share is never a ratio of a handful of rows. The
@@ -100,6 +105,8 @@ ROLE_RULES: tuple[RoleRule, ...] = (
              "its full OV circuit lowers the logit of the token it attends to"),
 )
 ROLES = tuple(r.role for r in ROLE_RULES)
+ROLE_SCORE = "role_score"
+"""The head order of :func:`heads_in_role` by the role's own number."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +158,9 @@ def node_scores(db: GraphDB, model: ModelRow, node: str,
     return node_scores_of(db, model.model_id, [node], probe)[node]
 
 
-def _best_shares(db: GraphDB, model_id: int, metrics: list[str], names: list[str] | None,
+def best_shares(db: GraphDB, model_id: int, metrics: list[str], names: list[str] | None,
                  probe: str | None) -> dict[tuple[str, str], tuple[float, str]]:
-    """(node, metric) -> (largest value, its probe)."""
+    """(node, metric) -> (largest value, its probe), over the stored probes (or ``probe``)."""
     c = t.node_scores.c
     stmt = select(c.node, c.metric, c.probe, c.value).where(
         and_(c.model_id == model_id, c.metric.in_(metrics)))
@@ -178,7 +185,7 @@ def roles_of(db: GraphDB, model_id: int, names: Iterable[str],
     if not wanted:
         return out
     pattern_rules = [r for r in ROLE_RULES if not r.from_weights]
-    best = _best_shares(db, model_id, [r.metric for r in pattern_rules], wanted, probe)
+    best = best_shares(db, model_id, [r.metric for r in pattern_rules], wanted, probe)
     ratio = {r["node"]: r["copying_ratio"] for r in db.rows(
         select(t.nodes.c.node, t.nodes.c.copying_ratio).where(and_(
             t.nodes.c.model_id == model_id, t.nodes.c.node.in_(wanted), t.nodes.c.kind == "head")))}
@@ -225,7 +232,7 @@ def heads_with_role(db: GraphDB, model: ModelRow, role: str,
         found = [RoleRecord(x["node"], role, "copying_ratio", x["copying_ratio"],
                             r.threshold, None) for x in rows]
     else:
-        best = _best_shares(db, model.model_id, [r.metric], None, probe)
+        best = best_shares(db, model.model_id, [r.metric], None, probe)
         found = [RoleRecord(node, role, r.metric, value, r.threshold, where)
                  for (node, _), (value, where) in best.items() if r.holds(value)]
     sign = -1 if r.op == ">=" else 1
@@ -236,8 +243,10 @@ def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "laye
                   descending: bool = False, first: int | None = None,
                   probe: str | None = None) -> list[NodeRow]:
     """The heads that play ``role`` (:func:`heads_with_role`), in the order of
-    :func:`~headgraph.queries.nodes.top_heads` (``order_by``, ``descending``), at most
-    ``first``. Two statements; :class:`BadInputError` for an unknown role.
+    :func:`~headgraph.queries.nodes.top_heads` (``order_by``, ``descending``), or with
+    ``order_by="role_score"`` by the number that earned the role (its share, or the copying
+    ratio; ``descending``: the most clear-cut first), at most ``first``. Two statements;
+    :class:`BadInputError` for an unknown role.
 
     Examples
     --------
@@ -245,10 +254,17 @@ def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "laye
     ['L1H0', 'L1H1', 'L1H2', 'L1H3']
     """
     check_count("first", first)
-    playing = {r.node for r in heads_with_role(db, model, role, probe)}
-    if not playing or first == 0:
+    records = heads_with_role(db, model, role, probe)
+    if not records or first == 0:
         return []
-    ordered = [h for h in top_heads(db, model, order_by, descending, None) if h.node in playing]
+    if order_by == ROLE_SCORE:
+        by_name = {h.node: h for h in top_heads(db, model, "layer", False, None)}
+        names = [r.node for r in (records if descending else reversed(records))]
+        ordered = [by_name[n] for n in names if n in by_name]
+    else:
+        playing = {r.node for r in records}
+        ordered = [h for h in top_heads(db, model, order_by, descending, None)
+                   if h.node in playing]
     return ordered if first is None else ordered[:first]
 
 

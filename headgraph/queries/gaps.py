@@ -1,8 +1,8 @@
 """Where weights and discovered circuits disagree: ``Model.evidenceGaps``.
 
-Each weight edge has a calibrated strength ``z = (score - baseline) / null_std``: how many
-null standard deviations its composition score stands above that of random matrices of
-the same shapes (``edges.baseline``, ``edges.null_std``). A circuit (:mod:`headgraph.ingest.
+Each weight edge has a calibrated strength ``z`` (``edges.z``): how many model-typical
+deviations its composition stands above what the model's residual-stream structure
+explains (the structural null, docs/science.md). A circuit (:mod:`headgraph.ingest.
 circuits`) says which edges a tool found to matter for a task.
 
 Definitions, per stored circuit (tool, task) of the model:
@@ -17,7 +17,8 @@ Definitions, per stored circuit (tool, task) of the model:
   A circuit edge with no weight edge stored (MLP sources, say) is outside what weights
   measure and is not listed.
 
-Edges without a null spread (``null_std`` NULL or 0) have no ``z`` and are never listed.
+Edges without a z are never listed; a model ingested before headgraph stored the
+structural z is refused with a message that says so (:class:`BadInputError`).
 Both lists hold at most ``top`` edges per circuit; the circuit's own score of the edge
 (``<tool>:score``) comes along where the file had one.
 """
@@ -33,6 +34,7 @@ from headgraph.queries.circuits import CircuitRow, list_circuits
 from headgraph.queries.nodes import check_count, check_kind
 from headgraph.queries.records import EdgeRow, ModelRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import edge_columns, require_structural_z
 from headgraph.schema import tables as t
 
 ABSENT = "absent"
@@ -53,8 +55,7 @@ class EvidenceGap:
 
 
 def _z():
-    e = t.edges.c
-    return (e.score - e.baseline) / e.null_std
+    return t.edges.c.z
 
 
 def _matches(s, e):
@@ -71,10 +72,10 @@ def _gaps_of(db: GraphDB, model: ModelRow, circuit: CircuitRow, kind: str | None
                       member.c.probe == circuit.probe, member.c.value > 0.5)
     scored = and_(_matches(score.c, e), score.c.metric == circuit.score_metric,
                   score.c.probe == circuit.probe)
-    base = [e.model_id == model.model_id, e.null_std > 0]
+    base = [e.model_id == model.model_id, e.z.is_not(None)]
     if kind is not None:
         base.append(e.kind == kind)
-    cols = [*t.edges.c, score.c.value.label("circuit_score")]
+    cols = [*edge_columns(True), score.c.value.label("circuit_score")]
     absent = select(*cols, literal(False).label("member")).select_from(
         t.edges.outerjoin(score, scored)).where(and_(
             *base, _z() >= min_z, ~exists().where(in_circuit)))
@@ -102,7 +103,7 @@ def evidence_gaps(db: GraphDB, model: ModelRow, kind: str | None = None, top: in
     --------
     >>> [(g.gap, g.edge.source, g.edge.target, round(g.edge.z, 1))
     ...  for g in evidence_gaps(db, toy, "K", top=1)]  # doctest: +SKIP
-    [('absent', 'L0H2', 'L1H2', 18.8), ('weak', 'L0H1', 'L1H2', -0.1)]
+    [('absent', 'L0H2', 'L1H2', 7.8), ('weak', 'L0H1', 'L1H2', -0.7)]
     """
     check_count("top", top)
     if kind is not None:
@@ -111,6 +112,9 @@ def evidence_gaps(db: GraphDB, model: ModelRow, kind: str | None = None, top: in
         if not isinstance(value, int | float) or value != value:
             raise BadInputError(f"{name} must be a number, not {value!r}.")
     out: list[EvidenceGap] = []
-    for circuit in list_circuits(db, model, tool, task):
+    circuits = list_circuits(db, model, tool, task)
+    if circuits:
+        require_structural_z(model, "evidenceGaps")
+    for circuit in circuits:
         out.extend(_gaps_of(db, model, circuit, kind, top, min_z, max_z))
     return out

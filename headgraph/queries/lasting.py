@@ -35,7 +35,13 @@ class Lasting:
         self._size = models
         self._nodes: OrderedDict[int, dict[str, NodeRow]] = OrderedDict()
         self._identity: dict[int, tuple[object, ...]] = {}
+        self._structural: dict[int, bool] = {}
         self._lock = threading.Lock()
+
+    def structural(self, model_id: int) -> bool | None:
+        """Whether the model's edges carry the structural z, if its row was seen."""
+        with self._lock:
+            return self._structural.get(model_id)
 
     def nodes(self, model_id: int) -> dict[str, NodeRow] | None:
         """The model's nodes by name, if read before."""
@@ -62,3 +68,4 @@ class Lasting:
                 if self._identity.get(row.model_id, identity) != identity:
                     self._nodes.pop(row.model_id, None)
                 self._identity[row.model_id] = identity
+                self._structural[row.model_id] = row.structural_z

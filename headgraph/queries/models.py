@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import literal_column, select
 
 from headgraph.errors import ModelNotFoundError
 from headgraph.queries.records import ModelRow
@@ -12,9 +12,15 @@ from headgraph.queries.session import GraphDB
 from headgraph.schema.tables import models
 
 
+def _models():
+    """``SELECT * FROM models``: every column the database has, so a file written before
+    a column was added (``ADDED_COLUMNS``: ``null_bands``) still reads."""
+    return select(literal_column("*")).select_from(models)
+
+
 def list_models(db: GraphDB, family: str | None = None) -> list[ModelRow]:
     """All stored models (of one family if given), by family, step and name."""
-    stmt = select(models)
+    stmt = _models()
     if family is not None:
         stmt = stmt.where(models.c.family == family)
     stmt = stmt.order_by(models.c.family, models.c.step, models.c.name)
@@ -28,7 +34,7 @@ def get_model(db: GraphDB, name: str) -> ModelRow:
     memo = db.memo
     if memo is not None and ("model", name) in memo:
         return memo["model", name]
-    rows = db.rows(select(models).where(models.c.name == name))
+    rows = db.rows(_models().where(models.c.name == name))
     if not rows:
         known = [m.name for m in list_models(db)][:20]
         raise ModelNotFoundError(
@@ -46,7 +52,7 @@ def models_by_id(db: GraphDB, ids: Iterable[int]) -> dict[int, ModelRow]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = db.rows(select(models).where(models.c.model_id.in_(wanted)))
+    rows = db.rows(_models().where(models.c.model_id.in_(wanted)))
     found = [ModelRow.from_row(r) for r in rows]
     db.lasting.seen(found)
     return {r.model_id: r for r in found}

@@ -27,6 +27,7 @@ from headgraph.errors import BadInputError, NodeNotFoundError
 from headgraph.queries.models import get_model
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
 from headgraph.queries.session import GraphDB
+from headgraph.queries.structural import edge_columns, has_structural_z
 from headgraph.schema.tables import edges, nodes
 
 EDGE_KINDS = ("Q", "K", "V", "MLP", "UNEMBED")
@@ -122,6 +123,9 @@ def top_heads(db: GraphDB, model: ModelRow, order_by: str = "copying_ratio",
     ``order_by="layer"`` gives residual-stream order; heads without the metric come
     last either way; ``first=None`` returns every head.
     """
+    if order_by == "role_score":
+        raise BadInputError("the order role_score is a role's strength: name the role too "
+                            "(heads(role: ..., orderBy: ROLE_SCORE)).")
     if order_by not in HEAD_ORDERS:
         raise BadInputError(f"unknown head order {order_by!r}; use one of "
                             f"{', '.join(HEAD_ORDERS)}.")
@@ -140,9 +144,10 @@ def top_heads(db: GraphDB, model: ModelRow, order_by: str = "copying_ratio",
     return [NodeRow.from_row(r) for r in db.rows(stmt)]
 
 
-def _edge_lookup(by: str, model_id: int, many: bool, floor: bool) -> Select:
+def _edge_lookup(by: str, model_id: int, many: bool, floor: bool, has_z: bool) -> Select:
     """Edges of one model and kind whose ``by`` column (target or source) is one name or
-    any of several, optionally with ``score >= min_score`` (compared as REAL)."""
+    any of several, optionally with ``score >= min_score`` (compared as REAL); ``z`` read
+    only where the model has it (:mod:`headgraph.queries.structural`)."""
     col = edges.c[by]
     # model_id is written into the SQL text (an integer): each model's statement is then
     # prepared on its own (psycopg prepares a statement after five runs) and PostgreSQL
@@ -153,21 +158,24 @@ def _edge_lookup(by: str, model_id: int, many: bool, floor: bool) -> Select:
             col.in_(bindparam("names", expanding=True)) if many else col == bindparam("name")]
     if floor:
         cond.append(edges.c.score >= cast(bindparam("min_score", type_=REAL), REAL))
-    return select(edges).where(and_(*cond))
+    return select(*edge_columns(has_z)).where(and_(*cond))
 
 
 @lru_cache(maxsize=1024)
-def _statement(by: str, model_id: int, many: bool, floor: bool) -> Select:
+def _statement(by: str, model_id: int, many: bool, floor: bool, has_z: bool) -> Select:
     """The lookup, built once per model and shape and run with parameters: SQLAlchemy
     then finds it compiled in its cache (a bound ``literal_execute`` model id was compiled
     again on every call, ~0.2 ms; building a Select every call cost ~0.1 ms)."""
     if by == "target":  # feeders: the precomputed rank answers top-k
-        return (_edge_lookup("target", model_id, many, floor)
+        return (_edge_lookup("target", model_id, many, floor, has_z)
                 .where(edges.c.rank <= bindparam("top")).order_by(edges.c.target, edges.c.rank))
+    # readers: the rank among the source's readers of the kind (a score floor keeps a
+    # prefix of that order, so it does not change the rank)
     pos = func.row_number().over(partition_by=edges.c.source,
                                  order_by=(edges.c.score.desc(), edges.c.target)).label("pos")
-    sub = _edge_lookup("source", model_id, many, floor).add_columns(pos).subquery()
-    return (select(*[sub.c[c.name] for c in edges.columns])
+    sub = _edge_lookup("source", model_id, many, floor, has_z).add_columns(pos).subquery()
+    return (select(*[sub.c[c.name] for c in edge_columns(has_z)],
+                   sub.c.pos.label("reader_rank"))
             .where(sub.c.pos <= bindparam("top")).order_by(sub.c.source, sub.c.pos))
 
 
@@ -183,7 +191,8 @@ def _lookup(db: GraphDB, key: str, model_id: int, names: Iterable[str], kind: st
     params = {"kind": kind, "top": top, **({"names": wanted} if many else {"name": wanted[0]})}
     if min_score is not None:
         params["min_score"] = min_score
-    for r in db.rows(_statement(key, model_id, many, min_score is not None), params):
+    has_z = has_structural_z(db, model_id)
+    for r in db.rows(_statement(key, model_id, many, min_score is not None, has_z), params):
         out[r[key]].append(EdgeRow.from_row(r))
     return out
 
@@ -201,7 +210,8 @@ def feeders_of(db: GraphDB, model_id: int, targets: Iterable[str], kind: str, to
 def readers_of(db: GraphDB, model_id: int, sources: Iterable[str], kind: str, top: int = 10,
                min_score: float | None = None) -> dict[str, list[EdgeRow]]:
     """For each source, the ``top`` components that read its write most strongly through
-    ``kind`` (score descending, then target name). One statement for all sources."""
+    ``kind`` (score descending, then target name), each with its ``reader_rank`` (1 for the
+    strongest reader of that source). One statement for all sources."""
     return _lookup(db, "source", model_id, sources, kind, top, min_score)
 
 

@@ -41,10 +41,17 @@ class ModelRow:
     headgraph_version: str
     n_nodes: int
     n_edges: int
+    null_bands: str | None = None  # the structural null's bands; None: no structural z
+
+    @property
+    def structural_z(self) -> bool:
+        """Whether its edges carry the structural z (ingested by a headgraph that stores
+        it; ``None`` ``null_bands`` also on a file written before the column existed)."""
+        return self.null_bands is not None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> ModelRow:
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+        return cls(**{f: row.get(f) for f in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,16 @@ class NodeRow:
 
 @dataclass(frozen=True)
 class EdgeRow:
-    """One stored edge; ``z`` = ``(score - baseline) / null_std``, how far above the random
-    null (``None`` without a null spread). A field, not a property, so that
-    ``pandas.DataFrame(rows)`` has it."""
+    """One stored edge.
+
+    ``z``: how far the edge stands above what the model's structure explains (the stored,
+    calibrated structural z; docs/science.md). ``None`` for a model ingested before
+    headgraph stored it, or where it is undefined. ``gaussian_z`` =
+    ``(score - baseline) / null_std``, against Gaussian matrices of the same shapes
+    (``None`` without a null spread). ``rank``: 1 for the strongest feeder of the target in
+    this kind; ``reader_rank`` (readers lists only): 1 for the strongest reader of the
+    source in this kind. Fields, not properties, so that ``pandas.DataFrame(rows)`` has
+    them."""
 
     model_id: int
     source: str
@@ -82,14 +96,17 @@ class EdgeRow:
     null_std: float | None
     rank: int
     z: float | None = None
+    gaussian_z: float | None = None
+    reader_rank: int | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> EdgeRow:
         # field by field: the hottest constructor of the read side (10 per feeders call)
         score, baseline, std = _opt(row["score"]), _opt(row["baseline"]), _opt(row["null_std"])
-        z = (score - baseline) / std if std else None
+        gaussian = (score - baseline) / std if std else None
         return cls(row["model_id"], row["source"], row["target"], row["kind"], score,
-                   baseline, std, row["rank"], z)
+                   baseline, std, row["rank"], _opt(row["z"]), gaussian,
+                   row.get("reader_rank"))
 
 
 @dataclass(frozen=True)

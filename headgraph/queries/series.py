@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select
 
 from headgraph.errors import BadInputError, ModelNotFoundError, NodeNotFoundError
+from headgraph.queries.models import list_models
 from headgraph.queries.nodes import check_kind
 from headgraph.queries.session import GraphDB
 from headgraph.schema.tables import edges, models, node_scores, nodes
 
 NODE_COLUMNS = ("qk_norm", "ov_norm", "copying_positive_fraction", "copying_ratio", "in_norm",
                 "out_norm")
-EDGE_METRICS = ("score", "baseline", "rank", "z")
+EDGE_METRICS = ("score", "baseline", "rank", "z", "gaussian_z")
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,10 @@ def series(db: GraphDB, family: str, *, node: str | None = None, source: str | N
 
     Node series: ``node`` and a ``metric`` that is a node column (``copying_ratio``...) or
     an evidence metric in ``node_scores``. Edge series: ``source``, ``target``, ``kind`` and
-    ``metric`` in ``score`` (default), ``baseline``, ``rank``, ``z``. Checkpoints without a
-    step, or where the node or edge is absent, are left out; a node that no checkpoint of
-    the family has is :class:`~headgraph.errors.NodeNotFoundError`.
+    ``metric`` in ``score`` (default), ``baseline``, ``rank``, ``z`` (the structural z),
+    ``gaussian_z``. Checkpoints without a step, or where the node or edge is absent (or,
+    for ``z``, ingested before headgraph stored it), are left out; a node that no
+    checkpoint of the family has is :class:`~headgraph.errors.NodeNotFoundError`.
 
     Examples
     --------
@@ -61,8 +63,12 @@ def series(db: GraphDB, family: str, *, node: str | None = None, source: str | N
         metric = metric or "score"
         if metric not in EDGE_METRICS:
             raise BadInputError(f"edge metric must be one of {', '.join(EDGE_METRICS)}.")
-        value = ((edges.c.score - edges.c.baseline) / edges.c.null_std if metric == "z"
-                 else edges.c[metric])
+        if metric == "z" and not any(m.structural_z for m in list_models(db, family)):
+            raise BadInputError(f"no checkpoint of family {family!r} has the structural z "
+                                "(all were ingested before headgraph stored it): re-ingest "
+                                "them with --replace, or ask for metric gaussian_z.")
+        value = ((edges.c.score - edges.c.baseline) / edges.c.null_std
+                 if metric == "gaussian_z" else edges.c[metric])
         stmt = select(run.c.step, run.c.name, value.label("value")).join(
             edges, and_(edges.c.model_id == run.c.model_id, edges.c.source == source,
                         edges.c.target == target, edges.c.kind == kind))

@@ -9,6 +9,8 @@ Checks, each reported with what failed:
   rank 1 holds the largest score;
 * no orphan rows: every row of a child table belongs to a stored model;
 * every score is finite and within [0, 1];
+* every model stored with the structural null (``models.null_bands``) has its
+  ``null_calibration`` rows;
 * whatever the ``checks`` a feature adds find (attribution graphs:
   :func:`headgraph.attribution.check.graph_problems`; :mod:`headgraph.maintenance` passes
   every feature's).
@@ -32,7 +34,7 @@ from headgraph.schema.database import (
 )
 
 CHILDREN = ("nodes", "edges", "node_scores", "edge_scores", "evidence_agreement",
-            "virtual_heads")
+            "virtual_heads", "null_calibration")
 
 Check = Callable[[Connection], list[str]]
 """A feature's check: what is wrong with its tables, one line each (read-only)."""
@@ -92,6 +94,7 @@ def check_database(db: str | os.PathLike[str] | None,
             if bad_ranks:
                 problems.append(f"{bad_ranks} (model, target, kind) group(s) with inconsistent "
                                 "ranks")
+            problems.extend(_structural_problems(conn, present))
             bad_scores = conn.execute(text(
                 "SELECT count(*) FROM edges WHERE NOT (score >= 0 AND score <= 1.0001)")
             ).scalar_one()
@@ -104,3 +107,21 @@ def check_database(db: str | os.PathLike[str] | None,
     finally:
         engine.dispose()
     return CheckReport(str(target), tuple(m[1] for m in models), tuple(problems))
+
+
+def _structural_problems(conn: Connection, tables: set[str]) -> list[str]:
+    """Models whose ``null_bands`` say they carry the structural z but whose calibration is
+    missing (a file written before the structural null has neither: nothing to check)."""
+    have = {c["name"] for c in inspect(conn).get_columns("models")}
+    if "null_bands" not in have:
+        return []
+    if "null_calibration" not in tables:
+        bare = conn.execute(text("SELECT name FROM models WHERE null_bands IS NOT NULL "
+                                 "ORDER BY name")).scalars().all()
+    else:
+        bare = conn.execute(text(
+            "SELECT name FROM models m WHERE null_bands IS NOT NULL AND NOT EXISTS "
+            "(SELECT 1 FROM null_calibration c WHERE c.model_id = m.model_id) "
+            "ORDER BY name")).scalars().all()
+    return [f"model {name!r} has a structural null but no null_calibration rows"
+            for name in bare]

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from headgraph.errors import DatabaseError, DatabaseLockedError, SchemaVersionError
 from headgraph.schema.pending import PendingMarker
-from headgraph.schema.tables import SCHEMA_VERSION, meta, metadata
+from headgraph.schema.tables import SCHEMA_VERSION, add_missing_columns, meta, metadata
 
 DEFAULT_DB = "headgraph.duckdb"
 
@@ -255,6 +255,7 @@ def ensure_schema(conn: Connection, target: DatabaseTarget) -> None:
         return
     check_version(version, target)
     metadata.create_all(conn)  # tables added within this version (checkfirst: only missing)
+    add_missing_columns(conn)  # and columns (ADDED_COLUMNS): NULL in the rows stored before
 
 
 def driver_connection(conn: Connection) -> Any:

@@ -59,7 +59,7 @@ from headgraph.schema.bulk import bulk_insert, copy_arrow
 log = logging.getLogger("headgraph.schema")
 
 MODEL_TABLES = (t.edges, t.nodes, t.node_scores, t.edge_scores, t.evidence_agreement,
-                t.virtual_heads, t.circuits)
+                t.virtual_heads, t.circuits, t.null_calibration)
 """Every table with rows that belong to one model (``models`` itself aside)."""
 
 _PARTITION = re.compile(r"edges_m(\d+)")

@@ -7,7 +7,12 @@ it with ``duckdb`` and SQL, so these names and meanings are fixed.
 ``edges``       one row per ordered (source, target, kind): ``score = ‖W M‖/(‖W‖‖M‖)``,
                 ``baseline`` the mean of that score under the Gaussian null of the same
                 shapes (``null_std`` its spread), ``rank`` 1 for the strongest source of
-                the target in that kind.
+                the target in that kind, ``z`` how far the edge stands above what the
+                model's structure explains (the calibrated banded-rotation null; NULL for
+                models ingested before it was stored, or where it is undefined).
+``null_calibration`` per model, kind and family of edge: the empirical-null centre
+                ``delta`` and scale ``phi`` that calibrate ``edges.z``
+                (``models.null_bands`` holds the null's band sizes).
 ``node_scores`` evidence from running the model (role scores, ablation effects).
 ``edge_scores`` causal evidence on edges (path patching, discovered circuits).
 ``evidence_agreement`` per model and probe, how well an estimate (attribution patching,
@@ -110,6 +115,9 @@ models = Table(
     Column("headgraph_version", String, nullable=False),
     Column("n_nodes", Integer, nullable=False),
     Column("n_edges", Integer, nullable=False),
+    # the structural null's band sizes ("3,64,291,185,33"; "+1": a centred model's ones
+    # direction); NULL: ingested before headgraph stored the structural null (no edges.z)
+    Column("null_bands", String),
 )
 
 nodes = Table(
@@ -147,7 +155,20 @@ edges = Table(
     Column("baseline", REAL, nullable=False),
     Column("null_std", REAL),
     Column("rank", Integer, nullable=False),
+    Column("z", REAL),  # calibrated structural z (headgraph.ingest.structural)
     info={"postgresql_partition_by": "LIST (model_id)"},
+)
+
+null_calibration = Table(
+    "null_calibration",
+    metadata,
+    Column("model_id", Integer, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("family", String, nullable=False),  # head->head, dense->head, head->dense, ...
+    Column("edges", Integer, nullable=False),  # edges of this kind and family with a z
+    Column("delta", Double, nullable=False),  # median raw z
+    Column("phi", Double, nullable=False),  # max(1, 1.4826 MAD of raw z)
+    Column("basis", String, nullable=False),  # own, "<kind> head->head", ..., analytic
 )
 
 node_scores = Table(
@@ -327,10 +348,13 @@ ATTRIBUTION_TABLES = (*GRAPH_TABLES, circuits)
 """Added after schema version 1: created on first use in databases that predate them."""
 
 ADDED_COLUMNS = {"attribution_graphs": ("levels", "pruned_k"),
-                 "attribution_nodes": ("height",), "attribution_links": ("target_height",)}
+                 "attribution_nodes": ("height",), "attribution_links": ("target_height",),
+                 "models": ("null_bands",), "edges": ("z",)}
 """Columns added to those tables later, still within schema version 1: a writer adds them
 (``ALTER TABLE ... ADD COLUMN``, NULL in the rows already stored) before it writes; readers
-treat NULL as "stored before" and take the slower path that needs no such column."""
+treat NULL as "stored before" and take the slower path that needs no such column. A model
+whose ``null_bands`` is NULL has no structural z: readers select NULL for its ``z``
+rather than the column, which a file no newer headgraph has written to lacks."""
 
 
 def add_missing_columns(conn: Connection) -> list[str]:
@@ -388,9 +412,9 @@ def scope_slugs_by_model(conn: Connection) -> bool:
 
 EDGE_INDEXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "feeders": (("target", "kind", "rank"),
-                ("source", "score", "baseline", "null_std", "model_id")),
+                ("source", "score", "baseline", "null_std", "z", "model_id")),
     "readers": (("source", "kind", "-score"),
-                ("target", "baseline", "null_std", "rank", "model_id")),
+                ("target", "baseline", "null_std", "rank", "z", "model_id")),
 }
 """The indexes of each model's partition of ``edges`` (PostgreSQL): key columns ("-" for
 descending) and included columns.

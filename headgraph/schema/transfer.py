@@ -40,8 +40,8 @@ from headgraph.schema.database import (
 from headgraph.schema.partitions import delete_model, insert_model_edges, sweep_partitions
 
 CHILD_TABLES = (t.nodes, t.edges, t.node_scores, t.edge_scores, t.evidence_agreement,
-                t.virtual_heads)
-LATER_TABLES = ("evidence_agreement",)
+                t.virtual_heads, t.null_calibration)
+LATER_TABLES = ("evidence_agreement", "null_calibration")
 """Child tables added within schema version 1: an older source may not have them."""
 
 
@@ -70,9 +70,22 @@ class CopyResult:
     replaced: bool
 
 
+def present_columns(conn: Connection, table: t.Table) -> list[str]:
+    """The columns of ``table`` the database has (all but an :data:`~headgraph.schema.tables.
+    ADDED_COLUMNS` column a file written before it lacks; none if the table is missing)."""
+    seen = inspect(conn)
+    if not seen.has_table(table.name):
+        return []
+    have = {c["name"] for c in seen.get_columns(table.name)}
+    return [c.name for c in table.columns if c.name in have]
+
+
 def read_arrow(conn: Connection, table: t.Table, model_id: int) -> pa.Table:
-    """One model's rows of a child table as Arrow (DuckDB natively, others via rows)."""
-    cols = [c.name for c in table.columns if c.name != "model_id"]
+    """One model's rows of a child table as Arrow (DuckDB natively, others via rows); the
+    columns the source has (a column it lacks is left out, and lands NULL in the copy)."""
+    cols = [c for c in present_columns(conn, table) if c != "model_id"]
+    if not cols:
+        return pa.table({})
     stmt = select(*[table.c[c] for c in cols]).where(table.c.model_id == model_id)
     if conn.dialect.name == "duckdb":
         compiled = stmt.compile(dialect=conn.dialect)
@@ -86,10 +99,10 @@ def read_arrow(conn: Connection, table: t.Table, model_id: int) -> pa.Table:
 
 
 def _arrow_type(sql_type) -> pa.DataType:
-    from sqlalchemy import REAL, BigInteger, Integer, SmallInteger
+    from sqlalchemy import REAL, BigInteger, Double, Integer, SmallInteger
 
     for cls, typ in ((SmallInteger, pa.int16()), (BigInteger, pa.int64()),
-                     (Integer, pa.int32()), (REAL, pa.float32())):
+                     (Integer, pa.int32()), (REAL, pa.float32()), (Double, pa.float64())):
         if isinstance(sql_type, cls):
             return typ
     return pa.string()
@@ -115,7 +128,8 @@ def copy_models(
     try:
         with src.connect() as sconn:
             check_version(schema_state(sconn), src_t)
-            stored = {r.name: r for r in sconn.execute(select(t.models)).mappings()}
+            models_cols = [t.models.c[c] for c in present_columns(sconn, t.models)]
+            stored = {r.name: r for r in sconn.execute(select(*models_cols)).mappings()}
             explained = set().union(*(c.names(sconn) for c in carriers))
             wanted = names or sorted(set(stored) | explained)
             missing = [n for n in wanted if n not in stored and n not in explained]
@@ -214,6 +228,8 @@ def _write(engine, target: DatabaseTarget, row: dict, data: dict[str, pa.Table],
                                 .returning(t.models.c.model_id)).scalar_one()
         counts = {}
         for name, table in data.items():
+            if not table.num_columns:
+                continue  # a table the source database does not have
             ids = pa.array([model_id] * table.num_rows, pa.int32())
             table = table.append_column("model_id", ids)
             counts[name] = (insert_model_edges(conn, model_id, table) if name == "edges"
