@@ -38,9 +38,8 @@ def rows(url_or_path) -> dict[str, list]:
             joined = "JOIN models m USING (model_id)" if table not in ("models", "baselines") \
                 else ""
             name = ", m.name" if joined else ""
-            q = f"SELECT {cols}{name} FROM {table} {joined} ORDER BY {cols}{name}"
-            q = q.replace("SELECT source,", f"SELECT {table}.source,").replace(
-                "ORDER BY source,", f"ORDER BY {table}.source,")
+            own = ", ".join(f"{table}.{c.strip()}" for c in cols.split(","))  # models has some
+            q = f"SELECT {own}{name} FROM {table} {joined} ORDER BY {own}{name}"
             # REAL is float4 on both backends; drivers widen it differently, so compare as float4
             out[table] = [tuple(float(np.float32(v)) if isinstance(v, float) else v for v in r)
                           for r in conn.execute(text(q))]
