@@ -72,12 +72,12 @@ def smollm2() -> Path | None:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def measured(cmd: list[str]) -> Run:
+def measured(cmd: list[str], env: dict[str, str] | None = None) -> Run:
     """Run ``cmd``; its peak RSS sampled every 20 ms (with its children), its CPU time from
     the reaped children's ``rusage``."""
     import psutil
 
-    env = {**os.environ, "COLUMNS": "160", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "COLUMNS": "160", "HF_HUB_OFFLINE": "1", **(env or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -103,14 +103,26 @@ def headgraph(*args: str) -> list[str]:
     return [sys.executable, "-m", "headgraph.cli", *args]
 
 
-def compare(label: str, source: str, db: Path, probes: str | None = None) -> Run:
-    """Plan ``source``, ingest it into the fresh ``db``, print both per stage."""
+def compare(label: str, source: str, db: Path, probes: str | None = None,
+            cache: Path | None = None) -> Run:
+    """Plan ``source``, ingest it into the fresh ``db``, print both per stage; with
+    ``cache``, the Gaussian nulls are looked up (and stored) there, not in the user's
+    cache (an empty folder: a first ingest of the shape on this machine)."""
     from headgraph.ingest.plan import make_plan
 
-    plan = make_plan(source, probes=probes)
+    env = {} if cache is None else {"HEADGRAPH_CACHE_DIR": str(cache)}
+    saved = os.environ.get("HEADGRAPH_CACHE_DIR")
+    os.environ.update(env)
+    try:
+        plan = make_plan(source, probes=probes)
+    finally:
+        if cache is not None:
+            os.environ.pop("HEADGRAPH_CACHE_DIR")
+            if saved is not None:
+                os.environ["HEADGRAPH_CACHE_DIR"] = saved
     db.unlink(missing_ok=True)
     args = ["ingest", source, "--db", str(db), "--name", NAME]
-    run = measured(headgraph(*args, *(["--probes", probes] if probes else [])))
+    run = measured(headgraph(*args, *(["--probes", probes] if probes else [])), env)
     total = run.stages.get("total", sum(v for k, v in run.stages.items() if k != "total"))
     print(f"\n{label}: {source}" + (f" --probes {probes}" if probes else ""))
     print(f"  {'stage':<15}{'plan (s)':>10}{'ingest (s)':>12}")
@@ -205,6 +217,10 @@ def main() -> None:
         sources.append(("gpt2-xl shape", "random:gpt2-xl"))
     with tempfile.TemporaryDirectory() as tmp:
         runs = {src: compare(label, src, Path(tmp) / "fresh.duckdb") for label, src in sources}
+        empty = Path(tmp) / "empty-cache"
+        empty.mkdir()
+        compare("gpt2-small shape, no Gaussian null cached (a first ingest of the shape)",
+                "random:gpt2-small", Path(tmp) / "fresh.duckdb", cache=empty)
         if not args.skip_tl:
             wall, cpu, scores = transformer_lens_reference()
             ours = runs["random:gpt2-small"]

@@ -218,6 +218,61 @@ def _first_counts(codes: np.ndarray) -> np.ndarray:
     return np.cumsum(flags)
 
 
+MAX_CANDIDATES = 2_000_000
+"""Chains of length 3 held at once as candidates (32 bytes each, and their sort)."""
+
+
+def _in_band(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, m: int, low: float,
+             high: float) -> np.ndarray:
+    """The bounds ``U`` of chains through ``m`` with ``low < U <= high``, flat."""
+    _, _, U = _bounds(S, rho, kappa, m, low)
+    return U[(U > low) & (U <= high)]
+
+
+def _band(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, low: float, high: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(U, middle, source, target)`` of every chain with ``low < U <= high``."""
+    parts = []
+    for m in range(len(S)):
+        src, dst, U = _bounds(S, rho, kappa, m, low)
+        if U.size:
+            rows, cols = np.nonzero((U > low) & (U <= high))
+            parts.append((U[rows, cols], np.full(len(rows), m, np.int64), src[rows],
+                          dst[cols]))
+    if not parts:
+        empty = np.zeros(0, np.int64)
+        return np.zeros(0), empty, empty, empty
+    u, mid, a, b = (np.concatenate(c) for c in zip(*parts, strict=True))
+    return u, mid, a, b
+
+
+def _candidate_floor(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, tau: float,
+                     cap: int, ceiling: float = np.inf, bins: int = 8192) -> float:
+    """A bound ``θ >= tau`` with at most ``cap`` chains in ``(θ, ceiling]``: ``tau`` itself
+    when that many or fewer are, else the lowest of ``bins`` log-spaced edges between
+    ``tau`` and the largest bound that leaves at most ``cap`` (two passes over the
+    middles, one block of bounds in memory at a time)."""
+    total, top = 0, 0.0
+    for m in range(len(S)):
+        above = _in_band(S, rho, kappa, m, tau, ceiling)
+        total += len(above)
+        if len(above):
+            top = max(top, float(above.max()))
+    if total <= cap:
+        return tau
+    low = max(tau, top * 1e-9)
+    edges = np.geomspace(low, top, bins)
+    counts = np.zeros(bins, np.int64)
+    for m in range(len(S)):
+        above = _in_band(S, rho, kappa, m, low, ceiling)
+        counts += np.bincount(np.searchsorted(edges, above, side="left"),
+                              minlength=bins + 1)[:bins]
+    # chains above edges[i] = those that fall in bins i + 1 ... (value > edges[i])
+    beyond = np.cumsum(counts[::-1])[::-1]  # beyond[i]: values in bins >= i
+    ok = np.flatnonzero(np.append(beyond[1:], 0) <= cap)
+    return float(edges[ok[0]])
+
+
 def top_triples(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, scorer: _Scorer, k: int,
                 max_flops: float, d_model: int, d_head: int, seed: int = SEED_TRIPLES
                 ) -> tuple[list[tuple[float, tuple[int, int, int]]], VirtualSearch]:
@@ -243,34 +298,41 @@ def top_triples(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, scorer: _Scor
         best.offer(scorer.middle(m, src, dst), m, src, dst)
         seeded.append(((src[:, None] * n + m) * n + dst[None, :]).ravel())
         spent += (len(src) + len(dst)) * pair_cost + len(src) * len(dst) * chain_cost
-    # 2. every chain whose bound beats the k-th best, best bound first, within the budget
-    tau = best.tau
-    todo = []
-    for m in range(n):
-        src, dst, U = _bounds(S, rho, kappa, m, tau)
-        if U.size:
-            rows, cols = np.nonzero(U > tau)
-            todo.append((U[rows, cols], np.full(len(rows), m), src[rows], dst[cols]))
-    if todo:
-        u, mid, a, b = (np.concatenate(c) for c in zip(*todo, strict=True))
-    else:
-        u = mid = a = b = np.zeros(0, np.int64)
-    fresh = ~np.isin((a.astype(np.int64) * n + mid) * n + b,
-                     np.concatenate(seeded) if seeded else np.zeros(0, np.int64))
-    order = np.flatnonzero(fresh)
-    order = order[np.argsort(-u[order], kind="stable")]
-    u, mid, a, b = u[order], mid[order], a[order], b[order]
-    cost = ((_first_counts(a.astype(np.int64) * n + mid)
-             + _first_counts(mid.astype(np.int64) * n + b)) * pair_cost
-            + np.arange(1, len(u) + 1) * chain_cost)
-    take = int(np.searchsorted(cost, max(0.0, max_flops - spent), side="right"))
-    for m in np.unique(mid[:take]):
-        sel = np.flatnonzero(mid[:take] == m)
-        src, inv_a = np.unique(a[sel], return_inverse=True)
-        dst, inv_b = np.unique(b[sel], return_inverse=True)
-        scores = scorer.chains(int(m), src, dst, inv_a, inv_b)
-        best.offer_list(scores, int(m), src[inv_a], dst[inv_b])
-    bound_left = float(u[take]) if take < len(u) else 0.0
+    # 2. every chain whose bound beats the k-th best, best bound first, within the budget.
+    # The candidates are taken in bands of bounds, (floor, ceiling], each holding at most
+    # MAX_CANDIDATES chains in memory (random weights leave hundreds of millions of chains
+    # above tau on gpt2-xl's shape); a band is scored best bound first, and the next one
+    # is taken while the budget lasts and its bounds can still beat the k-th best.
+    seen = np.concatenate(seeded) if seeded else np.zeros(0, np.int64)
+    ceiling = np.inf
+    while True:
+        tau = best.tau
+        floor = _candidate_floor(S, rho, kappa, tau, MAX_CANDIDATES, ceiling)
+        if floor >= ceiling:  # more than the cap tie at one bound: take them all at once
+            floor = tau
+        u, mid, a, b = _band(S, rho, kappa, floor, ceiling)
+        fresh = ~np.isin((a.astype(np.int64) * n + mid) * n + b, seen)
+        order = np.flatnonzero(fresh)
+        order = order[np.argsort(-u[order], kind="stable")]
+        u, mid, a, b = u[order], mid[order], a[order], b[order]
+        cost = ((_first_counts(a.astype(np.int64) * n + mid)
+                 + _first_counts(mid.astype(np.int64) * n + b)) * pair_cost
+                + np.arange(1, len(u) + 1) * chain_cost)
+        take = int(np.searchsorted(cost, max(0.0, max_flops - spent), side="right"))
+        spent += float(cost[take - 1]) if take else 0.0
+        for m in np.unique(mid[:take]):
+            sel = np.flatnonzero(mid[:take] == m)
+            src, inv_a = np.unique(a[sel], return_inverse=True)
+            dst, inv_b = np.unique(b[sel], return_inverse=True)
+            scores = scorer.chains(int(m), src, dst, inv_a, inv_b)
+            best.offer_list(scores, int(m), src[inv_a], dst[inv_b])
+        if take < len(u):  # the budget ran out: the next in line is the largest bound left
+            bound_left = float(u[take])
+            break
+        if floor <= best.tau:  # every chain that could beat the k-th best was scored
+            bound_left = 0.0
+            break
+        ceiling = floor
     certified = bound_left <= best.tau
     found = sorted(best.heap, key=lambda x: (-x[0], x[1]))
     return found, VirtualSearch(chains=chains, scored=scorer.scored, certified=certified,
