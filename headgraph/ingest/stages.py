@@ -8,8 +8,9 @@ already cached and the probes asked for:
 =================  =====================================================================
 stage              model (``R`` = this machine's fp32 matmul rate, :func:`plan.matmul_rate`)
 =================  =====================================================================
-``start``          interpreter and imports (torch, the ingest; transformers and
-                   TransformerLens when a bridge is built): calibrated seconds
+``start``          interpreter and imports (torch, the ingest's modules) up to the
+                   command's start: calibrated seconds (transformers and TransformerLens,
+                   when a bridge is built, are imported during ``load``)
 ``load``           streamed GPT-2 shapes: nothing (weights are drawn as compose reads
                    them); GGUF (streamed): hashing the file and dequantizing every tensor;
                    a bridge: reading the checkpoint and building HF model and bridge, per
@@ -57,7 +58,6 @@ class Calibration:
 
     reference_rate: float = 190.0  # GFLOP/s of matmul_rate() where these were measured
     start_s: float = 1.7  # interpreter, torch, the ingest's modules
-    start_bridge_s: float = 2.6  # + transformers and TransformerLens
     random_per_s: float = 9.0e7  # random numbers drawn and processed a second
     compose_efficiency: float = 0.45  # share of the floor that compose's FLOPs run at
     per_layer_s: float = 0.02  # Python and allocation per layer and pass
@@ -125,9 +125,8 @@ def stage_seconds(s: ModelShape, *, rate: float, missing: list[EdgeType], compos
     slow = cal.reference_rate / rate  # > 1 on a slower (or busier) machine than the reference
     floor = rate * 1e9
     compose = float(compose_flops)
-    bridge = s.loads_whole_model or probes
     out = dict.fromkeys(STAGES, 0.0)
-    out["start"] = slow * (cal.start_s + (cal.start_bridge_s if bridge else 0.0))
+    out["start"] = slow * cal.start_s  # transformers is imported in load (a bridge's fixed cost)
     if s.loads_whole_model:
         out["load"] = slow * (cal.bridge_fixed_s + cal.bridge_per_param_s * s.n_parameters
                               + s.file_bytes / cal.read_bytes_per_s)

@@ -156,7 +156,10 @@ class _Scorer:
                ib: np.ndarray) -> np.ndarray:
         """Scores of the chains ``src[ia[c]] -> m -> dst[ib[c]]`` only."""
         gx, gy = self._grams(m, src, dst)
-        num_sq = (gx[torch.as_tensor(ia)] * gy[torch.as_tensor(ib)]).sum(1).cpu().numpy()
+        if len(ia) * 4 >= len(src) * len(dst):  # dense: one GEMM, then pick (memory-bound
+            num_sq = (gx @ gy.T).cpu().numpy()[ia, ib]  # gathers cost more than the FLOPs)
+        else:
+            num_sq = (gx[torch.as_tensor(ia)] * gy[torch.as_tensor(ib)]).sum(1).cpu().numpy()
         self.scored += len(ia)
         return self._ratio(num_sq, self.norm[src[ia]] * self.norm[m] * self.norm[dst[ib]])
 
@@ -220,13 +223,8 @@ def _first_counts(codes: np.ndarray) -> np.ndarray:
 
 MAX_CANDIDATES = 2_000_000
 """Chains of length 3 held at once as candidates (32 bytes each, and their sort)."""
-
-
-def _in_band(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, m: int, low: float,
-             high: float) -> np.ndarray:
-    """The bounds ``U`` of chains through ``m`` with ``low < U <= high``, flat."""
-    _, _, U = _bounds(S, rho, kappa, m, low)
-    return U[(U > low) & (U <= high)]
+MAX_BANDS = 8
+"""Bands of candidates taken at most: past them the search stops, its ``bound_left`` said."""
 
 
 def _band(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, low: float, high: float
@@ -246,31 +244,38 @@ def _band(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, low: float, high: f
     return u, mid, a, b
 
 
-def _candidate_floor(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, tau: float,
-                     cap: int, ceiling: float = np.inf, bins: int = 8192) -> float:
-    """A bound ``θ >= tau`` with at most ``cap`` chains in ``(θ, ceiling]``: ``tau`` itself
-    when that many or fewer are, else the lowest of ``bins`` log-spaced edges between
-    ``tau`` and the largest bound that leaves at most ``cap`` (two passes over the
-    middles, one block of bounds in memory at a time)."""
-    total, top = 0, 0.0
+def _band_floors(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, tau: float, cap: int,
+                 bands: int, bins: int = 8192) -> list[float]:
+    """Descending floors ``θ_1 > θ_2 > ...`` (the last ``tau``, or fewer than ``bands``)
+    with at most ``cap`` chains between consecutive ones (the first band above ``θ_1``),
+    from one histogram of every bound above ``tau`` over ``bins`` log-spaced edges up to
+    ``max S · max ρ`` (no bound exceeds it). A single bin holding more than ``cap`` is one
+    band whatever its size."""
+    top = float(S.max() * max(rho.max(), 1e-300))
+    if top <= tau:
+        return [tau]
+    edges = np.geomspace(max(tau, top * 1e-9), top, bins)
+    counts = np.zeros(bins + 1, np.int64)  # counts[i]: bounds in (edges[i-1], edges[i]]
     for m in range(len(S)):
-        above = _in_band(S, rho, kappa, m, tau, ceiling)
-        total += len(above)
-        if len(above):
-            top = max(top, float(above.max()))
-    if total <= cap:
-        return tau
-    low = max(tau, top * 1e-9)
-    edges = np.geomspace(low, top, bins)
-    counts = np.zeros(bins, np.int64)
-    for m in range(len(S)):
-        above = _in_band(S, rho, kappa, m, low, ceiling)
-        counts += np.bincount(np.searchsorted(edges, above, side="left"),
-                              minlength=bins + 1)[:bins]
-    # chains above edges[i] = those that fall in bins i + 1 ... (value > edges[i])
-    beyond = np.cumsum(counts[::-1])[::-1]  # beyond[i]: values in bins >= i
-    ok = np.flatnonzero(np.append(beyond[1:], 0) <= cap)
-    return float(edges[ok[0]])
+        _, _, U = _bounds(S, rho, kappa, m, tau)
+        above = U[U > tau]
+        counts += np.bincount(np.searchsorted(edges, above, side="left"), minlength=bins + 1)
+    counts[bins - 1] += counts[bins]  # rounding: a bound a hair above the top edge
+    below = int(counts[0])
+    floors: list[float] = []
+    held = 0
+    for i in range(bins - 1, 0, -1):  # from the top bin down
+        if held and held + counts[i] > cap:
+            floors.append(float(edges[i]))  # the band above edges[i] is full
+            held = 0
+            if len(floors) == bands:
+                return floors
+        held += int(counts[i])
+    if below and held + below > cap and len(floors) < bands:
+        floors.append(float(edges[0]))
+    if len(floors) < bands:
+        floors.append(tau)
+    return floors
 
 
 def top_triples(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, scorer: _Scorer, k: int,
@@ -304,19 +309,18 @@ def top_triples(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, scorer: _Scor
     # above tau on gpt2-xl's shape); a band is scored best bound first, and the next one
     # is taken while the budget lasts and its bounds can still beat the k-th best.
     seen = np.concatenate(seeded) if seeded else np.zeros(0, np.int64)
-    ceiling = np.inf
-    while True:
-        tau = best.tau
-        floor = _candidate_floor(S, rho, kappa, tau, MAX_CANDIDATES, ceiling)
-        if floor >= ceiling:  # more than the cap tie at one bound: take them all at once
-            floor = tau
+    ceiling, bound_left = np.inf, 0.0
+    for floor in _band_floors(S, rho, kappa, best.tau, MAX_CANDIDATES, MAX_BANDS):
+        if ceiling <= best.tau:  # every chain that could beat the k-th best was scored
+            bound_left = 0.0
+            break
+        floor = max(floor, best.tau)
         u, mid, a, b = _band(S, rho, kappa, floor, ceiling)
-        fresh = ~np.isin((a.astype(np.int64) * n + mid) * n + b, seen)
+        fresh = ~np.isin((a * n + mid) * n + b, seen)
         order = np.flatnonzero(fresh)
         order = order[np.argsort(-u[order], kind="stable")]
         u, mid, a, b = u[order], mid[order], a[order], b[order]
-        cost = ((_first_counts(a.astype(np.int64) * n + mid)
-                 + _first_counts(mid.astype(np.int64) * n + b)) * pair_cost
+        cost = ((_first_counts(a * n + mid) + _first_counts(mid * n + b)) * pair_cost
                 + np.arange(1, len(u) + 1) * chain_cost)
         take = int(np.searchsorted(cost, max(0.0, max_flops - spent), side="right"))
         spent += float(cost[take - 1]) if take else 0.0
@@ -329,10 +333,9 @@ def top_triples(S: np.ndarray, rho: np.ndarray, kappa: np.ndarray, scorer: _Scor
         if take < len(u):  # the budget ran out: the next in line is the largest bound left
             bound_left = float(u[take])
             break
-        if floor <= best.tau:  # every chain that could beat the k-th best was scored
-            bound_left = 0.0
-            break
-        ceiling = floor
+        ceiling, bound_left = floor, floor  # below this band, nothing is scored yet
+    if bound_left <= best.tau:
+        bound_left = 0.0
     certified = bound_left <= best.tau
     found = sorted(best.heap, key=lambda x: (-x[0], x[1]))
     return found, VirtualSearch(chains=chains, scored=scorer.scored, certified=certified,
