@@ -198,7 +198,7 @@ def main() -> None:
             headgraph_cli("ingest", str(ckpt), "--name", "smollm2", "--db", str(smol),
                           "--threads", "2")
             headgraph_cli("probe", "--model", "smollm2", "--db", str(smol), "--probes",
-                          SMOL_PROBE, "--patch-targets", "0", "--heads", PREV)
+                          SMOL_PROBE, "--attribution", "none", "--heads", PREV, "--exact-edges", "0")
             lines.append(f"smollm2: converted, ingested and probed in "
                          f"{time.perf_counter() - t:.0f} s")
         found, _ = induction_finding(smol, "smollm2", PREV)

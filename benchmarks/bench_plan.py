@@ -104,7 +104,7 @@ def headgraph(*args: str) -> list[str]:
 
 
 def compare(label: str, source: str, db: Path, probes: str | None = None,
-            cache: Path | None = None) -> Run:
+            cache: Path | None = None, rate: float | None = None) -> Run:
     """Plan ``source``, ingest it into the fresh ``db``, print both per stage; with
     ``cache``, the Gaussian nulls are looked up (and stored) there, not in the user's
     cache (an empty folder: a first ingest of the shape on this machine)."""
@@ -114,7 +114,7 @@ def compare(label: str, source: str, db: Path, probes: str | None = None,
     saved = os.environ.get("HEADGRAPH_CACHE_DIR")
     os.environ.update(env)
     try:
-        plan = make_plan(source, probes=probes)
+        plan = make_plan(source, rate, probes=probes)
     finally:
         if cache is not None:
             os.environ.pop("HEADGRAPH_CACHE_DIR")
@@ -205,8 +205,10 @@ def main() -> None:
 
     from headgraph.ingest.plan import matmul_rate
 
+    rate = max(matmul_rate() for _ in range(3))  # plan's own 0.3 s measurement, best of 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"matmul rate {matmul_rate():.0f} GFLOP/s, load average {os.getloadavg()[0]:.1f}")
+          f"matmul rate {rate:.0f} GFLOP/s (every plan below uses it), load average "
+          f"{os.getloadavg()[0]:.1f}")
     gguf = smollm2()
     sources = [("toy", "toy"), ("gpt2-small shape", "random:gpt2-small")]
     if gguf is not None:
@@ -216,11 +218,12 @@ def main() -> None:
     if not args.skip_xl:
         sources.append(("gpt2-xl shape", "random:gpt2-xl"))
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {src: compare(label, src, Path(tmp) / "fresh.duckdb") for label, src in sources}
+        runs = {src: compare(label, src, Path(tmp) / "fresh.duckdb", rate=rate)
+                for label, src in sources}
         empty = Path(tmp) / "empty-cache"
         empty.mkdir()
         compare("gpt2-small shape, no Gaussian null cached (a first ingest of the shape)",
-                "random:gpt2-small", Path(tmp) / "fresh.duckdb", cache=empty)
+                "random:gpt2-small", Path(tmp) / "fresh.duckdb", cache=empty, rate=rate)
         if not args.skip_tl:
             wall, cpu, scores = transformer_lens_reference()
             ours = runs["random:gpt2-small"]
@@ -233,7 +236,7 @@ def main() -> None:
             return
         for label, src in [x for x in sources if x[1] in ("toy", str(gguf))]:
             db = Path(tmp) / "probed.duckdb"
-            run = compare(f"{label} with evidence", src, db, probes="default")
+            run = compare(f"{label} with evidence", src, db, probes="default", rate=rate)
             plain = runs[src]
             print(f"  with --probes default: {run.wall:.1f} s = {run.wall / plain.wall:.1f}x the "
                   f"plain ingest ({plain.wall:.1f} s) in this run")

@@ -68,8 +68,10 @@ def bench(label: str, source: str, probe_text: str, sample: int | None) -> None:
 
     tokens = probe.batches[0].tokens
     floor = floor_seconds(model, tokens)
-    opts = EvidenceOptions(heads=heads, patch_targets=1, patch_sources=1)
-    ev = collect_evidence(model, [probe], feeders, opts)
+    edges = tuple((f, h, k) for h in heads if not h.startswith("L0H") for k in "QKV"
+                  for f in feeders(h, k, 1))  # one feeder per kind into each sampled head
+    opts = EvidenceOptions(attribution="none", heads=tuple(heads), edges=edges)
+    ev = collect_evidence(model, [probe], opts)
     n_edges = len({(e.source, e.target, e.kind) for e in ev.edge_scores})
     floor = min(floor, floor_seconds(model, tokens))
     passes = ev.forward_passes

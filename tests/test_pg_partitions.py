@@ -84,6 +84,7 @@ def test_model_appears_whole_at_commit_and_no_reader_waits(toy_pg: str):
         old_id = conn.execute(select(t.models.c.model_id)).scalar_one()
         data = read_arrow(conn, t.edges, old_id)
         nodes = read_arrow(conn, t.nodes, old_id)
+        calibration = read_arrow(conn, t.null_calibration, old_id)  # the z of its edges
         total = data.num_rows
     # a reader inside a transaction that has already read edges (holds ACCESS SHARE)
     early = _raw(toy_pg)
@@ -99,6 +100,8 @@ def test_model_appears_whole_at_commit_and_no_reader_waits(toy_pg: str):
         assert insert_model_edges(conn, new_id, data.append_column("model_id", ids)) == total
         bulk_insert(conn, "nodes", nodes.append_column(
             "model_id", pa.array(np.full(nodes.num_rows, new_id, np.int32))))
+        bulk_insert(conn, "null_calibration", calibration.append_column(
+            "model_id", pa.array(np.full(calibration.num_rows, new_id, np.int32))))
         # attached, not committed: readers go on and see none of it
         for query in ("SELECT count(*) FROM edges",
                       f"SELECT count(*) FROM edges WHERE model_id = {old_id}",

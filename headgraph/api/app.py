@@ -58,6 +58,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from headgraph.api.delivery import in_own_thread
 from headgraph.api.errors import INTERNAL_ERROR, INTERNAL_MESSAGE
 from headgraph.api.execute import Outcome, Service, refusal
 from headgraph.api.export_routes import ExportRoutes
@@ -323,11 +324,12 @@ class HeadgraphApp:
     async def _healthz(self) -> dict[str, Any]:
         """Always answered within about :data:`HEALTH_WAIT_S`: ``unresponsive`` when the
         database does not answer in time (a stalled PostgreSQL). One check runs at a
-        time, in a worker thread, taking no database turn: while one is under way, others
+        time, in a thread of its own (not the worker pool), taking no database turn: while one is under way, others
         wait for it, so polls of a stalled database never pile up threads."""
         check = self._health_check
         if check is None or check.done():
-            check = self._health_check = asyncio.ensure_future(asyncio.to_thread(self._health))
+            # a thread of its own: the event loop's worker pool may be full of GraphQL work
+            check = self._health_check = asyncio.ensure_future(in_own_thread(self._health))
             check.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({check}, timeout=HEALTH_WAIT_S)
         if check in done and not check.cancelled() and check.exception() is None:
