@@ -181,7 +181,6 @@ class Workspace:
     @contextlib.contextmanager
     def server(self) -> Iterator[int]:
         """``headgraph serve --db headgraph.duckdb`` on a free port while the block runs."""
-        import httpx
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -192,19 +191,10 @@ class Workspace:
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+            _healthy(port, deadline, proc)
             yield port
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            _stop(proc)
 
     def run_served(self, block: Block) -> subprocess.CompletedProcess[str]:
         """Run a block that talks to ``127.0.0.1:8000`` against a server on a free port."""
@@ -214,7 +204,6 @@ class Workspace:
 
     def serve(self, block: Block) -> str:
         """Run a serving block until it answers /healthz; stop it. An error, or ''."""
-        import httpx
 
         proc = subprocess.Popen(["bash", "-c", block.code], cwd=self.folder, env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -230,19 +219,32 @@ class Workspace:
                     break
             if port is None:
                 return f"never said where it serves (exit {proc.poll()})"
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        return ""
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            return "did not answer /healthz within a minute"
+            return "" if _healthy(port, deadline, proc) else \
+                "did not answer /healthz within a minute"
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            _stop(proc)
+
+
+def _healthy(port: int, deadline: float, proc: subprocess.Popen) -> bool:
+    """Whether the server on ``port`` answers /healthz before ``deadline`` (while it runs)."""
+    import httpx
+
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl-C the process group, then kill it if it has not ended within 20 s."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_every_block_is_run_or_skipped_for_a_stated_reason():
