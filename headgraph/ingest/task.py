@@ -39,6 +39,7 @@ from headgraph.ingest.compose import ComposedGraph, compose_model
 from headgraph.ingest.evidence.collect import Evidence, EvidenceOptions, collect_evidence
 from headgraph.ingest.evidence.probes import build_probes, parse_probes
 from headgraph.ingest.evidence.runnable import runnable_from_reader
+from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.null import NullStat
 from headgraph.ingest.nullcache import cached_null
 from headgraph.ingest.scoring import LayerScorer
@@ -133,6 +134,8 @@ def compute_model(job: ModelJob, progress: Progress | None = None,
         timings["compose"] = time.perf_counter() - start - null.seconds
         start = time.perf_counter()
         tick("virtual", 0, 1)
+        factors = factors.without_dense()  # the composition's Grams go before the search
+        trim_heap()
         found, search = score_virtual_heads(reader, graph, factors, top=job.virtual_top)
         virtual = tuple(found)
         del factors

@@ -132,13 +132,18 @@ class _Scorer:
         """``X^T X`` and ``Y Y^T`` (flattened, float64) of the chain edges into and out of
         ``m``: ``X = A_i W_V^m``, ``Y = W_O^m B_j``."""
         h = self.heads
-        A = self.A[torch.as_tensor(src)]  # (a, dh, d)
-        dh, d = A.shape[1], A.shape[2]
-        X = (A.reshape(-1, d) @ h.V[m]).view(len(src), dh, dh)  # one GEMM for all sources
-        B = h.B[torch.as_tensor(dst)]  # (b, d, dh)
-        Y = (h.O[m] @ B.transpose(0, 1).reshape(d, -1)).view(dh, len(dst), dh).transpose(0, 1)
-        return (torch.bmm(X.transpose(1, 2), X).flatten(1).double(),
-                torch.bmm(Y, Y.transpose(1, 2)).flatten(1).double())
+        dh, d = self.A.shape[1], self.A.shape[2]
+        gx, gy = [], []  # factors gathered GRAM_CHUNK heads at a time (26 MB on gpt2-xl)
+        for part in np.array_split(src, max(1, -(-len(src) // GRAM_CHUNK))):
+            A = self.A[torch.as_tensor(part)]  # (a, dh, d)
+            X = (A.reshape(-1, d) @ h.V[m]).view(len(part), dh, dh)  # one GEMM per chunk
+            gx.append(torch.bmm(X.transpose(1, 2), X).flatten(1).double())
+        for part in np.array_split(dst, max(1, -(-len(dst) // GRAM_CHUNK))):
+            B = h.B[torch.as_tensor(part)]  # (b, d, dh)
+            Y = (h.O[m] @ B.transpose(0, 1).reshape(d, -1)).view(dh, len(part), dh)
+            Y = Y.transpose(0, 1)
+            gy.append(torch.bmm(Y, Y.transpose(1, 2)).flatten(1).double())
+        return torch.cat(gx), torch.cat(gy)
 
     def _ratio(self, num_sq: np.ndarray, den: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -224,6 +229,8 @@ def _first_counts(codes: np.ndarray) -> np.ndarray:
 MAX_CANDIDATES = 2_000_000
 """Chains of length 3 held at once as candidates (32 bytes each, and their sort)."""
 MAX_BANDS = 8
+GRAM_CHUNK = 64
+"""Heads whose factors are gathered at once when a middle's chain Grams are formed."""
 """Bands of candidates taken at most: past them the search stops, its ``bound_left`` said."""
 
 
