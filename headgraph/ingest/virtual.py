@@ -46,6 +46,7 @@ import torch
 
 from headgraph.ingest.compose import EDGE_KINDS, ComposedGraph
 from headgraph.ingest.factors import Factors
+from headgraph.ingest.heap import trim_heap
 from headgraph.ingest.kernel import copying_core_scores, qr_r
 from headgraph.ingest.plan import compose_flops
 from headgraph.ingest.reader import WeightReader
@@ -83,16 +84,22 @@ class _Heads:
 
     def __init__(self, reader: WeightReader, factors: Factors, device: torch.device) -> None:
         spec = factors.spec
-        kv = torch.arange(spec.n_heads, device=device) // spec.group
-        values, outs, reads = [], [], []
+        H, d, dh = spec.n_heads, spec.d_model, spec.d_head
+        kv = torch.arange(H, device=device) // spec.group
+        n = spec.n_layers * H
+        # filled in place, layer by layer: stacking per-layer copies held both at once, and
+        # glibc kept the freed half (3 GB on gpt2-xl, never returned)
+        self.V = torch.empty(n, d, dh, device=device)
+        self.O = torch.empty(n, dh, d, device=device)
+        self.B = torch.empty(n, d, dh, device=device)
         for layer in range(spec.n_layers):
             lw = reader.layer(layer, mlp=False)
-            W_V = lw.W_V.to(device, torch.float32)[kv]
-            W_O = lw.W_O.to(device, torch.float32)
-            values.append(W_V)
-            outs.append(W_O)
-            reads.append(W_V @ qr_r(W_O.transpose(-1, -2)).transpose(-1, -2))
-        self.V, self.O, self.B = torch.cat(values), torch.cat(outs), torch.cat(reads)
+            rows = slice(layer * H, (layer + 1) * H)
+            self.V[rows] = lw.W_V.to(device, torch.float32)[kv]
+            self.O[rows] = lw.W_O.to(device, torch.float32)
+            self.B[rows] = self.V[rows] @ qr_r(self.O[rows].transpose(-1, -2)).transpose(-1, -2)
+            del lw
+        trim_heap()
 
 
 def _v_scores(graph: ComposedGraph, n_heads: int) -> np.ndarray:
