@@ -113,7 +113,8 @@ def test_roles_read_back_per_node(reader):
     prev = ev.heads_with_role(db, model, "previous_token", probe=REPEAT)[0].node
     got = ev.roles(db, model, prev, probe=REPEAT)
     assert got[0].role == "previous_token" and got[0].probe == REPEAT
-    assert got[0].metric == "previous_token_share" and got[0].threshold == 0.5
+    assert got[0].metric == "previous_token_share" and got[0].threshold == ev.ROLE_MARGIN
+    assert got[0].calibrated and got[0].strength == got[0].value - got[0].null
     for r in ev.heads_with_role(db, model, "copying"):
         assert r.value >= 0.7 and r.probe is None
     with pytest.raises(Exception, match="unknown role"):

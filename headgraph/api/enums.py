@@ -29,7 +29,8 @@ class EdgeKind(Enum):
 
 
 @strawberry.enum(description="Orders for Model.heads. ROLE_SCORE (with `role`) orders by "
-                 "the number that earned the role: its attention share, or the copying ratio "
+                 "the number that earned the role: its attention share above its null, or the "
+                 "copying ratio "
                  "(most negative first for suppression).")
 class HeadOrder(Enum):
     LAYER = "layer"

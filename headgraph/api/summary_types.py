@@ -54,14 +54,19 @@ class HeadFinding:
     value: float
     metric: str = strawberry.field(description="The share (attention roles) or "
                                    "copying_ratio (weights).")
-    probe: str | None = strawberry.field(description="The probe of the largest share; null "
-                                         "for weight roles.")
+    probe: str | None = strawberry.field(description="The probe where the share stands "
+                                         "furthest above its null; null for weight roles.")
     kv_head: int | None
+    null: float | None = strawberry.field(description="The same head's share on that probe "
+                                          "with the role's relation taken away (positions "
+                                          "shuffled or tokens redrawn); the role is read "
+                                          "from value - null. Null for weight roles and for "
+                                          "evidence stored before nulls were measured.")
 
     @classmethod
     def of(cls, h: HeadFindingRecord) -> HeadFinding:
         return cls(node=h.node, value=f32(h.value), metric=h.metric, probe=h.probe,
-                   kv_head=h.kv_head)
+                   kv_head=h.kv_head, null=None if h.null is None else f32(h.null))
 
 
 @strawberry.type(description="A weight edge in a summary, with its evidence.")

@@ -245,13 +245,14 @@ class Node:
         return [Score.from_row(r) for r in rows]
 
     @strawberry.field(description="The roles this node plays (previous_token, induction, "
-                      "duplicate_token, first_token, copying, suppression), derived from its "
-                      "stored evidence and weights with the fixed thresholds of "
-                      "headgraph.queries.evidence.ROLE_RULES (from one probe's evidence if "
-                      "given); [] for none. The thresholds are effect sizes, not yet "
-                      "calibrated against a null probe: first_token marks a resting position "
-                      "more than a circuit role, and copying is loose where embeddings are "
-                      "tied (docs/science.md).",
+                      "duplicate_token, first_token, copying, suppression), from its stored "
+                      "evidence and weights by headgraph.queries.evidence.ROLE_RULES (from "
+                      "one probe's evidence if given); [] for none. An attention role holds "
+                      "where its share stands at least 0.25 above the same head's null: its "
+                      "share on the same rows with the role's relation taken away "
+                      "(positions shuffled for previous_token and first_token, tokens "
+                      "redrawn for induction and duplicate_token; docs/science.md, Roles). "
+                      "copying and suppression are fixed thresholds on the weights.",
                       metadata=sized(assumed=len(ROLE_RULES)))
     async def roles(self, info: Info[Context, None], probe: str | None = None) -> list[str]:
         return await info.context.loaders.roles.load(

@@ -102,7 +102,8 @@ def _null_seconds(types: list[EdgeType], cal: Calibration, rate: float) -> float
 def probe_flops(s: ModelShape, probes: int = 3, causal: int = 1, exact: int = 60,
                 tokens: int = 1312, loss_tokens: int = 640) -> dict[str, float]:
     """FLOPs of the default evidence run (:mod:`headgraph.ingest.evidence.collect`):
-    ``probes`` clean passes, one attribution (forward, backward, EAP contraction) per
+    ``probes`` clean passes with their roles' two controlled passes (positions shuffled,
+    tokens redrawn: :mod:`headgraph.ingest.evidence.controls`), one attribution (forward, backward, EAP contraction) per
     ``causal`` probe, and ``exact`` confirmations resumed at their layer (half a pass)."""
     L, H, kv, d, dh = s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head
     d_in = s.d_mlp * (2 if s.gated else 1)
@@ -112,7 +113,7 @@ def probe_flops(s: ModelShape, probes: int = 3, causal: int = 1, exact: int = 60
     unembed = loss_tokens * 2 * d * s.d_vocab
     sources = L * H + L + 2
     eap = tokens * d * 2 * 3 * H * (L * sources / 2)
-    return {"roles": probes * forward + causal * unembed,
+    return {"roles": 3 * probes * forward + causal * unembed,
             "attribution": causal * (3 * (forward + unembed) + eap),
             "exact": exact * (forward / 2 + unembed)}
 

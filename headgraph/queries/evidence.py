@@ -73,32 +73,55 @@ EdgeKey = tuple[str, str, str]  # (source, target, kind)
 
 @dataclass(frozen=True)
 class RoleRule:
-    """One role: ``metric`` (a ``node_scores`` metric, or ``nodes.<column>`` for weight
-    roles) compared with ``threshold`` by ``op`` (``">="`` or ``"<="``)."""
+    """One role. A weight role compares ``nodes.<column>`` with ``threshold`` by ``op``.
+    A pattern role compares the attention the relation itself draws, ``metric`` minus
+    its null ``null_metric`` on the same probe, with ``threshold`` (always ``>=``); evidence
+    stored without its null (before nulls were measured) falls back to ``metric >= fixed``,
+    and says so (:attr:`RoleRecord.calibrated`)."""
 
     role: str
     metric: str
     op: str
     threshold: float
     help: str
+    null_metric: str | None = None
+    fixed: float | None = None
 
     @property
     def from_weights(self) -> bool:
         return self.metric.startswith("nodes.")
 
-    def holds(self, value: float) -> bool:
-        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+    def holds(self, value: float, null: float | None = None) -> bool:
+        """Whether a head with this ``value`` (and, for a pattern role, this ``null``)
+        plays the role."""
+        if value != value or (null is not None and null != null):  # NaN
+            return False
+        if null is not None:
+            return value - null >= self.threshold
+        if self.from_weights:
+            return value >= self.threshold if self.op == ">=" else value <= self.threshold
+        return self.fixed is not None and value >= self.fixed
+
+
+ROLE_MARGIN = 0.25
+"""The least attention, as a share of the rows that have a target, that a pattern role's
+relation must draw beyond the head's own null (docs/science.md, "Roles")."""
+
+
+def _pattern(role: str, fixed: float, help: str) -> RoleRule:
+    return RoleRule(role, f"{role}_share", ">=", ROLE_MARGIN, help,
+                    null_metric=f"{role}_null_share", fixed=fixed)
 
 
 ROLE_RULES: tuple[RoleRule, ...] = (
-    RoleRule("previous_token", "previous_token_share", ">=", 0.5,
-             "attends to the token just before the query"),
-    RoleRule("induction", "induction_share", ">=", 0.4,
-             "attends to the token after an earlier copy of the query's token"),
-    RoleRule("duplicate_token", "duplicate_token_share", ">=", 0.4,
-             "attends to earlier copies of the query's token"),
-    RoleRule("first_token", "first_token_share", ">=", 0.5,
-             "attends to the first position (BOS/CLS): a resting or sink head"),
+    _pattern("previous_token", 0.5, "attends to the token just before the query, by its "
+             "position (null: positions shuffled)"),
+    _pattern("induction", 0.4, "attends to the token after an earlier copy of the query's "
+             "token (null: tokens redrawn)"),
+    _pattern("duplicate_token", 0.4, "attends to earlier copies of the query's token "
+             "(null: tokens redrawn)"),
+    _pattern("first_token", 0.5, "attends to the first position because it is first "
+             "(null: positions shuffled): a positional sink"),
     RoleRule("copying", "nodes.copying_ratio", ">=", 0.7,
              "its full OV circuit raises the logit of the token it attends to"),
     RoleRule("suppression", "nodes.copying_ratio", "<=", -0.7,
@@ -111,8 +134,9 @@ ROLE_SCORE = "role_score"
 
 @dataclass(frozen=True)
 class RoleRecord:
-    """A role a head plays, and the number that earned it: ``metric`` = ``value`` on
-    ``probe`` (``None`` for weight-based roles), against ``threshold``."""
+    """A head's number for a role: ``metric`` = ``value`` on ``probe`` (``None`` for
+    weight roles), its ``null`` on the same probe (pattern roles whose null was measured),
+    and the ``threshold`` that :attr:`strength` is held against."""
 
     node: str
     role: str
@@ -120,6 +144,25 @@ class RoleRecord:
     value: float
     threshold: float
     probe: str | None
+    null: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a pattern role was judged against its null (weight roles: ``False``)."""
+        return self.null is not None
+
+    @property
+    def strength(self) -> float:
+        """The number held against the threshold: ``value - null`` where there is a null,
+        else ``value``."""
+        return self.value - self.null if self.null is not None else self.value
+
+    def explain(self) -> str:
+        """``"previous_token_share 0.34, null 0.04: +0.30 vs 0.25"``."""
+        if self.null is None:
+            return f"{self.metric} {self.value:.2f} vs {self.threshold:g}"
+        return (f"{self.metric} {self.value:.2f}, null {self.null:.2f}: "
+                f"{self.strength:+.2f} vs {self.threshold:g}")
 
 
 @dataclass(frozen=True)
@@ -158,21 +201,40 @@ def node_scores(db: GraphDB, model: ModelRow, node: str,
     return node_scores_of(db, model.model_id, [node], probe)[node]
 
 
-def best_shares(db: GraphDB, model_id: int, metrics: list[str], names: list[str] | None,
-                 probe: str | None) -> dict[tuple[str, str], tuple[float, str]]:
-    """(node, metric) -> (largest value, its probe), over the stored probes (or ``probe``)."""
+def role_candidates(db: GraphDB, model_id: int, rules: Iterable[RoleRule],
+                    names: list[str] | None, probe: str | None
+                    ) -> dict[tuple[str, str], RoleRecord]:
+    """(node, role) -> the head's best record for each pattern role in ``rules``, playing
+    it or not: over the stored probes (or ``probe``), the one with the largest
+    :attr:`~RoleRecord.strength`, judged against its null wherever one is stored (a probe
+    without its null only counts where no probe has one). One statement."""
+    by_metric = {r.metric: r for r in rules if not r.from_weights}
+    by_null = {r.null_metric: r for r in by_metric.values() if r.null_metric}
+    if not by_metric:
+        return {}
     c = t.node_scores.c
-    stmt = select(c.node, c.metric, c.probe, c.value).where(
-        and_(c.model_id == model_id, c.metric.in_(metrics)))
+    stmt = select(c.node, c.metric, c.probe, c.value).where(and_(
+        c.model_id == model_id, c.metric.in_([*by_metric, *by_null])))
     if names is not None:
         stmt = stmt.where(c.node.in_(names))
     if probe is not None:
         stmt = stmt.where(c.probe == probe)
-    best: dict[tuple[str, str], tuple[float, str]] = {}
-    for r in db.rows(stmt.order_by(c.node, c.metric, c.probe)):
-        key = (r["node"], r["metric"])
-        if key not in best or r["value"] > best[key][0]:
-            best[key] = (r["value"], r["probe"])
+    values: dict[tuple[str, str, str], float] = {}  # (node, role, probe) -> share
+    nulls: dict[tuple[str, str, str], float] = {}
+    for r in db.rows(stmt):
+        if r["metric"] in by_metric:
+            values[r["node"], by_metric[r["metric"]].role, r["probe"]] = r["value"]
+        else:
+            nulls[r["node"], by_null[r["metric"]].role, r["probe"]] = r["value"]
+    rule_of = {r.role: r for r in by_metric.values()}
+    best: dict[tuple[str, str], RoleRecord] = {}
+    for (node, role, where), value in sorted(values.items()):
+        ru, null = rule_of[role], nulls.get((node, role, where))
+        record = RoleRecord(node, role, ru.metric, value,
+                            ru.threshold if null is not None else (ru.fixed or 0.0), where, null)
+        old = best.get((node, role))
+        if old is None or (record.calibrated, record.strength) > (old.calibrated, old.strength):
+            best[node, role] = record
     return best
 
 
@@ -184,20 +246,20 @@ def roles_of(db: GraphDB, model_id: int, names: Iterable[str],
     out: dict[str, list[RoleRecord]] = {n: [] for n in wanted}
     if not wanted:
         return out
-    pattern_rules = [r for r in ROLE_RULES if not r.from_weights]
-    best = best_shares(db, model_id, [r.metric for r in pattern_rules], wanted, probe)
+    found = role_candidates(db, model_id, ROLE_RULES, wanted, probe)
     ratio = {r["node"]: r["copying_ratio"] for r in db.rows(
         select(t.nodes.c.node, t.nodes.c.copying_ratio).where(and_(
             t.nodes.c.model_id == model_id, t.nodes.c.node.in_(wanted), t.nodes.c.kind == "head")))}
     for name in wanted:
         for r in ROLE_RULES:
             if r.from_weights:
-                value, where = ratio.get(name), None
+                value = ratio.get(name)
+                record = None if value is None else RoleRecord(
+                    name, r.role, "copying_ratio", value, r.threshold, None)
             else:
-                value, where = best.get((name, r.metric), (None, None))
-            if value is not None and value == value and r.holds(value):
-                out[name].append(RoleRecord(name, r.role, r.metric.removeprefix("nodes."),
-                                            value, r.threshold, where))
+                record = found.get((name, r.role))
+            if record is not None and r.holds(record.value, record.null):
+                out[name].append(record)
     return out
 
 
@@ -215,8 +277,8 @@ def roles(db: GraphDB, model: ModelRow, node: str, probe: str | None = None) -> 
 
 def heads_with_role(db: GraphDB, model: ModelRow, role: str,
                     probe: str | None = None) -> list[RoleRecord]:
-    """Every head that plays ``role``, the most clear-cut first (largest share; for
-    suppression the most negative ratio).
+    """Every head that plays ``role``, the most clear-cut first (largest
+    :attr:`~RoleRecord.strength`; for suppression the most negative ratio).
 
     Examples
     --------
@@ -232,11 +294,10 @@ def heads_with_role(db: GraphDB, model: ModelRow, role: str,
         found = [RoleRecord(x["node"], role, "copying_ratio", x["copying_ratio"],
                             r.threshold, None) for x in rows]
     else:
-        best = best_shares(db, model.model_id, [r.metric], None, probe)
-        found = [RoleRecord(node, role, r.metric, value, r.threshold, where)
-                 for (node, _), (value, where) in best.items() if r.holds(value)]
+        found = [x for x in role_candidates(db, model.model_id, [r], None, probe).values()
+                 if r.holds(x.value, x.null)]
     sign = -1 if r.op == ">=" else 1
-    return sorted(found, key=lambda x: (sign * x.value, x.node))
+    return sorted(found, key=lambda x: (sign * x.strength, x.node))
 
 
 def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "layer",
@@ -244,8 +305,8 @@ def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "laye
                   probe: str | None = None) -> list[NodeRow]:
     """The heads that play ``role`` (:func:`heads_with_role`), in the order of
     :func:`~headgraph.queries.nodes.top_heads` (``order_by``, ``descending``), or with
-    ``order_by="role_score"`` by the number that earned the role (its share, or the copying
-    ratio; ``descending``: the most clear-cut first), at most ``first``. Two statements;
+    ``order_by="role_score"`` by the number that earned the role (its share above its
+    null, or the copying ratio; ``descending``: the most clear-cut first), at most ``first``. Two statements;
     :class:`BadInputError` for an unknown role.
 
     Examples
@@ -383,7 +444,7 @@ def probes_of(db: GraphDB, model: ModelRow) -> list[str]:
 
 
 __all__ = [
-    "ROLES", "ROLE_RULES", "AgreementRow", "EdgeEvidence", "agreement_of", "RoleRecord", "RoleRule", "ScoreRow",
+    "ROLES", "ROLE_MARGIN", "ROLE_RULES", "AgreementRow", "EdgeEvidence", "agreement_of", "RoleRecord", "RoleRule", "ScoreRow",
     "edge_evidence", "edge_evidence_of", "heads_in_role", "heads_with_role", "node_scores", "node_scores_of",
-    "probes_of", "roles", "roles_of", "rule", "top_edge_evidence", "top_scores",
+    "probes_of", "role_candidates", "roles", "roles_of", "rule", "top_edge_evidence", "top_scores",
 ]

@@ -34,10 +34,10 @@ from sqlalchemy import and_, select
 from headgraph.queries.evidence import (
     EdgeEvidence,
     RoleRecord,
-    best_shares,
     edge_evidence_of,
     heads_with_role,
     probes_of,
+    role_candidates,
     rule,
     top_edge_evidence,
 )
@@ -62,13 +62,14 @@ ROLES_SHOWN = ("previous_token", "induction", "duplicate_token", "copying")
 @dataclass(frozen=True)
 class HeadFinding:
     """A head that plays a role: ``metric`` = ``value`` (on ``probe``; ``None`` for weight
-    roles) and the key/value head it reads."""
+    roles), its ``null`` on that probe (pattern roles) and the key/value head it reads."""
 
     node: str
     value: float
     metric: str
     probe: str | None
     kv_head: int | None
+    null: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class ModelSummary:
 
 
 def _heads(records: list[RoleRecord], kv: dict[str, int | None]) -> tuple[HeadFinding, ...]:
-    return tuple(HeadFinding(r.node, r.value, r.metric, r.probe, kv.get(r.node))
+    return tuple(HeadFinding(r.node, r.value, r.metric, r.probe, kv.get(r.node), r.null)
                  for r in records[:TOP])
 
 
@@ -231,13 +232,11 @@ def _key_edges(found: list[EdgeFinding], targets: list[str]) -> list[EdgeFinding
 
 
 def _share(db: GraphDB, model: ModelRow, role: str, node: str) -> str:
-    """``"previous_token_share 0.32 < 0.5"`` for a head that does not play ``role`` (its
-    largest share on any probe, against the role's threshold)."""
+    """``"previous_token_share 0.20, null 0.04: +0.16 vs 0.25"`` for a head that does not
+    play ``role`` (its best probe, against the role's threshold)."""
     r = rule(role)
-    found = best_shares(db, model.model_id, [r.metric], [node], None).get((node, r.metric))
-    if found is None:
-        return f"no {r.metric} stored"
-    return f"{r.metric} {found[0]:.2f} < {r.threshold:g}"
+    found = role_candidates(db, model.model_id, [r], [node], None).get((node, role))
+    return f"no {r.metric} stored" if found is None else found.explain()
 
 
 def _disagreements(db: GraphDB, model: ModelRow, roles: dict[str, list[RoleRecord]],

@@ -20,10 +20,11 @@ def _ordinal(n: int) -> str:
 def _heads(title: str, found: tuple[HeadFinding, ...], total: int, gqa: bool) -> list[str]:
     if not found:
         return [f"{title}: none"]
-    shown = ", ".join(f"{h.node} {h.value:.2f}" + (f" (kv {h.kv_head})" if gqa else "")
-                      for h in found)
+    shown = ", ".join(f"{h.node} {h.value:.2f}"
+                      + (f"/{h.null:.2f}" if h.null is not None else "")
+                      + (f" (kv {h.kv_head})" if gqa else "") for h in found)
     more = f" (strongest {len(found)} of {total})" if total > len(found) else f" ({total})"
-    metric = found[0].metric
+    metric = found[0].metric + ("/null" if found[0].null is not None else "")
     probes = sorted({h.probe for h in found if h.probe})
     where = f" on {', '.join(probes)}" if probes else ""
     return [f"{title}{more}, by {metric}{where}: {shown}"]

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from headgraph.errors import UnsupportedArchitectureError
+from headgraph.ingest.evidence.controls import CONTROLS, null_shares
 from headgraph.ingest.evidence.probes import Probe, ProbeBatch
 from headgraph.ingest.evidence.roles import RoleAccumulator, detection_patterns
 from headgraph.ingest.evidence.runnable import RunnableModel
@@ -139,6 +140,7 @@ class CleanRun:
     resid: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     block_args: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
     resumable: bool = False
+    notes: list[str] = field(default_factory=list)
 
     def mean(self, hook: str, architecture: str) -> torch.Tensor:
         found = self.means.get(hook)
@@ -243,7 +245,8 @@ class ProbeRunner:
 
     def clean(self) -> CleanRun:
         """Role scores, per-position mean writes, the clean metric and the per-chunk caches
-        (:class:`CleanRun`), in one pass per chunk."""
+        (:class:`CleanRun`), in one pass per chunk; then the roles' nulls, one controlled
+        pass per chunk and control (:mod:`headgraph.ingest.evidence.controls`)."""
         if self._clean is not None:
             return self._clean
         L, H = self.model.n_layers, self.model.n_heads
@@ -308,6 +311,10 @@ class ProbeRunner:
             if cache and i == 0:
                 finals.append(x.detach().clone())
         run.role_scores = roles.scores()
+        nulls, run.notes = null_shares(
+            self.chunks, self.model, [r for r in CONTROLS if roles.has_share(r)],
+            self.final_residual)
+        run.role_scores.update(nulls)
         run.means = {k: (v / count.clamp(min=1).view(-1, *[1] * (v.dim() - 1))).float()
                      for k, v in sums.items()}
         run.metric = total / max(n, 1) if causal else None

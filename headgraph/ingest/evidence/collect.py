@@ -222,6 +222,7 @@ def collect_evidence(model: RunnableModel, probes: Sequence[Probe],
         tick("probes", i, len(probes))
         runner = ProbeRunner(model, probe, max_tokens=opts.max_tokens)
         clean = clock.run("roles", runner, runner.clean)
+        notes += [f"{probe.name}: {n}" for n in clean.notes]
         for metric, values in clean.role_scores.items():
             nodes += [NodeScore(h.name, metric, probe.name, float(values[h.layer, h.head]))
                       for h in heads]

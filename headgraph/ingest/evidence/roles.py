@@ -27,7 +27,9 @@ the probe-independent
     <role>_share = sum_seq sum_ij P_ij D_ij / sum_seq #{i : D_i. != 0}
 
 the mean attention that a query with a target pays to its target(s); it is stored only
-when at least :data:`MIN_TARGET_ROWS` query rows of the probe have a target.
+when at least :data:`MIN_TARGET_ROWS` query rows of the probe have a target. Each share
+has a null, ``<role>_null_share``: the same head's share on the same rows with the role's
+defining relation taken away (:mod:`headgraph.ingest.evidence.controls`).
 
 Encoders attend both ways; the same lower-triangular ``D`` is used (as head_detector's
 ``tril`` does), so ``previous_token`` is attention to ``i - 1`` only (not ``i + 1``) and
@@ -86,6 +88,10 @@ class RoleAccumulator:
             self._rows[role] += int((D.sum(-1) > 0).sum())
         self._seqs += int(next(iter(patterns.values())).shape[0])
 
+    def has_share(self, role: str) -> bool:
+        """Whether enough query rows had a target for ``<role>_share`` to be stored."""
+        return self._rows[role] >= MIN_TARGET_ROWS
+
     def add(self, layer: int, pattern: torch.Tensor, patterns: dict[str, torch.Tensor]) -> None:
         P = pattern.detach().double()  # [n, H, T, T]
         total = P.sum(dim=(-1, -2))  # [n, H]
@@ -98,6 +104,6 @@ class RoleAccumulator:
         out: dict[str, torch.Tensor] = {}
         for role in ROLE_SCORES:
             out[f"{role}_score"] = (self._score_sum[role] / max(self._seqs, 1)).float()
-            if self._rows[role] >= MIN_TARGET_ROWS:
+            if self.has_share(role):
                 out[f"{role}_share"] = (self._hit_sum[role] / self._rows[role]).float()
         return out
