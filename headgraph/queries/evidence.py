@@ -12,7 +12,10 @@ metric                              meaning (definitions in ``headgraph.ingest.e
                                     in previous_token, duplicate_token, induction,
                                     first_token
 ``<role>_share``                    mean attention a query that has a target pays to it
-                                    (probe-independent; the role thresholds use it)
+                                    (probe-independent)
+``<role>_null_share``               the same on the same rows with the role's relation
+                                    taken away (positions shuffled or tokens redrawn:
+                                    ``headgraph.ingest.evidence.controls``)
 ``ablation_{zero,mean}_dloss``      loss change when the head's ``z`` is zeroed / set to
                                     its mean (causal LMs); ``..._dembed`` for encoders
 ``loss`` (node ``UNEMBED``)         the clean loss of the probe
@@ -21,35 +24,33 @@ metric                              meaning (definitions in ``headgraph.ingest.e
 and per Q/K/V edge ``path_{zero,mean}_dloss``: the loss change when the source's write is
 removed (or mean-replaced) only from what the target's Q, K or V input reads.
 
-**Roles** are derived at read time from stored numbers, so a threshold can change without
+**Roles** are derived at read time from stored numbers, so a rule can change without
 re-running anything. :data:`ROLE_RULES` is the one declared table:
 
-===============  =========================================  ===========================
-role             rule                                       evidence
-===============  =========================================  ===========================
-previous_token   ``previous_token_share >= 0.5``            attention patterns (probe)
-induction        ``induction_share >= 0.4``                 attention patterns (probe)
-duplicate_token  ``duplicate_token_share >= 0.4``           attention patterns (probe)
-first_token      ``first_token_share >= 0.5``               attention patterns (probe)
-copying          ``nodes.copying_ratio >= 0.7``             weights (full OV circuit)
-suppression      ``nodes.copying_ratio <= -0.7``            weights (full OV circuit)
-===============  =========================================  ===========================
+===============  =================================================  ====================
+role             rule                                               evidence
+===============  =================================================  ====================
+previous_token   ``previous_token_share - its null >= 0.25``        patterns (probe)
+induction        ``induction_share - its null >= 0.25``             patterns (probe)
+duplicate_token  ``duplicate_token_share - its null >= 0.25``       patterns (probe)
+first_token      ``first_token_share - its null >= 0.25``           patterns (probe)
+copying          ``nodes.copying_ratio >= 0.7``                     weights (OV circuit)
+suppression      ``nodes.copying_ratio <= -0.7``                    weights (OV circuit)
+===============  =================================================  ====================
 
-A pattern role holds when the share reaches the threshold on *some* stored probe (or on
-the one named by ``probe``); the record gives the probe with the largest share. The
-thresholds are fixed effect sizes, not calibrated against a null probe: ``first_token``
-marks a resting position (attention sinks) on many heads of a real model, and
-``copying`` is loose where embeddings are tied (docs/science.md, "How far the thresholds
-can be trusted"). :func:`heads_in_role` with ``order_by="role_score"`` lists a role's
-heads by the number that earned it, strongest first. A probe
-stores a share only where at least 16 of its query rows have a target (e.g. no
-``induction_share`` on a short random probe over a large vocabulary, where tokens rarely
-recur), so a share is never a ratio of a handful of rows. The
-share's ceiling is 1 on every probe (unlike ``_score``, whose ceiling is the fraction of
-queries that have a target), which is why the thresholds are written on it. Copying and
-suppression describe what the head's write would do to the logits if read directly
-(eigenvalues of ``W_E W_OV W_U``); in a deep circuit a head can carry that sign without
-acting on logits (e.g. a previous-token head whose write only feeds keys).
+A pattern role is read from the attention its relation itself draws: the share minus the
+same head's null on the same probe (:data:`ROLE_MARGIN`). It holds on the probe where that
+is largest; a probe whose null is not stored (evidence from before nulls) counts only
+where no probe has one, and then by the old fixed share thresholds (0.5, 0.4, 0.4, 0.5),
+with :attr:`RoleRecord.calibrated` ``False``. A probe stores a share only where at least
+16 of its query rows have a target, so a share is never a ratio of a handful of rows.
+``first_token`` marks a *positional* sink: a head that rests on the first token by its
+content (the BOS token) rests there with positions shuffled too, and plays no role.
+Copying and suppression describe what the head's write would do to the logits if read
+directly (eigenvalues of ``W_E W_OV W_U``); their thresholds are fixed, not calibrated,
+and loose where embeddings are tied (docs/science.md, "Roles"). :func:`heads_in_role`
+with ``order_by="role_score"`` lists a role's heads by the number that earned it,
+strongest first.
 
 No torch here: everything is read from the database.
 """
@@ -161,8 +162,8 @@ class RoleRecord:
         """``"previous_token_share 0.34, null 0.04: +0.30 vs 0.25"``."""
         if self.null is None:
             return f"{self.metric} {self.value:.2f} vs {self.threshold:g}"
-        return (f"{self.metric} {self.value:.2f}, null {self.null:.2f}: "
-                f"{self.strength:+.2f} vs {self.threshold:g}")
+        above = f"{self.strength:+.2f}".replace("-0.00", "+0.00")
+        return f"{self.metric} {self.value:.2f}, null {self.null:.2f}: {above} vs {self.threshold:g}"
 
 
 @dataclass(frozen=True)
