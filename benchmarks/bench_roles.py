@@ -41,7 +41,7 @@ def role_lines(db, model, probe: str | None, show: bool) -> list[str]:
         if not cands:
             out.append(f"  {r.role:16s}    - (no {r.metric} stored)")
             continue
-        playing = sorted((c for c in cands if r.holds(c.value, c.null)),
+        playing = sorted((c for c in cands if r.holds(c.value, c.null, c.rival)),
                          key=lambda c: -c.strength)
         probes = [probe] if probe is not None else ev.probes_of(db, model)
         fixed = len({c.node for p in probes  # as before nulls: the largest share, any probe

@@ -99,13 +99,16 @@ def test_structural_null_and_role_score_order(server: Server):
 
 
 def test_summary_names_the_induction_circuit(server: Server, probed_db: Path):
-    body = server.gql('{ model(name: "toy") { summary { previousToken { node value probe } '
-                      'induction { node } inductionKeys { source target z zRank evidence { '
+    body = server.gql('{ model(name: "toy") { summary { previousToken { node value probe '
+                      'null } induction { node value null } inductionKeys { source target z zRank evidence { '
                       'metric value } } copying { node } roleCounts { role heads } '
                       'disagreements { subject weights evidence } notes text } } }')
     s = body["data"]["model"]["summary"]
     assert [h["node"] for h in s["previousToken"]] == ["L0H2"]
     assert sorted(h["node"] for h in s["induction"]) == INDUCTION
+    # each role's share beside its null (positions shuffled / tokens redrawn)
+    assert all(h["value"] - h["null"] >= 0.5 and h["null"] > 0
+               for h in (*s["previousToken"], *s["induction"]))
     keys = s["inductionKeys"]
     assert sorted(e["target"] for e in keys) == INDUCTION
     assert all(e["source"] == "L0H2" and e["z"] > 5 and e["zRank"] == 1 for e in keys)

@@ -251,8 +251,11 @@ class Node:
                       "where its share stands at least 0.25 above the same head's null: its "
                       "share on the same rows with the role's relation taken away "
                       "(positions shuffled for previous_token and first_token, tokens "
-                      "redrawn for induction and duplicate_token; docs/science.md, Roles). "
-                      "copying and suppression are fixed thresholds on the weights.",
+                      "redrawn for induction and duplicate_token; docs/science.md, Roles); "
+                      "previous_token also needs more attention to i-1 than to i or i-2. "
+                      "Evidence stored before nulls were measured keeps the fixed share "
+                      "thresholds (0.5, 0.4, 0.4, 0.5). copying and suppression are fixed "
+                      "thresholds on the weights.",
                       metadata=sized(assumed=len(ROLE_RULES)))
     async def roles(self, info: Info[Context, None], probe: str | None = None) -> list[str]:
         return await info.context.loaders.roles.load(

@@ -16,6 +16,7 @@ metric                              meaning (definitions in ``headgraph.ingest.e
 ``<role>_null_share``               the same on the same rows with the role's relation
                                     taken away (positions shuffled or tokens redrawn:
                                     ``headgraph.ingest.evidence.controls``)
+``previous_token_rival_share``      the larger share at ``j = i`` or ``j = i - 2``
 ``ablation_{zero,mean}_dloss``      loss change when the head's ``z`` is zeroed / set to
                                     its mean (causal LMs); ``..._dembed`` for encoders
 ``loss`` (node ``UNEMBED``)         the clean loss of the probe
@@ -30,7 +31,8 @@ re-running anything. :data:`ROLE_RULES` is the one declared table:
 ===============  =================================================  ====================
 role             rule                                               evidence
 ===============  =================================================  ====================
-previous_token   ``previous_token_share - its null >= 0.25``        patterns (probe)
+previous_token   ``previous_token_share - its null >= 0.25`` and    patterns (probe)
+                 ``previous_token_share > its rival``
 induction        ``induction_share - its null >= 0.25``             patterns (probe)
 duplicate_token  ``duplicate_token_share - its null >= 0.25``       patterns (probe)
 first_token      ``first_token_share - its null >= 0.25``           patterns (probe)
@@ -44,8 +46,11 @@ is largest; a probe whose null is not stored (evidence from before nulls) counts
 where no probe has one, and then by the old fixed share thresholds (0.5, 0.4, 0.4, 0.5),
 with :attr:`RoleRecord.calibrated` ``False``. A probe stores a share only where at least
 16 of its query rows have a target, so a share is never a ratio of a handful of rows.
-``first_token`` marks a *positional* sink: a head that rests on the first token by its
-content (the BOS token) rests there with positions shuffled too, and plays no role.
+``previous_token``'s rival (``previous_token_rival_share``, its larger share at ``i`` or
+``i - 2`` in the clean run) tells a head that picks ``i - 1`` from a local one, since the
+positional null takes recency away too. ``first_token`` marks a sink made by the position
+encoding: a head that rests on the first token because it comes first in the causal
+order rests there with positions shuffled too, and plays no role.
 Copying and suppression describe what the head's write would do to the logits if read
 directly (eigenvalues of ``W_E W_OV W_U``); their thresholds are fixed, not calibrated,
 and loose where embeddings are tied (docs/science.md, "Roles"). :func:`heads_in_role`
@@ -76,7 +81,8 @@ EdgeKey = tuple[str, str, str]  # (source, target, kind)
 class RoleRule:
     """One role. A weight role compares ``nodes.<column>`` with ``threshold`` by ``op``.
     A pattern role compares the attention the relation itself draws, ``metric`` minus
-    its null ``null_metric`` on the same probe, with ``threshold`` (always ``>=``); evidence
+    its null ``null_metric`` on the same probe, with ``threshold`` (always ``>=``) and,
+    where the rule names a ``rival_metric``, needs ``metric`` above the rival too; evidence
     stored without its null (before nulls were measured) falls back to ``metric >= fixed``,
     and says so (:attr:`RoleRecord.calibrated`)."""
 
@@ -87,15 +93,19 @@ class RoleRule:
     help: str
     null_metric: str | None = None
     fixed: float | None = None
+    rival_metric: str | None = None
 
     @property
     def from_weights(self) -> bool:
         return self.metric.startswith("nodes.")
 
-    def holds(self, value: float, null: float | None = None) -> bool:
-        """Whether a head with this ``value`` (and, for a pattern role, this ``null``)
-        plays the role."""
-        if value != value or (null is not None and null != null):  # NaN
+    def holds(self, value: float, null: float | None = None,
+              rival: float | None = None) -> bool:
+        """Whether a head with this ``value`` (and, for a pattern role, this ``null`` and
+        ``rival``) plays the role."""
+        if any(x is not None and x != x for x in (value, null, rival)):  # NaN
+            return False
+        if rival is not None and value <= rival:
             return False
         if null is not None:
             return value - null >= self.threshold
@@ -109,20 +119,22 @@ ROLE_MARGIN = 0.25
 relation must draw beyond the head's own null (docs/science.md, "Roles")."""
 
 
-def _pattern(role: str, fixed: float, help: str) -> RoleRule:
+def _pattern(role: str, fixed: float, help: str, rival: bool = False) -> RoleRule:
     return RoleRule(role, f"{role}_share", ">=", ROLE_MARGIN, help,
-                    null_metric=f"{role}_null_share", fixed=fixed)
+                    null_metric=f"{role}_null_share", fixed=fixed,
+                    rival_metric=f"{role}_rival_share" if rival else None)
 
 
 ROLE_RULES: tuple[RoleRule, ...] = (
     _pattern("previous_token", 0.5, "attends to the token just before the query, by its "
-             "position (null: positions shuffled)"),
+             "position (null: positions shuffled), more than to itself or the token "
+             "before that", rival=True),
     _pattern("induction", 0.4, "attends to the token after an earlier copy of the query's "
              "token (null: tokens redrawn)"),
     _pattern("duplicate_token", 0.4, "attends to earlier copies of the query's token "
              "(null: tokens redrawn)"),
-    _pattern("first_token", 0.5, "attends to the first position because it is first "
-             "(null: positions shuffled): a positional sink"),
+    _pattern("first_token", 0.5, "attends to the first position by its position "
+             "encoding (null: positions shuffled): a positional sink"),
     RoleRule("copying", "nodes.copying_ratio", ">=", 0.7,
              "its full OV circuit raises the logit of the token it attends to"),
     RoleRule("suppression", "nodes.copying_ratio", "<=", -0.7,
@@ -137,7 +149,8 @@ ROLE_SCORE = "role_score"
 class RoleRecord:
     """A head's number for a role: ``metric`` = ``value`` on ``probe`` (``None`` for
     weight roles), its ``null`` on the same probe (pattern roles whose null was measured),
-    and the ``threshold`` that :attr:`strength` is held against."""
+    its ``rival`` (``previous_token``: its larger share at ``i`` or ``i - 2``), and the
+    ``threshold`` that :attr:`strength` is held against."""
 
     node: str
     role: str
@@ -146,6 +159,7 @@ class RoleRecord:
     threshold: float
     probe: str | None
     null: float | None = None
+    rival: float | None = None
 
     @property
     def calibrated(self) -> bool:
@@ -160,10 +174,12 @@ class RoleRecord:
 
     def explain(self) -> str:
         """``"previous_token_share 0.34, null 0.04: +0.30 vs 0.25"``."""
+        rival = "" if self.rival is None else f"; rival {self.rival:.2f}"
         if self.null is None:
-            return f"{self.metric} {self.value:.2f} vs {self.threshold:g}"
+            return f"{self.metric} {self.value:.2f} vs {self.threshold:g}{rival}"
         above = f"{self.strength:+.2f}".replace("-0.00", "+0.00")
-        return f"{self.metric} {self.value:.2f}, null {self.null:.2f}: {above} vs {self.threshold:g}"
+        return (f"{self.metric} {self.value:.2f}, null {self.null:.2f}: {above} vs "
+                f"{self.threshold:g}{rival}")
 
 
 @dataclass(frozen=True)
@@ -206,35 +222,43 @@ def role_candidates(db: GraphDB, model_id: int, rules: Iterable[RoleRule],
                     names: list[str] | None, probe: str | None
                     ) -> dict[tuple[str, str], RoleRecord]:
     """(node, role) -> the head's best record for each pattern role in ``rules``, playing
-    it or not: over the stored probes (or ``probe``), the one with the largest
-    :attr:`~RoleRecord.strength`, judged against its null wherever one is stored (a probe
-    without its null only counts where no probe has one). One statement."""
+    it or not: over the stored probes (or ``probe``), judged against its null wherever one
+    is stored (a probe without its null only counts where no probe has one), a probe where
+    the role holds before one where it does not, then the largest
+    :attr:`~RoleRecord.strength`. Records with a NaN are skipped. One statement."""
     by_metric = {r.metric: r for r in rules if not r.from_weights}
     by_null = {r.null_metric: r for r in by_metric.values() if r.null_metric}
+    by_rival = {r.rival_metric: r for r in by_metric.values() if r.rival_metric}
     if not by_metric:
         return {}
     c = t.node_scores.c
     stmt = select(c.node, c.metric, c.probe, c.value).where(and_(
-        c.model_id == model_id, c.metric.in_([*by_metric, *by_null])))
+        c.model_id == model_id, c.metric.in_([*by_metric, *by_null, *by_rival])))
     if names is not None:
         stmt = stmt.where(c.node.in_(names))
     if probe is not None:
         stmt = stmt.where(c.probe == probe)
     values: dict[tuple[str, str, str], float] = {}  # (node, role, probe) -> share
     nulls: dict[tuple[str, str, str], float] = {}
+    rivals: dict[tuple[str, str, str], float] = {}
     for r in db.rows(stmt):
-        if r["metric"] in by_metric:
-            values[r["node"], by_metric[r["metric"]].role, r["probe"]] = r["value"]
-        else:
-            nulls[r["node"], by_null[r["metric"]].role, r["probe"]] = r["value"]
+        for table, rules_by in ((values, by_metric), (nulls, by_null), (rivals, by_rival)):
+            if r["metric"] in rules_by:
+                table[r["node"], rules_by[r["metric"]].role, r["probe"]] = r["value"]
     rule_of = {r.role: r for r in by_metric.values()}
     best: dict[tuple[str, str], RoleRecord] = {}
-    for (node, role, where), value in sorted(values.items()):
-        ru, null = rule_of[role], nulls.get((node, role, where))
+    for key, value in sorted(values.items()):
+        node, role, where = key
+        ru, null = rule_of[role], nulls.get(key)
         record = RoleRecord(node, role, ru.metric, value,
-                            ru.threshold if null is not None else (ru.fixed or 0.0), where, null)
+                            ru.threshold if null is not None else (ru.fixed or 0.0), where,
+                            null, rivals.get(key))
+        if record.strength != record.strength:  # NaN: no number to judge
+            continue
+        rank = (record.calibrated, ru.holds(value, null, record.rival), record.strength)
         old = best.get((node, role))
-        if old is None or (record.calibrated, record.strength) > (old.calibrated, old.strength):
+        if old is None or rank > (old.calibrated, ru.holds(old.value, old.null, old.rival),
+                                  old.strength):
             best[node, role] = record
     return best
 
@@ -259,7 +283,7 @@ def roles_of(db: GraphDB, model_id: int, names: Iterable[str],
                     name, r.role, "copying_ratio", value, r.threshold, None)
             else:
                 record = found.get((name, r.role))
-            if record is not None and r.holds(record.value, record.null):
+            if record is not None and r.holds(record.value, record.null, record.rival):
                 out[name].append(record)
     return out
 
@@ -296,9 +320,9 @@ def heads_with_role(db: GraphDB, model: ModelRow, role: str,
                             r.threshold, None) for x in rows]
     else:
         found = [x for x in role_candidates(db, model.model_id, [r], None, probe).values()
-                 if r.holds(x.value, x.null)]
+                 if r.holds(x.value, x.null, x.rival)]
     sign = -1 if r.op == ">=" else 1
-    return sorted(found, key=lambda x: (sign * x.strength, x.node))
+    return sorted(found, key=lambda x: (not x.calibrated, sign * x.strength, x.node))
 
 
 def heads_in_role(db: GraphDB, model: ModelRow, role: str, order_by: str = "layer",

@@ -232,7 +232,7 @@ def _key_edges(found: list[EdgeFinding], targets: list[str]) -> list[EdgeFinding
 
 
 def _share(db: GraphDB, model: ModelRow, role: str, node: str) -> str:
-    """``"previous_token_share 0.20, null 0.04: +0.16 vs 0.25"`` for a head that does not
+    """``"previous_token_share 0.20, null 0.04: +0.16 vs 0.25; rival 0.10"`` for a head that does not
     play ``role`` (its best probe, against the role's threshold)."""
     r = rule(role)
     found = role_candidates(db, model.model_id, [r], [node], None).get((node, role))
@@ -262,8 +262,8 @@ def _disagreements(db: GraphDB, model: ModelRow, roles: dict[str, list[RoleRecor
             out.append(Disagreement(
                 target, "no previous-token head feeds its keys above z "
                 f"{Z_ABOVE:g}" + (f" (best {top['source']} at z {top['z']:.1f})" if top else ""),
-                f"{target} is an induction head (share "
-                f"{next(r.value for r in roles['induction'] if r.node == target):.2f})"))
+                f"{target} is an induction head "
+                f"({next(r for r in roles['induction'] if r.node == target).explain()})"))
     groups: dict[tuple[str, int | None], set[str]] = {}
     for name in ind_all:
         groups.setdefault(_group(name, kv), set()).add(name)

@@ -12,13 +12,14 @@ positions (the detection pattern ``D`` of the real tokens) is measured there:
 role               control     what is taken away
 =================  ==========  ===========================================================
 previous_token     positions   which key is the previous one: every position's encoding
-first_token                    is moved to a random index (one permutation per chunk, the
-                               first index included, one permutation per sequence; the
-                               causal mask stays), so a head that finds ``i - 1`` or
-                               ``0`` by position cannot find it
-induction          tokens      which keys hold copies: every token is redrawn uniformly
-duplicate_token                from the ordinary ids (the BOS/CLS token, if first, stays),
-                               so the positions where a copy was hold unrelated tokens
+first_token                    is moved to a random index (one permutation per sequence,
+                               the first index included; the causal mask stays), so a
+                               head that finds ``i - 1`` or ``0`` by its position
+                               encoding cannot find it
+induction          tokens      which keys hold copies: every ordinary token is redrawn
+duplicate_token                uniformly from the ordinary ids (special tokens such as
+                               BOS, CLS or SEP stay where they are), so the positions where
+                               a copy was hold unrelated tokens
 =================  ==========  ===========================================================
 
 ``<role>_null_share`` is the share on the control; a role is then read as the attention the
@@ -27,8 +28,15 @@ relation itself draws, ``<role>_share - <role>_null_share`` (the rules:
 sequence axis, what the model adds or rotates by position: the rotary ``cos``/``sin``
 tables where the bridge exposes them (``rotary_emb.hook_cos``/``hook_sin``: Llama, Qwen,
 SmolLM2) or the learned position embedding (``hook_pos_embed``: GPT-2, BERT). A model with
-neither gets no positional null (its previous/first-token roles stay on the fixed,
-uncalibrated thresholds, and the evidence run says so).
+neither (GPT-J, whose rotary tables the bridge does not expose), or with more position
+tables than these (a second, local rotary table), gets no positional null: its
+previous/first-token roles stay on the fixed, uncalibrated thresholds, and the evidence
+run says so.
+
+What the positional control cannot take away is the causal order itself: index 0 is still
+the only key its own query sees. A sink on the first token that comes from being first,
+not from the position encoding, keeps its attention in the control and plays no
+``first_token`` role (docs/science.md, "Roles").
 
 Both controls are seeded per sequence (:data:`SEED` and the sequence's place in the
 probe), so a probe's nulls regenerate bit for bit however it is cut into chunks.
@@ -53,7 +61,11 @@ CONTROLS: dict[str, str] = {
 }
 """role -> the control whose share is the role's null (module docstring)."""
 
-Hook = tuple[str, Callable[..., torch.Tensor | None]]
+_ROTARY = ("rotary_emb.hook_cos", "rotary_emb.hook_sin")
+
+
+class ControlError(RuntimeError):
+    """A position table of a shape the positional control does not know."""
 
 
 def generators(first: int, n: int, control: str) -> list[torch.Generator]:
@@ -66,14 +78,13 @@ def generators(first: int, n: int, control: str) -> list[torch.Generator]:
 def redrawn_tokens(tokens: torch.Tensor, vocab: Vocab, gens: list[torch.Generator]
                    ) -> torch.Tensor:
     """``tokens [n, T]`` with every ordinary token redrawn uniformly from the model's
-    ordinary ids (sequence ``k`` from ``gens[k]``); a first token that is the model's
-    BOS/CLS stays."""
+    ordinary ids (sequence ``k`` from ``gens[k]``); special tokens (BOS, CLS, SEP, ...: any
+    id that is not ordinary) stay where they are."""
     T = int(tokens.shape[1])
     idx = torch.stack([torch.randint(0, len(vocab.ordinary), (T,), generator=g) for g in gens])
     out = vocab.ordinary[idx].to(tokens.dtype)
-    if vocab.bos is not None:
-        keep = tokens[:, 0] == vocab.bos
-        out[keep, 0] = tokens[keep, 0]
+    special = ~torch.isin(tokens, vocab.ordinary)
+    out[special] = tokens[special]
     return out
 
 
@@ -83,16 +94,21 @@ def permutations(T: int, gens: list[torch.Generator]) -> torch.Tensor:
 
 
 def position_hooks(hook_names: set[str] | dict, positional: str, perms: torch.Tensor
-                   ) -> list[Hook] | None:
+                   ) -> list[tuple[str, Callable[..., torch.Tensor]]] | None:
     """Hooks that give token ``i`` of sequence ``k`` the encoding of position
     ``perms[k, i]`` (``perms [n, T]``), or ``None`` where the bridge exposes no positional
     input.
 
     ``positional`` is the bridge's ``positional_embedding_type`` (``"rotary"`` reads the
     ``cos``/``sin`` tables, anything else the learned ``hook_pos_embed``). The tables may
-    come once for the batch (``[1, T, ...]``); they are widened to one per sequence."""
+    come once for the batch (``[1, T, ...]``); they are widened to one per sequence. A
+    table of another shape raises :class:`ControlError` when the model runs."""
+    others = [n for n in hook_names if "rotary" in n and n.endswith(("hook_cos", "hook_sin"))
+              and not n.startswith("blocks.") and n not in _ROTARY]
+    if others:
+        return None  # a second rotary table (e.g. local attention): a partial shuffle
     if positional == "rotary":
-        names = [n for n in ("rotary_emb.hook_cos", "rotary_emb.hook_sin") if n in hook_names]
+        names = [n for n in _ROTARY if n in hook_names]
         if len(names) != 2:
             return None
     elif "hook_pos_embed" in hook_names:
@@ -105,8 +121,8 @@ def position_hooks(hook_names: set[str] | dict, positional: str, perms: torch.Te
         if x.dim() == 2:
             x = x[None]
         if x.dim() != 3 or x.shape[1] != T or x.shape[0] not in (1, n):
-            raise RuntimeError(f"{hook.name}: expected [batch, {T}, width], got "  # type: ignore[attr-defined]
-                               f"{tuple(x.shape)}")
+            raise ControlError(f"{hook.name} has shape {tuple(x.shape)}, not "  # type: ignore[attr-defined]
+                               f"[batch, {T}, width]")
         index = perms.to(x.device)[:, :, None].expand(n, T, x.shape[2])
         return torch.gather(x.expand(n, T, x.shape[2]), 1, index)
 
@@ -114,7 +130,7 @@ def position_hooks(hook_names: set[str] | dict, positional: str, perms: torch.Te
 
 
 def null_shares(chunks: Sequence[ProbeBatch], model: RunnableModel, roles: Sequence[str],
-                forward: Callable[[torch.Tensor, list[Hook]], object]
+                forward: Callable[[torch.Tensor, list], object]
                 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """``{"<role>_null_share": [L, H]}`` for each of ``roles`` (those whose share the
     probe stores), from one controlled pass per chunk and control, and the notes of nulls
@@ -141,9 +157,8 @@ def null_shares(chunks: Sequence[ProbeBatch], model: RunnableModel, roles: Seque
             else:
                 found = position_hooks(bridge.hook_dict, positional, permutations(T, gens))
                 if found is None:
-                    notes.append(f"{model.architecture}: the bridge exposes no position input "
-                                 f"to shuffle, so {' and '.join(mine)} have no null; their "
-                                 "roles use the fixed (uncalibrated) thresholds.")
+                    notes.append(_no_null(model, mine, "the bridge exposes no position "
+                                          "table that can be shuffled whole"))
                     break
                 hooks = found
             acc.start_batch(patterns)
@@ -153,10 +168,19 @@ def null_shares(chunks: Sequence[ProbeBatch], model: RunnableModel, roles: Seque
 
             hooks = [*hooks, *((f"blocks.{layer}.attn.hook_pattern", on_pattern)
                                for layer in range(model.n_layers))]
-            with torch.inference_mode():
-                forward(tokens, hooks)
+            try:
+                with torch.inference_mode():
+                    forward(tokens, hooks)
+            except ControlError as exc:
+                notes.append(_no_null(model, mine, str(exc)))
+                break
         else:
             shares = acc.scores()
             out.update({f"{r}_null_share": shares[f"{r}_share"] for r in mine
                         if f"{r}_share" in shares})
     return out, notes
+
+
+def _no_null(model: RunnableModel, roles: list[str], why: str) -> str:
+    return (f"{model.architecture}: {why}, so {' and '.join(roles)} have no null; their "
+            "roles use the fixed (uncalibrated) thresholds.")

@@ -20,6 +20,11 @@ induction          ``1 <= j <= i`` and ``t_{j-1} = t_i`` (the token after an ear
 first_token        ``j = 0 < i`` (headgraph's own, same form; not in head_detector)
 =================  ===================================================================
 
+Two more patterns are measured for ``previous_token`` only, its *rivals*: attention to the
+query itself (``j = i``) and to the token before the previous one (``j = i - 2``).
+``previous_token_rival_share`` is the larger of their shares, so a head that spreads its
+attention over the last few positions (a local head) is told from one that picks ``i - 1``.
+
 ``score`` cannot reach 1: only queries that *have* a target can score, so its ceiling is
 the share of such rows (about 1/2 for induction on ``B x x``). Role labels therefore use
 the probe-independent
@@ -41,12 +46,15 @@ from __future__ import annotations
 import torch
 
 ROLE_SCORES = ("previous_token", "duplicate_token", "induction", "first_token")
+RIVALS = ("current_token", "second_previous_token")
+"""The patterns whose larger share is ``previous_token_rival_share`` (module docstring)."""
 MIN_TARGET_ROWS = 16
 
 
 def detection_patterns(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """The 0/1 detection patterns of a batch: ``tokens [n, T]`` -> ``{role: [n, T, T]}``
-    (float, lower triangular), as defined in the module docstring."""
+    (float, lower triangular), as defined in the module docstring, with the two
+    :data:`RIVALS` of ``previous_token``."""
     n, T = tokens.shape
     below = torch.ones(T, T, dtype=torch.bool).tril(-1)  # j < i
     same = tokens[:, :, None] == tokens[:, None, :]  # [n, T, T]: t_i == t_j
@@ -58,11 +66,17 @@ def detection_patterns(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     prev[1:, :-1] = torch.eye(T - 1, dtype=torch.bool)
     first = torch.zeros(T, T, dtype=torch.bool)
     first[1:, 0] = True
+    current = torch.zeros(T, T, dtype=torch.bool)
+    current[1:, 1:] = torch.eye(T - 1, dtype=torch.bool)  # j = i, rows that have an i - 1
+    second = torch.zeros(T, T, dtype=torch.bool)
+    second[2:, :-2] = torch.eye(T - 2, dtype=torch.bool)  # j = i - 2
     return {
         "previous_token": prev.expand(n, T, T).float(),
         "duplicate_token": dup.float(),
         "induction": ind.float(),
         "first_token": first.expand(n, T, T).float(),
+        "current_token": current.expand(n, T, T).float(),
+        "second_previous_token": second.expand(n, T, T).float(),
     }
 
 
@@ -71,15 +85,18 @@ class RoleAccumulator:
 
     ``add(layer, pattern, patterns)`` takes one layer's ``pattern [n, H, T, T]`` and the
     batch's detection patterns; :meth:`scores` returns ``{metric: [L, H]}`` tensors for
-    ``<role>_score`` and (where defined) ``<role>_share``.
+    ``<role>_score`` and (where defined) ``<role>_share``, and
+    ``previous_token_rival_share``. Patterns of other names are ignored; a batch may bring
+    a subset of them (the controls measure only the roles they are the null of).
     """
 
     def __init__(self, n_layers: int, n_heads: int) -> None:
         self.n_layers, self.n_heads = n_layers, n_heads
-        zeros = {r: torch.zeros(n_layers, n_heads, dtype=torch.float64) for r in ROLE_SCORES}
+        names = (*ROLE_SCORES, *RIVALS)
+        zeros = {r: torch.zeros(n_layers, n_heads, dtype=torch.float64) for r in names}
         self._score_sum = {r: z.clone() for r, z in zeros.items()}
         self._hit_sum = {r: z.clone() for r, z in zeros.items()}
-        self._rows = dict.fromkeys(ROLE_SCORES, 0)
+        self._rows = dict.fromkeys(names, 0)
         self._seqs = 0
 
     def start_batch(self, patterns: dict[str, torch.Tensor]) -> None:
@@ -105,5 +122,10 @@ class RoleAccumulator:
         for role in ROLE_SCORES:
             out[f"{role}_score"] = (self._score_sum[role] / max(self._seqs, 1)).float()
             if self.has_share(role):
-                out[f"{role}_share"] = (self._hit_sum[role] / self._rows[role]).float()
+                out[f"{role}_share"] = self._share(role)
+        if "previous_token_share" in out and all(self.has_share(r) for r in RIVALS):
+            out["previous_token_rival_share"] = torch.maximum(*(self._share(r) for r in RIVALS))
         return out
+
+    def _share(self, name: str) -> torch.Tensor:
+        return (self._hit_sum[name] / self._rows[name]).float()
