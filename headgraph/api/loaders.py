@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from strawberry.dataloader import DataLoader
 
-from headgraph.queries.evidence import EdgeEvidence, edge_evidence_of, roles_of
+from headgraph.queries.evidence import EdgeEvidence, edge_evidence_of
 from headgraph.queries.models import models_by_id
 from headgraph.queries.nodes import feeders_of, nodes_named, readers_of
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
+from headgraph.queries.roles import roles_of
 from headgraph.queries.scores import node_scores_of
 
 if TYPE_CHECKING:

@@ -34,11 +34,11 @@ from headgraph.graph.paths import MAX_LENGTH as MAX_PATH_LENGTH
 from headgraph.graph.paths import Path as PathRecord
 from headgraph.queries.circuits import CircuitRow
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
-from headgraph.queries.evidence import ROLE_RULES, heads_in_role
 from headgraph.queries.gaps import ABSENT, evidence_gaps
 from headgraph.queries.gaps import EvidenceGap as GapRecord
 from headgraph.queries.nodes import list_nodes, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow
+from headgraph.queries.roles import ROLE_RULES, heads_in_role
 from headgraph.queries.structural import structural_null_of
 from headgraph.queries.summary import summarize
 from headgraph.queries.virtual import VirtualHeadRow, virtual_heads_of
@@ -246,7 +246,7 @@ class Node:
 
     @strawberry.field(description="The roles this node plays (previous_token, induction, "
                       "duplicate_token, first_token, copying, suppression), from its stored "
-                      "evidence and weights by headgraph.queries.evidence.ROLE_RULES (from "
+                      "evidence and weights by headgraph.queries.roles.ROLE_RULES (from "
                       "one probe's evidence if given); [] for none. An attention role holds "
                       "where its share stands at least 0.25 above the same head's null: its "
                       "share on the same rows with the role's relation taken away "

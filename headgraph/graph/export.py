@@ -11,7 +11,7 @@ format     what reads it                                shape
 
 Nodes carry :data:`NODE_FIELDS` (kind, layer, head, the key/value head a query head reads,
 norms, copying scores), their ``roles`` (comma-separated, the same roles as GraphQL's
-``Node.roles``: :func:`headgraph.queries.evidence.roles_of`) and a layered drawing position
+``Node.roles``: :func:`headgraph.queries.roles.roles_of`) and a layered drawing position
 ``x`` (residual-stream column: embeddings 0, layer ``l`` at ``l + 1``, the unembedding
 last) and ``y`` (head index; an MLP below its layer's heads). Edges carry
 :data:`EDGE_FIELDS`: ``kind``, ``score``, ``baseline``, ``null_std``, ``z`` (the
@@ -37,10 +37,10 @@ from sqlalchemy import func, select
 
 from headgraph.errors import BadInputError
 from headgraph.queries.arrow import arrow_batches, edge_filter
-from headgraph.queries.evidence import roles_of
 from headgraph.queries.models import get_model
 from headgraph.queries.nodes import EDGE_KINDS, check_kind
 from headgraph.queries.records import ModelRow
+from headgraph.queries.roles import roles_of
 from headgraph.queries.session import GraphDB
 from headgraph.queries.structural import z_column
 from headgraph.schema.tables import edges, nodes

@@ -16,16 +16,11 @@ from headgraph.api.graph_ops import PathAsk, UpstreamCircuit, circuit_of, find_p
 from headgraph.notebook.rows import Rows
 from headgraph.queries.circuits import CircuitRow, list_circuits
 from headgraph.queries.edges import EdgeKey, EdgePage, count_edges, edge_page
-from headgraph.queries.evidence import (
-    EdgeEvidence,
-    RoleRecord,
-    edge_evidence_of,
-    heads_in_role,
-    roles_of,
-)
+from headgraph.queries.evidence import EdgeEvidence, edge_evidence_of
 from headgraph.queries.gaps import EvidenceGap, evidence_gaps
 from headgraph.queries.nodes import feeders, get_node, list_nodes, readers, top_heads
 from headgraph.queries.records import EdgeRow, ModelRow, NodeRow, ScoreRow
+from headgraph.queries.roles import RoleRecord, heads_in_role, roles_of
 from headgraph.queries.scores import node_scores_of
 from headgraph.queries.session import GraphDB
 from headgraph.queries.structural import StructuralNullInfo, structural_null_of

@@ -5,7 +5,7 @@ the ``summary`` command) that puts the weights (edges and their structural z) be
 evidence from running the model (roles, path patching):
 
 * **previous-token**, **induction** and **duplicate-token** heads: the heads that play the
-  role (:data:`~headgraph.queries.evidence.ROLE_RULES`), strongest first, with the share
+  role (:data:`~headgraph.queries.roles.ROLE_RULES`), strongest first, with the share
   that earned it and its probe;
 * **the induction circuit's keys**: the K edges from previous-token heads into each listed
   induction head at z >= :data:`Z_ABOVE` (or its strongest one, where none reaches it),
@@ -33,16 +33,13 @@ from sqlalchemy import and_, select
 
 from headgraph.queries.evidence import (
     EdgeEvidence,
-    RoleRecord,
     edge_evidence_of,
-    heads_with_role,
     probes_of,
-    role_candidates,
-    rule,
     top_edge_evidence,
 )
 from headgraph.queries.nodes import nodes_named
 from headgraph.queries.records import ModelRow
+from headgraph.queries.roles import RoleRecord, heads_with_role, role_candidates, rule
 from headgraph.queries.session import GraphDB
 from headgraph.queries.structural import StructuralNullInfo, structural_null_of
 from headgraph.queries.summary_text import summary_lines

@@ -6,7 +6,7 @@
 export const KIND_COLOURS = { Q: "#1c7ed6", K: "#e8590c", V: "#2f9e44", MLP: "#7048e8", UNEMBED: "#495057" };
 const FILLS = { HEAD: "#f1f3f5", EMBED: "#d3f9d8", POS_EMBED: "#d3f9d8", MLP: "#e5dbff", UNEMBED: "#fff3bf" };
 
-/** Every role (headgraph.queries.evidence.ROLE_RULES: a test keeps them in step), in the
+/** Every role (headgraph.queries.roles.ROLE_RULES: a test keeps them in step), in the
     order a fill shows them, with fill and outline colours. */
 export const ROLES = [
   { role: "previous_token", fill: "#a5d8ff", line: "#1864ab" },

@@ -24,7 +24,7 @@ duplicate_token                uniformly from the ordinary ids (special tokens s
 
 ``<role>_null_share`` is the share on the control; a role is then read as the attention the
 relation itself draws, ``<role>_share - <role>_null_share`` (the rules:
-:data:`headgraph.queries.evidence.ROLE_RULES`). Positions are moved by permuting, along the
+:data:`headgraph.queries.roles.ROLE_RULES`). Positions are moved by permuting, along the
 sequence axis, what the model adds or rotates by position: the rotary ``cos``/``sin``
 tables where the bridge exposes them (``rotary_emb.hook_cos``/``hook_sin``: Llama, Qwen,
 SmolLM2) or the learned position embedding (``hook_pos_embed``: GPT-2, BERT). A model with
