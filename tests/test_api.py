@@ -5,6 +5,7 @@ code and limit, hostile requests, the side routes, and serving beside a writer."
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -409,6 +410,27 @@ def test_a_concurrent_writer_gets_coded_retryable_errors_then_normal_answers(
                                 "duckdb.connect(sys.argv[1])", str(db)],
                                capture_output=True, text=True, timeout=30)
         assert plain.returncode != 0 and "lock" in plain.stderr.lower()
+    finally:
+        s.stop()
+
+
+def test_probe_adds_evidence_beside_a_serving_server(toy_db: Path, tmp_path: Path):
+    """`headgraph probe` in a second terminal while `make demo` serves the file: the
+    server steps aside for its write, and then answers with the new roles."""
+    db = tmp_path / "probed.duckdb"
+    shutil.copy(toy_db, db)
+    s = Server(create_app(db))
+    query = '{ model(name: "toy") { heads(role: "previous_token") { name } } }'
+    try:
+        assert s.gql(query)["data"]["model"]["heads"] == []  # the server now holds the file
+        done = subprocess.run([sys.executable, "-m", "headgraph.cli", "probe", "--model", "toy",
+                               "--db", str(db), "--probes", "repeat(seq=10,batch=4)",
+                               "--attribution", "none", "--exact-heads", "0",
+                               "--exact-edges", "0"],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert s.gql(query)["data"]["model"]["heads"] == [{"name": "L0H2"}]
     finally:
         s.stop()
 

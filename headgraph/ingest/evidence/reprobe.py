@@ -8,8 +8,9 @@ With ``attribution="none"`` it runs no attribution and confirms exactly the head
 that the attribution stored earlier for the same probe ranks first: exact confirmations
 added later. The database is held only for two short moments, reading the model row (and
 that stored attribution) before the run and writing after it, so a server can keep
-reading the file while the model runs; the write re-checks that the model was not
-replaced in between.
+reading the file while the model runs; the write waits for the file as every writer does
+(:func:`~headgraph.schema.database.begin_writing`: a headgraph server serving it steps
+aside) and re-checks that the model was not replaced in between.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from headgraph.ingest.evidence.runnable import load_runnable
 from headgraph.schema import tables as t
 from headgraph.schema.database import (
     DatabaseTarget,
+    begin_writing,
     check_version,
     create_db_engine,
     raise_db_error,
@@ -140,7 +142,7 @@ def probe_model(db: str | os.PathLike[str] | None, model: str, probes: str = "de
     start = time.perf_counter()
     engine = create_db_engine(target, read_only=False)
     try:
-        with engine.begin() as conn:
+        with begin_writing(engine, target) as conn:  # a server beside it steps aside
             again = _model_row(conn, target, model)
             if again != stored:
                 raise DatabaseError(f"{target}: model {model!r} was replaced while it was "
