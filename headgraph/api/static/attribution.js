@@ -6,7 +6,7 @@
 // them; a view with more than MAX_NODES nodes is loaded by neighbourhood instead of whole:
 // the logits' first, then each clicked node's. State lives in the URL hash
 // (#model=..&slug=..&prune=INFLUENCE&t=0.8&e=0.98&node=KEY&pinned=A,B&max=1500).
-"use strict";
+import { gql as post } from "./viewer-api.js";
 
 (() => {
   const MAX_NODES = 1500; // drawn whole up to this many nodes (the hash's max= changes it)
@@ -26,26 +26,9 @@
 
   // --- GraphQL --------------------------------------------------------------------
 
-  async function gql(query, variables = {}, tries = 5) {
-    const response = await fetch(new URL("../graphql", document.baseURI), {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json" },
-      body: JSON.stringify({ query, variables }),
-    });
-    let body;
-    try {
-      body = await response.json();
-    } catch {
-      throw new Error(`the server answered HTTP ${response.status} without JSON`);
-    }
-    if (response.status === 503 && tries > 1) {
-      status("the database is locked by an import; retrying");
-      await new Promise((r) => setTimeout(r, 1000 * Number(response.headers.get("retry-after") || 1)));
-      return gql(query, variables, tries - 1);
-    }
-    if (body.errors && body.errors.length) throw new Error(body.errors.map((e) => e.message).join("; "));
-    return body.data;
-  }
+  /** One query through the viewer's client (its retries of a locked database say so in
+   * the status line). */
+  const gql = (query, variables = {}) => post(query, variables, (text) => status(text));
 
   function status(text, isError = false) {
     $("#status").textContent = text;

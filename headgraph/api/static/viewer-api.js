@@ -17,9 +17,14 @@ export class ApiError extends Error {
   }
 }
 
+/** The server's /graphql, found from this module's own place (/viewer/viewer-api.js), so
+ * every page that imports it (the viewer at /, the attribution page under /viewer/) posts
+ * to the same endpoint, under whatever prefix the server is mounted. */
+const ENDPOINT = new URL("../graphql", import.meta.url);
+
 /** POST one query to /graphql; retries DATABASE_LOCKED (503) a few times, telling `onWait`. */
 export async function gql(query, variables = {}, onWait = () => {}, tries = 5) {
-  const response = await fetch(new URL("graphql", document.baseURI), {
+  const response = await fetch(ENDPOINT, {
     method: "POST",
     headers: { "content-type": "application/json", accept: "application/json" },
     body: JSON.stringify({ query, variables }),
@@ -32,7 +37,7 @@ export async function gql(query, variables = {}, onWait = () => {}, tries = 5) {
   }
   if (response.status === 503 && tries > 1) {
     const wait = Number(response.headers.get("retry-after") || 1);
-    onWait(`the database is locked by an ingest; retrying in ${wait} s`);
+    onWait(`the database is locked by a writer (an ingest or import); retrying in ${wait} s`);
     await new Promise((resolve) => setTimeout(resolve, wait * 1000));
     return gql(query, variables, onWait, tries - 1);
   }
