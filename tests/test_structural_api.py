@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -24,25 +23,13 @@ from headgraph.server import create_app
 INDUCTION = ["L1H0", "L1H1", "L1H2", "L1H3"]
 
 
-@pytest.fixture(scope="module")
-def probed_db(probed_toy_db: Path) -> Path:
-    return probed_toy_db
-
-
-@pytest.fixture(scope="module")
-def server(probed_db: Path) -> Iterator[Server]:
-    s = Server(create_app(probed_db))
-    yield s
-    s.stop()
-
-
-def test_edge_z_is_the_stored_structural_z(server: Server, probed_db: Path):
-    body = server.gql('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 6) { '
+def test_edge_z_is_the_stored_structural_z(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ node(model: "toy", name: "L1H2") { feeders(kind: K, top: 6) { '
                       'source { name } score baseline nullStd z gaussianZ rank readerRank '
                       'kvHead } } }')
     got = body["data"]["node"]["feeders"]
     want = dict((s, (z, score, base, std)) for s, z, score, base, std in sql(
-        str(probed_db), "SELECT source, z, score, baseline, null_std FROM edges WHERE "
+        str(probed_toy_db), "SELECT source, z, score, baseline, null_std FROM edges WHERE "
         "target='L1H2' AND kind='K'"))
     assert [e["source"]["name"] for e in got][0] == "L0H2"
     for e in got:
@@ -53,8 +40,8 @@ def test_edge_z_is_the_stored_structural_z(server: Server, probed_db: Path):
     assert got[0]["z"] > 5 and got[0]["gaussianZ"] > got[0]["z"]
 
 
-def test_readers_carry_their_rank_among_the_sources_readers(server: Server):
-    body = server.gql('{ node(model: "toy", name: "L0H2") { readers(kind: K, top: 4) { '
+def test_readers_carry_their_rank_among_the_sources_readers(probed_server: Server):
+    body = probed_server.gql('{ node(model: "toy", name: "L0H2") { readers(kind: K, top: 4) { '
                       'target { name } rank readerRank z kvHead } } '
                       'q: node(model: "toy", name: "L0H2") { readers(kind: Q, top: 2) { '
                       'kvHead } } }')
@@ -65,21 +52,21 @@ def test_readers_carry_their_rank_among_the_sources_readers(server: Server):
     assert [e["kvHead"] for e in body["data"]["q"]["readers"]] == [None, None]
 
 
-def test_edges_filtered_by_z(server: Server, probed_db: Path):
-    body = server.gql('{ model(name: "toy") { edges(kind: K, minZ: 3) { totalCount edges { '
+def test_edges_filtered_by_z(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ model(name: "toy") { edges(kind: K, minZ: 3) { totalCount edges { '
                       'node { source { name } target { name } z } } } } }')
     page = body["data"]["model"]["edges"]
-    want = sql(str(probed_db), "SELECT count(*) FROM edges WHERE kind = 'K' AND z >= 3")[0][0]
+    want = sql(str(probed_toy_db), "SELECT count(*) FROM edges WHERE kind = 'K' AND z >= 3")[0][0]
     assert page["totalCount"] == len(page["edges"]) == want
     pairs = {(e["node"]["source"]["name"], e["node"]["target"]["name"]) for e in page["edges"]}
     assert {("L0H2", t) for t in INDUCTION} <= pairs
     assert all(e["node"]["z"] >= 3 for e in page["edges"])
-    with headgraph.open(probed_db) as g:
+    with headgraph.open(probed_toy_db) as g:
         assert len(g.model("toy").edges("K", min_z=3)) == want
 
 
-def test_structural_null_and_role_score_order(server: Server):
-    body = server.gql('{ model(name: "toy") { structuralNull { bands bandSizes calibration '
+def test_structural_null_and_role_score_order(probed_server: Server):
+    body = probed_server.gql('{ model(name: "toy") { structuralNull { bands bandSizes calibration '
                       '{ kind family edges delta phi basis } } heads(role: "induction", '
                       'orderBy: ROLE_SCORE) { name } weakest: heads(role: "induction", '
                       'orderBy: ROLE_SCORE, descending: false, first: 1) { name } } }')
@@ -88,18 +75,18 @@ def test_structural_null_and_role_score_order(server: Server):
     assert sum(null["bandSizes"]) == 64 and null["bands"].endswith("+1")
     k = next(c for c in null["calibration"] if (c["kind"], c["family"]) == ("K", "head->head"))
     assert k["basis"] == "own" and k["edges"] == 16 and k["phi"] > 1
-    shares = server.gql('{ model(name: "toy") { nodes(kind: HEAD, layer: 1) { name '
+    shares = probed_server.gql('{ model(name: "toy") { nodes(kind: HEAD, layer: 1) { name '
                         'scores { metric value } } } }')["data"]["model"]["nodes"]
     best = {n["name"]: max(s["value"] for s in n["scores"] if s["metric"] == "induction_share")
             for n in shares}
     assert [h["name"] for h in m["heads"]] == sorted(best, key=lambda n: -best[n])
     assert m["weakest"] == [{"name": min(best, key=best.get)}]
-    bad = server.gql('{ model(name: "toy") { heads(orderBy: ROLE_SCORE) { name } } }')
+    bad = probed_server.gql('{ model(name: "toy") { heads(orderBy: ROLE_SCORE) { name } } }')
     assert bad["errors"][0]["extensions"]["code"] == "BAD_INPUT"
 
 
-def test_summary_names_the_induction_circuit(server: Server, probed_db: Path):
-    body = server.gql('{ model(name: "toy") { summary { previousToken { node value probe '
+def test_summary_names_the_induction_circuit(probed_server: Server, probed_toy_db: Path):
+    body = probed_server.gql('{ model(name: "toy") { summary { previousToken { node value probe '
                       'null } induction { node value null } inductionKeys { source target z zRank evidence { '
                       'metric value } } copying { node } roleCounts { role heads } '
                       'disagreements { subject weights evidence } notes text } } }')
@@ -118,23 +105,23 @@ def test_summary_names_the_induction_circuit(server: Server, probed_db: Path):
         assert name in s["text"]
     # the toy's strongest Q-composition effects run through edges at z < 1: said, with both
     assert all("z " in d["weights"] and "nats" in d["evidence"] for d in s["disagreements"])
-    with headgraph.open(probed_db) as g:
+    with headgraph.open(probed_toy_db) as g:
         record = g.model("toy").summary()
     assert str(record) == s["text"]
     assert [e.target for e in record.induction_keys] == [e["target"] for e in keys]
-    out = CliRunner().invoke(app, ["summary", "toy", "--db", str(probed_db)])
+    out = CliRunner().invoke(app, ["summary", "toy", "--db", str(probed_toy_db)])
     assert out.exit_code == 0 and out.output.strip() == s["text"].strip()
 
 
-def test_paths_by_z_and_exports_carry_z(probed_db: Path, tmp_path: Path):
-    with headgraph.open(probed_db) as g:
+def test_paths_by_z_and_exports_carry_z(probed_toy_db: Path, tmp_path: Path):
+    with headgraph.open(probed_toy_db) as g:
         toy = g.model("toy")
         paths = toy.paths("L1H2", kinds=("K",), max_length=1, top=3, weight="z",
                           rank_by="per_hop")
         assert paths[0].nodes == ("L0H2", "L1H2") and paths[0].weights[0] > 5
         assert all(p.weights[0] > 0 for p in paths)
         graph = toy.to_networkx(kinds=("K", "V"))
-    feeders = {e.source: e for e in headgraph.open(probed_db).model("toy").node(
+    feeders = {e.source: e for e in headgraph.open(probed_toy_db).model("toy").node(
         "L1H2").feeders("K", top=10)}
     edge = graph.edges["L0H2", "L1H2", "K"]
     assert edge["z"] == pytest.approx(feeders["L0H2"].z, rel=1e-6)
@@ -174,14 +161,14 @@ def _make_old(src: Path, dst: Path) -> None:
 
 
 @pytest.mark.slow
-def test_database_written_before_the_structural_null(probed_db: Path, tmp_path: Path):
+def test_database_written_before_the_structural_null(probed_toy_db: Path, tmp_path: Path):
     from headgraph.circuits.importer import import_circuit
     from headgraph.errors import BadInputError
     from headgraph.ingest.pipeline import ingest
     from headgraph.maintenance import copy_models
 
     old = tmp_path / "old.duckdb"
-    _make_old(probed_db, old)
+    _make_old(probed_toy_db, old)
     s = Server(create_app(old))
     try:
         body = s.gql('{ model(name: "toy") { structuralNull { bands } edges(kind: K, first: 3) '
@@ -259,12 +246,12 @@ def test_postgres_database_written_before_the_structural_null(pg_url: str):
     assert check_database(pg_url).ok
 
 
-def test_check_finds_a_structural_null_without_its_calibration(probed_db: Path,
+def test_check_finds_a_structural_null_without_its_calibration(probed_toy_db: Path,
                                                                tmp_path: Path):
     from headgraph.schema.check import check_database
 
     copy = tmp_path / "damaged.duckdb"
-    shutil.copy(probed_db, copy)
+    shutil.copy(probed_toy_db, copy)
     assert check_database(copy).ok
     con = duckdb.connect(str(copy))
     con.execute("DELETE FROM null_calibration")
@@ -272,5 +259,5 @@ def test_check_finds_a_structural_null_without_its_calibration(probed_db: Path,
     report = check_database(copy)
     assert report.problems == ("model 'toy' has a structural null but no null_calibration rows",)
     old = tmp_path / "old.duckdb"
-    _make_old(probed_db, old)
+    _make_old(probed_toy_db, old)
     assert check_database(old).ok  # written before the structural null: nothing to check
